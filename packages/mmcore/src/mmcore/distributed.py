@@ -1,0 +1,199 @@
+"""Accelerate glue shared by every training recipe: building the Accelerator, seeding,
+main-process-only logging and progress bars, metric gathering and feature gathering.
+
+One process on a laptop CPU, several CPU processes with gloo (``ACCELERATE_USE_CPU=true accelerate
+launch --num_processes 2 ...``) and multi-GPU runs all go through the same code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+@dataclass
+class AcceleratorConfig:
+    mixed_precision: str = "no"  # "no" | "bf16" | "fp16"; on CPU bf16 measured slower for tiny models
+    cpu: bool = False  # force CPU even when a GPU is visible
+    log_with: str = "auto"  # "auto" (tensorboard if installed) | "none" | "tensorboard" | "wandb"
+    deterministic: bool = True  # torch.use_deterministic_algorithms(warn_only=True) on CPU
+
+
+def build_accelerator(cfg: AcceleratorConfig | None = None, project_dir: str | Path | None = None):
+    """Create an :class:`accelerate.Accelerator` from config (trackers under ``project_dir``)."""
+    from accelerate import Accelerator
+    from accelerate.utils import ProjectConfiguration
+
+    cfg = cfg or AcceleratorConfig()
+    log_with: list[str] | None
+    if cfg.log_with == "auto":
+        try:
+            import tensorboard  # noqa: F401
+
+            log_with = ["tensorboard"] if project_dir is not None else None
+        except ImportError:
+            log_with = None
+    elif cfg.log_with == "none":
+        log_with = None
+    else:
+        log_with = [cfg.log_with]
+    project = None
+    if project_dir is not None:
+        project = ProjectConfiguration(project_dir=str(project_dir), logging_dir=str(Path(project_dir) / "tb"))
+    acc = Accelerator(
+        mixed_precision=cfg.mixed_precision,
+        cpu=cfg.cpu,
+        log_with=log_with,
+        project_config=project,
+    )
+    if cfg.deterministic:
+        import torch
+
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    return acc
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (all devices)."""
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+    os.environ.setdefault("PYTHONHASHSEED", str(seed))
+
+
+def is_main_process() -> bool:
+    """True on rank 0 (or when torch.distributed is not initialised)."""
+    try:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            return dist.get_rank() == 0
+    except ImportError:
+        pass
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def world_size() -> int:
+    import torch.distributed as dist
+
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def rank() -> int:
+    import torch.distributed as dist
+
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def gather_with_grad(x):
+    """All-gather a tensor along dim 0 keeping the autograd graph (for contrastive losses over the
+    global batch, as open_clip does). Identity on one process."""
+    import torch
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return x
+    import torch.distributed.nn as dist_nn
+
+    return torch.cat(dist_nn.all_gather(x), dim=0)
+
+
+def shard_indices(indices: list[int]) -> list[int]:
+    """This process's slice of a global batch of indices (round-robin, so sizes stay equal)."""
+    return indices[rank() :: world_size()]
+
+
+def epoch_permutation(n: int, seed: int, epoch: int) -> list[int]:
+    """A deterministic shuffle of ``range(n)`` for ``epoch``: the data order depends only on
+    (seed, epoch), so a resumed run sees exactly the batches an uninterrupted one would."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(n, generator=g).tolist()
+
+
+def global_batches(n: int, batch_size: int, seed: int, epoch: int, drop_last: bool = True) -> list[list[int]]:
+    """The global batches (lists of dataset indices) of one epoch."""
+    perm = epoch_permutation(n, seed, epoch)
+    stop = (n // batch_size) * batch_size if drop_last else n
+    return [perm[i : i + batch_size] for i in range(0, stop, batch_size)]
+
+
+class JsonlLogger:
+    """Appends one JSON object per line; only the main process writes. Also forwards scalars to
+    accelerate's trackers when an accelerator with trackers is given."""
+
+    def __init__(self, path: str | Path, accelerator: Any = None):
+        self.path = Path(path)
+        self.accelerator = accelerator
+        self._t0 = time.time()
+
+    def log(self, record: dict[str, Any], step: int | None = None) -> None:
+        if not is_main_process():
+            return
+        rec = {"time": round(time.time() - self._t0, 3), **({"step": step} if step is not None else {}), **record}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(rec, default=float) + "\n")
+        if self.accelerator is not None and getattr(self.accelerator, "trackers", None):
+            scalars = {k: float(v) for k, v in record.items() if isinstance(v, int | float)}
+            self.accelerator.log(scalars, step=step)
+
+
+def console():
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+@contextmanager
+def progress_bar(total: int | None, description: str, disable: bool | None = None) -> Iterator[Any]:
+    """A rich progress bar shown on the main process only; yields an ``advance(n=1, **fields)`` callable.
+
+    Also disabled when ``MM_NO_PROGRESS=1`` (tests, logs)."""
+    if disable is None:
+        disable = not is_main_process() or os.environ.get("MM_NO_PROGRESS") == "1"
+    if disable:
+        yield lambda n=1, **kw: None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[info]}"),
+        console=console(),
+        transient=False,
+    ) as prog:
+        task = prog.add_task(description, total=total, info="")
+
+        def advance(n: int = 1, **fields: Any) -> None:
+            info = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in fields.items())
+            prog.update(task, advance=n, info=info)
+
+        yield advance
+
+
+def track(items: Iterable[T], description: str, total: int | None = None) -> Iterator[T]:
+    """Iterate with a main-process progress bar."""
+    if total is None and hasattr(items, "__len__"):
+        total = len(items)  # type: ignore[arg-type]
+    with progress_bar(total, description) as advance:
+        for it in items:
+            yield it
+            advance()

@@ -1,0 +1,126 @@
+"""File I/O that never leaves half-written files and never escapes a data root."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from mmcore.errors import DataError, MMError
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` via a temporary file in the same folder and an atomic rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def _json_default(o: Any) -> Any:
+    if hasattr(o, "tolist"):  # numpy / torch scalars and arrays
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    if hasattr(o, "__dataclass_fields__"):
+        import dataclasses
+
+        return dataclasses.asdict(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def write_json(path: str | Path, obj: Any) -> Path:
+    """Atomically write ``obj`` as pretty JSON (numpy/torch values converted)."""
+    return atomic_write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
+
+
+def read_json(path: str | Path) -> Any:
+    """Read JSON, raising :class:`DataError` naming the file on a missing file or bad JSON."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "file not found")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise DataError(path, f"malformed JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+    except UnicodeDecodeError:
+        raise DataError(path, "not UTF-8 text") from None
+
+
+def save_safetensors(path: str | Path, tensors: Mapping[str, Any], metadata: dict[str, str] | None = None) -> Path:
+    """Atomically save a flat dict of tensors as safetensors (contiguous CPU copies)."""
+    from safetensors.torch import save
+
+    flat = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    return atomic_write_bytes(path, save(flat, metadata=metadata))
+
+
+def load_safetensors(path: str | Path) -> dict[str, Any]:
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "weights file not found")
+    try:
+        return load_file(str(path))
+    except Exception as e:  # safetensors raises its own error types for truncated/corrupt headers
+        raise DataError(path, f"not a valid safetensors file ({e})") from None
+
+
+def torch_load_safe(path: str | Path) -> Any:
+    """``torch.load`` restricted to tensors and plain containers (``weights_only=True``)."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "checkpoint not found")
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise DataError(path, f"cannot be loaded safely with weights_only=True ({e})") from None
+
+
+def safe_join(root: str | Path, member: str) -> Path:
+    """Join a manifest path onto ``root`` and refuse anything that escapes it (``..``, absolute paths)."""
+    root_r = Path(root).resolve()
+    target = (root_r / member).resolve()
+    if target != root_r and root_r not in target.parents:
+        raise DataError(root, f"manifest path {member!r} escapes the data root")
+    return target
+
+
+def prepare_output_dir(path: str | Path, overwrite: bool = False, resume: bool = False) -> Path:
+    """Create an output directory; refuse to reuse a non-empty one unless ``overwrite`` or ``resume``.
+
+    ``overwrite`` deletes the old contents; ``resume`` keeps them (a run continues from its checkpoint).
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise MMError(f"{path}: output path exists and is not a directory")
+    if path.is_dir() and any(path.iterdir()):
+        if resume:
+            return path
+        if not overwrite:
+            raise MMError(
+                f"{path}: output directory is not empty; pass --overwrite to replace it or --resume to continue"
+            )
+        shutil.rmtree(path)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
