@@ -31,6 +31,7 @@ def _register() -> None:
     from mm_cli import clip_cmds
 
     app.add_typer(clip_cmds.app, name="clip")
+    unlearn_app = None
     for mod_name, name in (
         ("unlearn_cmds", "unlearn"),
         ("diffusion_cmds", "diffusion"),
@@ -44,6 +45,12 @@ def _register() -> None:
                 raise
             continue
         app.add_typer(mod.app, name=name)
+        if name == "diffusion" and unlearn_app is not None:
+            # The diffusion evaluation of an unlearned text encoder lives with the diffusion code,
+            # but users look for it under `mm unlearn`.
+            unlearn_app.command("diffusion-eval")(mod.diffusion_eval)
+        if name == "unlearn":
+            unlearn_app = mod.app
     from mm_cli import demo_cmd
 
     app.command("demo")(demo_cmd.demo)

@@ -1,0 +1,144 @@
+"""Image–text records: the common in-memory form every image–text loader returns.
+
+A record holds either an in-memory image (synthetic data) or a path to an image file (real data),
+one or more captions, and an optional class label. :class:`ImageTextDataset` turns records into
+``{"image", "text", "label", "index"}`` samples for training and evaluation.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import torch
+
+from mmcore.errors import DataError
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+
+@dataclass
+class ImageTextRecord:
+    """One image with its captions. Exactly one of ``image`` (HxWx3 uint8) and ``path`` is set."""
+
+    id: str
+    captions: list[str]
+    label: int | None = None
+    image: np.ndarray | None = None
+    path: Path | None = None
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+    def load_image(self) -> Image.Image:
+        """The image as an RGB PIL image; :class:`DataError` naming the file if missing or corrupt."""
+        from PIL import Image, UnidentifiedImageError
+
+        if self.image is not None:
+            return Image.fromarray(np.asarray(self.image, dtype=np.uint8)).convert("RGB")
+        if self.path is None:
+            raise DataError(None, f"record {self.id!r} has neither an in-memory image nor an image path")
+        path = Path(self.path)
+        if not path.is_file():
+            raise DataError(path, f"image file not found (record {self.id!r})")
+        try:
+            with Image.open(path) as im:
+                im.load()  # decode now so truncated files fail here, not later in a worker
+                return im.convert("RGB")
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+            raise DataError(path, f"cannot read image ({e})") from None
+
+
+@dataclass
+class ImageTextData:
+    """A named image–text dataset. ``templates`` are prompt templates with a ``{}`` placeholder for a
+    class name; ``skipped`` counts unreadable items a loader dropped with ``skip_bad=True``."""
+
+    name: str
+    records: list[ImageTextRecord]
+    classnames: list[str] | None = None
+    templates: list[str] = field(default_factory=lambda: ["a photo of a {}."])
+    skipped: int = 0
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def subset(self, indices: list[int] | range, name: str | None = None) -> ImageTextData:
+        """A copy holding only ``records[i]`` for ``i`` in ``indices`` (records are shared, not copied)."""
+        return ImageTextData(
+            name=name or self.name,
+            records=[self.records[i] for i in indices],
+            classnames=self.classnames,
+            templates=list(self.templates),
+            skipped=self.skipped,
+            attrs=dict(self.attrs),
+        )
+
+    def texts(self) -> tuple[list[str], list[int]]:
+        """All captions flattened, with the index of each caption's record (for retrieval)."""
+        texts: list[str] = []
+        owner: list[int] = []
+        for i, r in enumerate(self.records):
+            texts.extend(r.captions)
+            owner.extend([i] * len(r.captions))
+        return texts, owner
+
+
+class ImageTextDataset(torch.utils.data.Dataset):
+    """Records → ``dict(image=Tensor, text=str, label=int (-1 if None), index=int)``.
+
+    ``caption="random"`` picks one caption per item; the pick depends only on (seed, index, epoch),
+    so it is identical across workers, processes and resumed runs. Call :meth:`set_epoch` each epoch.
+    """
+
+    def __init__(
+        self,
+        records: list[ImageTextRecord] | ImageTextData,
+        transform: Callable[[Any], torch.Tensor] | None = None,
+        caption: Literal["random", "first"] = "random",
+        seed: int = 0,
+    ):
+        if caption not in ("random", "first"):
+            raise ValueError(f"caption must be 'random' or 'first', got {caption!r}")
+        self.records = records.records if isinstance(records, ImageTextData) else list(records)
+        self.transform = transform
+        self.caption = caption
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def caption_for(self, index: int) -> str:
+        caps = self.records[index].captions
+        if not caps:
+            raise DataError(None, f"record {self.records[index].id!r} has no captions")
+        if self.caption == "first" or len(caps) == 1:
+            return caps[0]
+        # A fresh RNG keyed on (seed, epoch, index): no shared state, so workers agree.
+        rng = random.Random((self.seed * 1_000_003 + self.epoch) * 10_000_019 + index)
+        return caps[rng.randrange(len(caps))]
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        rec = self.records[index]
+        img = rec.load_image()
+        image = self.transform(img) if self.transform is not None else _to_tensor(img)
+        return {
+            "image": image,
+            "text": self.caption_for(index),
+            "label": -1 if rec.label is None else int(rec.label),
+            "index": index,
+        }
+
+
+def _to_tensor(img: Image.Image) -> torch.Tensor:
+    """PIL → float CHW tensor in [0, 1] (used when no transform is given)."""
+    arr = np.asarray(img, dtype=np.uint8)
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)

@@ -1,0 +1,314 @@
+"""open_clip factory: any open_clip architecture by name (with a pretrained tag or a local checkpoint),
+the project's own small configs from ``mmcore/model_configs/*.json``, and a saved-model directory format.
+
+    bundle = create_clip("mm-tiny-clip")                      # random init, offline
+    bundle = create_clip("ViT-B-32", "openai")                # downloads (needs network)
+    bundle = create_clip("ViT-B-32", "weights.safetensors")   # local checkpoint
+    save_clip(bundle.model, "out/", bundle.model_name, bundle.model_cfg)
+    bundle = load_clip("out/")                                # clip_config.json + model.safetensors
+
+Small models (image side <= 64 px) get tensor-level preprocessing (no PIL resampling pipeline), so
+they can be trained quickly on CPU; larger ones get open_clip's standard transforms.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mmcore.errors import DataError, MMError
+from mmcore.io import read_json, write_json
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "model_configs"
+CONFIG_FILE = "clip_config.json"
+WEIGHTS_FILE = "model.safetensors"
+FORMAT = "mm-clip/1"
+FAST_PREPROCESS_MAX_SIZE = 64  # up to this image side, preprocessing is done on tensors
+
+_registered = False
+
+
+@dataclass
+class ClipBundle:
+    """A CLIP model with everything needed to use it."""
+
+    model: Any  # open_clip CLIP / CustomTextCLIP
+    tokenizer: Any  # callable: list[str] -> LongTensor [N, context_length]
+    preprocess_train: Any  # callable: PIL image / HxWx3 uint8 array / CHW tensor -> normalised CHW float tensor
+    preprocess_eval: Any
+    model_name: str
+    model_cfg: dict
+    image_size: int
+
+
+def register_model_configs() -> list[str]:
+    """Register the project's model configs with open_clip (idempotent); returns their names."""
+    global _registered
+    import open_clip
+
+    names = sorted(p.stem for p in CONFIG_DIR.glob("*.json"))
+    if not _registered or any(n not in open_clip.list_models() for n in names):
+        open_clip.add_model_config(CONFIG_DIR)
+        _registered = True
+    return names
+
+
+# --------------------------------------------------------------------------- preprocessing
+
+
+class TensorPreprocess:
+    """Cheap preprocessing on tensors: to float [0, 1] → resize (shortest side) + centre crop when the
+    size differs → (train only) a random shift of up to ``max_shift`` pixels → normalise.
+
+    The shift is the only augmentation: flips or colour jitter would contradict captions such as
+    "a red circle on the left". :meth:`batch` does the same on a uint8 NCHW batch at once.
+    """
+
+    def __init__(self, image_size: int, mean, std, train: bool = False, max_shift: int = 2):
+        self.image_size = int(image_size)
+        self.mean = tuple(float(m) for m in mean)
+        self.std = tuple(float(s) for s in std)
+        self.train = train
+        self.max_shift = max_shift if train else 0
+
+    def __repr__(self) -> str:
+        return f"TensorPreprocess(size={self.image_size}, train={self.train}, max_shift={self.max_shift})"
+
+    @staticmethod
+    def to_uint8_chw(img: Any):
+        import numpy as np
+        import torch
+
+        if isinstance(img, torch.Tensor):
+            t = img
+        else:
+            if not isinstance(img, np.ndarray):  # PIL image
+                img = np.asarray(img.convert("RGB"))
+            t = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)
+        return t
+
+    def _resize(self, x):
+        import torch.nn.functional as F
+
+        h, w = x.shape[-2:]
+        s = self.image_size
+        if (h, w) == (s, s):
+            return x
+        scale = s / min(h, w)
+        nh, nw = max(s, round(h * scale)), max(s, round(w * scale))
+        x = F.interpolate(x, size=(nh, nw), mode="bilinear", antialias=True, align_corners=False)
+        top, left = (nh - s) // 2, (nw - s) // 2
+        return x[..., top : top + s, left : left + s]
+
+    def _normalize(self, x):
+        import torch
+
+        mean = torch.tensor(self.mean, dtype=x.dtype).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, dtype=x.dtype).view(1, 3, 1, 1)
+        return (x - mean) / std
+
+    def _shift(self, x, generator=None):
+        import torch
+        import torch.nn.functional as F
+
+        m = self.max_shift
+        if m <= 0:
+            return x
+        n, c, h, w = x.shape
+        padded = F.pad(x, (m, m, m, m), mode="replicate")
+        dy = torch.randint(0, 2 * m + 1, (n,), generator=generator)
+        dx = torch.randint(0, 2 * m + 1, (n,), generator=generator)
+        # one advanced-indexing gather cuts a differently shifted window out of each image
+        rows = (dy.view(n, 1) + torch.arange(h)).view(n, 1, h, 1)
+        cols = (dx.view(n, 1) + torch.arange(w)).view(n, 1, 1, w)
+        return padded[torch.arange(n).view(n, 1, 1, 1), torch.arange(c).view(1, c, 1, 1), rows, cols]
+
+    def batch(self, images, generator=None):
+        """uint8 or float [N, 3, H, W] → normalised float batch (augmented when ``train``)."""
+        import torch
+
+        x = images.float().div_(255.0) if images.dtype == torch.uint8 else images.float()
+        x = self._resize(x)
+        if self.train:
+            x = self._shift(x, generator)
+        return self._normalize(x)
+
+    def __call__(self, img: Any):
+        t = self.to_uint8_chw(img)
+        return self.batch(t.unsqueeze(0))[0]
+
+
+def _make_preprocess(model: Any, image_size: int) -> tuple[Any, Any]:
+    import open_clip
+    from open_clip.transform import PreprocessCfg
+
+    pp = dict(getattr(model.visual, "preprocess_cfg", None) or {})
+    cfg = PreprocessCfg(**{**{k: v for k, v in pp.items() if k in PreprocessCfg.__dataclass_fields__}, "size": image_size})
+    if image_size <= FAST_PREPROCESS_MAX_SIZE:
+        return (
+            TensorPreprocess(image_size, cfg.mean, cfg.std, train=True),
+            TensorPreprocess(image_size, cfg.mean, cfg.std, train=False),
+        )
+    return open_clip.image_transform_v2(cfg, is_train=True), open_clip.image_transform_v2(cfg, is_train=False)
+
+
+# --------------------------------------------------------------------------- model construction
+
+
+def _image_size(model_cfg: dict) -> int:
+    size = model_cfg.get("vision_cfg", {}).get("image_size", 224)
+    return int(size[0] if isinstance(size, list | tuple) else size)
+
+
+def _check_name(model_name: str) -> str:
+    import open_clip
+
+    register_model_configs()
+    name = model_name.replace("/", "-")
+    known = open_clip.list_models()
+    if name not in known:
+        close = difflib.get_close_matches(name, known, n=5, cutoff=0.5)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise MMError(
+            f"unknown CLIP model {model_name!r}{hint} (project models: {', '.join(register_model_configs())}; "
+            "`python -c 'import open_clip; print(open_clip.list_models())'` lists all)"
+        )
+    return name
+
+
+def _instantiate(model_cfg: dict) -> Any:
+    """Build an open_clip model from a config dict (the same class choice as open_clip's factory)."""
+    from open_clip.coca_model import CoCa
+    from open_clip.model import CLIP, CustomTextCLIP
+
+    cfg = copy.deepcopy(model_cfg)
+    hf_text = "hf_model_name" in cfg.get("text_cfg", {})
+    if hf_text:
+        cfg["text_cfg"]["hf_model_pretrained"] = False
+    custom = cfg.pop("custom_text", False) or hf_text
+    cls = (CoCa if "multimodal_cfg" in cfg else CustomTextCLIP) if custom else CLIP
+    try:
+        return cls(**cfg)
+    except OSError as e:  # an HF text tower whose config cannot be fetched offline
+        raise MMError(f"cannot build the model's text tower offline ({e})") from None
+
+
+def _tokenizer(model_name: str, model_cfg: dict) -> Any:
+    import open_clip
+
+    text_cfg = model_cfg.get("text_cfg", {})
+    ctx = int(text_cfg.get("context_length", 77))
+    if text_cfg.get("hf_tokenizer_name") or "siglip" in model_name.lower():
+        try:
+            return open_clip.get_tokenizer(model_name, context_length=ctx)
+        except Exception as e:
+            raise MMError(f"cannot load the tokenizer of {model_name!r} ({e}); it may need the network") from None
+    return open_clip.tokenizer.SimpleTokenizer(context_length=ctx, **(text_cfg.get("tokenizer_kwargs") or {}))
+
+
+def _looks_like_path(s: str) -> bool:
+    return s.endswith((".safetensors", ".pt", ".pth", ".bin")) or os.sep in s or s.startswith(".")
+
+
+def _load_checkpoint(model: Any, path: Path) -> None:
+    """Load a local checkpoint (safetensors, or a torch file with weights_only=True)."""
+    if not path.is_file():
+        raise DataError(path, "checkpoint file not found")
+    if path.suffix == ".safetensors":
+        from mmcore.checkpoint import load_model_weights
+
+        load_model_weights(model, path)
+        return
+    import open_clip
+
+    try:
+        # open_clip's loader unwraps {"state_dict": ...}, strips "module." and converts known formats.
+        open_clip.load_checkpoint(model, str(path), strict=True, weights_only=True)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[0][:300]
+        raise DataError(path, f"checkpoint does not match the model architecture: {first}") from None
+    except Exception as e:  # pickle refusing a non-tensor object, corrupt file, ...
+        raise DataError(path, f"cannot be loaded safely with weights_only=True ({e})") from None
+
+
+def create_clip(model_name: str, pretrained: str | None = None, *, device: str = "cpu") -> ClipBundle:
+    """An open_clip model by name. ``pretrained``: None (random init), an open_clip tag (e.g. "openai";
+    downloads on first use) or a local ``.safetensors`` / ``.pt`` / ``.bin`` checkpoint."""
+    import open_clip
+    from open_clip.model import set_model_preprocess_cfg
+    from open_clip.transform import PreprocessCfg
+
+    name = _check_name(model_name)
+    model_cfg = open_clip.get_model_config(name)
+    if pretrained and not _looks_like_path(pretrained) and not Path(pretrained).is_file():
+        tags = open_clip.list_pretrained_tags_by_model(name)
+        if pretrained not in tags:
+            raise MMError(
+                f"unknown pretrained tag {pretrained!r} for {name}; known tags: {', '.join(tags) or 'none'} "
+                "(or pass a local .safetensors/.pt file)"
+            )
+        try:
+            model = open_clip.create_model(name, pretrained=pretrained, device=device)
+        except Exception as e:
+            raise MMError(f"cannot load pretrained weights {name}/{pretrained} ({e}); offline? pass a local checkpoint file") from None
+    else:
+        model = _instantiate(model_cfg)
+        set_model_preprocess_cfg(model, {**PreprocessCfg().__dict__, "size": _image_size(model_cfg)})
+        if pretrained:
+            _load_checkpoint(model, Path(pretrained))
+    model = model.to(device)
+    size = _image_size(model_cfg)
+    train_pp, eval_pp = _make_preprocess(model, size)
+    return ClipBundle(model, _tokenizer(name, model_cfg), train_pp, eval_pp, name, model_cfg, size)
+
+
+def save_clip(model: Any, out_dir: str | Path, model_name: str, model_cfg: dict) -> None:
+    """Write ``model.safetensors`` and ``clip_config.json`` (enough for :func:`load_clip`)."""
+    from mmcore.checkpoint import save_model, unwrap
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pp = dict(getattr(unwrap(model).visual, "preprocess_cfg", None) or {})
+    save_model(model, out_dir / WEIGHTS_FILE, metadata={"format": FORMAT, "model_name": model_name})
+    write_json(out_dir / CONFIG_FILE, {"format": FORMAT, "model_name": model_name, "model_cfg": model_cfg, "preprocess_cfg": pp})
+
+
+def load_clip(model: str | Path, pretrained: str | None = None, *, device: str = "cpu") -> ClipBundle:
+    """A saved model directory (from :func:`save_clip`) or an open_clip model name (+ ``pretrained``)."""
+    from open_clip.model import set_model_preprocess_cfg
+    from open_clip.transform import PreprocessCfg
+
+    from mmcore.checkpoint import load_model_weights
+
+    path = Path(model)
+    if not path.is_dir():
+        if _looks_like_path(str(model)) and not path.exists():
+            raise DataError(path, "model directory not found")
+        if path.is_file():
+            raise DataError(path, f"expected a model directory (with {CONFIG_FILE}) or a model name; "
+                                  "pass a weights file as --pretrained with a model name")
+        return create_clip(str(model), pretrained, device=device)
+    cfg_path = path / CONFIG_FILE
+    if not cfg_path.is_file():
+        raise DataError(path, f"not a saved CLIP model directory ({CONFIG_FILE} missing)")
+    meta = read_json(cfg_path)
+    if not isinstance(meta, dict) or "model_cfg" not in meta or "model_name" not in meta:
+        raise DataError(cfg_path, "missing 'model_name' or 'model_cfg'")
+    if not (path / WEIGHTS_FILE).is_file():
+        raise DataError(path / WEIGHTS_FILE, "weights file not found")
+    model_cfg = meta["model_cfg"]
+    net = _instantiate(model_cfg)
+    size = _image_size(model_cfg)
+    set_model_preprocess_cfg(net, {**PreprocessCfg().__dict__, **meta.get("preprocess_cfg", {}), "size": size})
+    load_model_weights(net, path / WEIGHTS_FILE)
+    net = net.to(device)
+    train_pp, eval_pp = _make_preprocess(net, size)
+    return ClipBundle(net, _tokenizer(meta["model_name"], model_cfg), train_pp, eval_pp, meta["model_name"], model_cfg, size)
+
+
+def count_parameters(model: Any) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,42 @@
+import json
+
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from mmcore.distributed import JsonlLogger, epoch_permutation, gather_with_grad, global_batches, seed_everything
+
+
+@given(n=st.integers(1, 200), bs=st.integers(1, 64), seed=st.integers(0, 10**6), epoch=st.integers(0, 50))
+def test_global_batches_cover_each_index_once(n, bs, seed, epoch):
+    batches = global_batches(n, bs, seed, epoch, drop_last=False)
+    flat = [i for b in batches for i in b]
+    assert sorted(flat) == list(range(n))
+    assert all(len(b) == bs for b in batches[:-1])
+    assert global_batches(n, bs, seed, epoch, drop_last=False) == batches
+
+
+def test_epochs_differ_and_seed_matters():
+    assert epoch_permutation(50, 0, 0) != epoch_permutation(50, 0, 1)
+    assert epoch_permutation(50, 0, 0) != epoch_permutation(50, 1, 0)
+
+
+def test_seed_everything_is_reproducible():
+    seed_everything(3)
+    a = torch.rand(3)
+    seed_everything(3)
+    assert torch.equal(a, torch.rand(3))
+
+
+def test_gather_with_grad_is_identity_on_one_process():
+    x = torch.randn(3, 2, requires_grad=True)
+    gather_with_grad(x).sum().backward()
+    assert torch.equal(x.grad, torch.ones(3, 2))
+
+
+def test_jsonl_logger_appends_records(tmp_path):
+    log = JsonlLogger(tmp_path / "log.jsonl")
+    log.log({"loss": 1.0}, step=1)
+    log.log({"loss": 0.5}, step=2)
+    lines = [json.loads(x) for x in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [r["loss"] for r in lines] == [1.0, 0.5] and lines[1]["step"] == 2
