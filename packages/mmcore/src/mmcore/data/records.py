@@ -7,6 +7,7 @@ one or more captions, and an optional class label. :class:`ImageTextDataset` tur
 
 from __future__ import annotations
 
+import io
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,7 +25,9 @@ if TYPE_CHECKING:
 
 @dataclass
 class ImageTextRecord:
-    """One image with its captions. Exactly one of ``image`` (HxWx3 uint8) and ``path`` is set."""
+    """One image with its captions. The image is in memory (``image``, HxWx3 uint8: synthetic data
+    and CIFAR), a file (``path``: image folders) or encoded bytes (``image_bytes``: tar shards, with
+    ``attrs["source"]`` naming the shard member for error messages)."""
 
     id: str
     captions: list[str]
@@ -32,6 +35,7 @@ class ImageTextRecord:
     image: np.ndarray | None = None
     path: Path | None = None
     attrs: dict[str, Any] = field(default_factory=dict)
+    image_bytes: bytes | None = field(default=None, repr=False)
 
     def load_image(self) -> Image.Image:
         """The image as an RGB PIL image; :class:`DataError` naming the file if missing or corrupt."""
@@ -39,17 +43,22 @@ class ImageTextRecord:
 
         if self.image is not None:
             return Image.fromarray(np.asarray(self.image, dtype=np.uint8)).convert("RGB")
-        if self.path is None:
-            raise DataError(None, f"record {self.id!r} has neither an in-memory image nor an image path")
-        path = Path(self.path)
-        if not path.is_file():
-            raise DataError(path, f"image file not found (record {self.id!r})")
+        if self.image_bytes is not None:
+            source: Any = io.BytesIO(self.image_bytes)
+            where = self.attrs.get("source", self.id)
+        elif self.path is not None:
+            path = Path(self.path)
+            if not path.is_file():
+                raise DataError(path, f"image file not found (record {self.id!r})")
+            source, where = path, path
+        else:
+            raise DataError(None, f"record {self.id!r} has no image (no array, path or bytes)")
         try:
-            with Image.open(path) as im:
+            with Image.open(source) as im:
                 im.load()  # decode now so truncated files fail here, not later in a worker
                 return im.convert("RGB")
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-            raise DataError(path, f"cannot read image ({e})") from None
+        except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError, SyntaxError) as e:
+            raise DataError(where, f"cannot read image ({e})") from None
 
 
 @dataclass

@@ -160,8 +160,20 @@ _SDF: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
     "triangle": _polygon(_centred([(0.0, 1.0), (-0.866, -0.5), (0.866, -0.5)])),
     "star": _polygon(_centred(_star_vertices(), 1.0)),
     "cross": _polygon(
-        [(-0.3, 0.9), (0.3, 0.9), (0.3, 0.3), (0.9, 0.3), (0.9, -0.3), (0.3, -0.3),
-         (0.3, -0.9), (-0.3, -0.9), (-0.3, -0.3), (-0.9, -0.3), (-0.9, 0.3), (-0.3, 0.3)]
+        [
+            (-0.3, 0.9),
+            (0.3, 0.9),
+            (0.3, 0.3),
+            (0.9, 0.3),
+            (0.9, -0.3),
+            (0.3, -0.3),
+            (0.3, -0.9),
+            (-0.3, -0.9),
+            (-0.3, -0.3),
+            (-0.9, -0.3),
+            (-0.9, 0.3),
+            (-0.3, 0.3),
+        ]
     ),
     "heart": _heart,
     "diamond": _polygon([(0.0, 1.0), (0.72, 0.0), (0.0, -1.0), (-0.72, 0.0)]),
@@ -170,7 +182,9 @@ _SDF: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
     "semicircle": _semicircle,
     # Not in SHAPES by default (too close to circle when small) but usable via ``shapes=``.
     "hexagon": _polygon([(np.cos(a), np.sin(a)) for a in np.arange(6) * np.pi / 3]),
-    "pentagon": _polygon(_centred([(np.cos(a), np.sin(a)) for a in np.pi / 2 + np.arange(5) * 2 * np.pi / 5])),
+    "pentagon": _polygon(
+        _centred([(np.cos(a), np.sin(a)) for a in np.pi / 2 + np.arange(5) * 2 * np.pi / 5])
+    ),
 }
 ALL_SHAPES: tuple[str, ...] = tuple(_SDF)
 
@@ -201,13 +215,23 @@ def _radius(size: str | float, image_size: int) -> float:
 
 
 def _centre(
-    position: str | tuple[float, float], radius: float, image_size: int, jitter: float, rng: np.random.Generator | None
+    position: str | tuple[float, float],
+    radius: float,
+    image_size: int,
+    jitter: float,
+    rng: np.random.Generator | None,
 ) -> tuple[float, float]:
     """Pixel centre (x, y) for a named position, with uniform jitter, kept inside the image."""
     s = float(image_size)
     if isinstance(position, str):
         lo, mid, hi = radius + 1.0, s / 2, s - radius - 1.0
-        table = {"left": (lo, mid), "right": (hi, mid), "top": (mid, lo), "bottom": (mid, hi), "center": (mid, mid)}
+        table = {
+            "left": (lo, mid),
+            "right": (hi, mid),
+            "top": (mid, lo),
+            "bottom": (mid, hi),
+            "center": (mid, mid),
+        }
         if position not in table:
             raise MMError(f"unknown position {position!r}; known positions: {', '.join(POSITIONS)}")
         cx, cy = table[position]
@@ -238,7 +262,7 @@ def _draw(
     canvas: np.ndarray, shape_names: Sequence[str], colors: np.ndarray, centres: np.ndarray, radii: np.ndarray
 ) -> np.ndarray:
     """Composite one shape per image onto ``canvas`` [n, S, S, 3] float32 (in place); returns uint8."""
-    n, s = canvas.shape[0], canvas.shape[1]
+    s = canvas.shape[1]
     grid = np.arange(s, dtype=np.float32) + 0.5  # pixel centres
     names = np.asarray(shape_names)
     for name in np.unique(names):
@@ -280,7 +304,11 @@ def render_shape(
         background = "plain"
     canvas = _backgrounds(1, image_size, background, rng if rng is not None else np.random.default_rng(0))
     return _draw(
-        canvas, [shape], np.asarray([rgb], np.float32), np.asarray([[cx, cy]], np.float32), np.asarray([radius])
+        canvas,
+        [shape],
+        np.asarray([rgb], np.float32),
+        np.asarray([[cx, cy]], np.float32),
+        np.asarray([radius]),
     )[0]
 
 

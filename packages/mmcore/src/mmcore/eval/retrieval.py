@@ -10,7 +10,8 @@ features gathered back in the original order, so 2 processes give the same numbe
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -45,6 +46,18 @@ def _device(device: str | torch.device, accelerator: Any) -> torch.device:
     return torch.device(accelerator.device if accelerator is not None else device)
 
 
+@contextmanager
+def _eval_mode(model: Any) -> Iterator[None]:
+    """model.eval() for the duration, then the previous mode back (evaluation inside a training
+    loop must not leave the model in eval mode)."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
 def _float_dtype(model: Any) -> torch.dtype:
     for p in model.parameters():
         if p.is_floating_point():
@@ -52,7 +65,6 @@ def _float_dtype(model: Any) -> torch.dtype:
     return torch.float32
 
 
-@torch.inference_mode()
 def encode_images(
     model: Any,
     records: Sequence[ImageTextRecord] | ImageTextData,
@@ -63,9 +75,21 @@ def encode_images(
     accelerator: Any = None,
 ) -> torch.Tensor:
     """L2-normalised image features ``[len(records), D]`` (float32, on ``device``), in record order."""
+    with torch.inference_mode(), _eval_mode(model):
+        out = _encode_images(model, records, transform, batch_size, device, accelerator)
+    return out.clone()  # a normal tensor: inference tensors cannot enter autograd later
+
+
+def _encode_images(
+    model: Any,
+    records: Any,
+    transform: Callable[[Any], torch.Tensor],
+    batch_size: int,
+    device: Any,
+    accelerator: Any,
+) -> torch.Tensor:
     recs = records.records if isinstance(records, ImageTextData) else list(records)
     m = unwrap(model)
-    m.eval()
     dev = _device(device, accelerator)
     dtype = _float_dtype(m)
     mine, _ = _shard(len(recs), accelerator)
@@ -80,7 +104,6 @@ def encode_images(
     return _gather(out, len(recs), accelerator)
 
 
-@torch.inference_mode()
 def encode_texts(
     model: Any,
     tokenizer: Callable[[list[str]], torch.Tensor],
@@ -91,9 +114,20 @@ def encode_texts(
     accelerator: Any = None,
 ) -> torch.Tensor:
     """L2-normalised text features ``[len(texts), D]`` (float32, on ``device``), in input order."""
-    texts = list(texts)
+    with torch.inference_mode(), _eval_mode(model):
+        out = _encode_texts(model, tokenizer, list(texts), batch_size, device, accelerator)
+    return out.clone()
+
+
+def _encode_texts(
+    model: Any,
+    tokenizer: Callable[[list[str]], torch.Tensor],
+    texts: list[str],
+    batch_size: int,
+    device: Any,
+    accelerator: Any,
+) -> torch.Tensor:
     m = unwrap(model)
-    m.eval()
     dev = _device(device, accelerator)
     mine, _ = _shard(len(texts), accelerator)
     feats: list[torch.Tensor] = []
@@ -104,7 +138,9 @@ def encode_texts(
     return _gather(out, len(texts), accelerator)
 
 
-def recall_at_k(sim: torch.Tensor, text_to_image: torch.Tensor, ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
+def recall_at_k(
+    sim: torch.Tensor, text_to_image: torch.Tensor, ks: Sequence[int] = (1, 5, 10)
+) -> dict[str, float]:
     """Recall@K in percent from a similarity matrix ``sim`` [n_images, n_texts].
 
     ``text_to_image[j]`` is the image that caption ``j`` belongs to. Image→text: a hit when ANY of
@@ -133,12 +169,14 @@ def recall_at_k(sim: torch.Tensor, text_to_image: torch.Tensor, ks: Sequence[int
 
     out: dict[str, float] = {}
     for k in ks:
-        hits = (i2t_rank[has_caption] < k).float()
-        out[f"i2t_R@{k}"] = 100.0 * hits.mean().item() if hits.numel() else 0.0
+        out[f"i2t_R@{k}"] = _percent(i2t_rank[has_caption] < k)
     for k in ks:
-        hits = (t2i_rank < k).float()
-        out[f"t2i_R@{k}"] = 100.0 * hits.mean().item() if hits.numel() else 0.0
+        out[f"t2i_R@{k}"] = _percent(t2i_rank < k)
     return out
+
+
+def _percent(hits: torch.Tensor) -> float:
+    return 100.0 * int(hits.sum()) / hits.numel() if hits.numel() else 0.0
 
 
 def retrieval_eval(

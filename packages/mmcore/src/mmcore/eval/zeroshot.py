@@ -19,7 +19,6 @@ from mmcore.errors import MMError
 from mmcore.eval.retrieval import encode_images, encode_texts
 
 
-@torch.inference_mode()
 def build_zero_shot_classifier(
     model: Any,
     tokenizer: Callable[[list[str]], torch.Tensor],
@@ -82,13 +81,19 @@ def zero_shot_eval(
         )
     bad = [r.id for r in data.records if not 0 <= int(r.label) < len(classnames)]  # type: ignore[arg-type]
     if bad:
-        raise MMError(f"dataset {data.name!r}: record {bad[0]!r} has a label outside the {len(classnames)} classes")
+        raise MMError(
+            f"dataset {data.name!r}: record {bad[0]!r} has a label outside the {len(classnames)} classes"
+        )
     if not data.records:
         raise MMError(f"dataset {data.name!r} is empty")
 
     dev = torch.device(accelerator.device if accelerator is not None else device)
-    weights = build_zero_shot_classifier(model, tokenizer, classnames, templates, device=dev, batch_size=batch_size)
-    feats = encode_images(model, data.records, transform, batch_size=batch_size, device=dev, accelerator=accelerator)
+    weights = build_zero_shot_classifier(
+        model, tokenizer, classnames, templates, device=dev, batch_size=batch_size
+    )
+    feats = encode_images(
+        model, data.records, transform, batch_size=batch_size, device=dev, accelerator=accelerator
+    )
     logits = (_logit_scale(model) * feats @ weights).cpu()
     preds = logits.argmax(dim=1)
     labels = torch.tensor([int(r.label) for r in data.records], dtype=torch.long)  # type: ignore[arg-type]
@@ -98,8 +103,12 @@ def zero_shot_eval(
     for c, name in enumerate(classnames):
         sel = labels == c
         if sel.any():
-            per_class[name] = correct[sel].float().mean().item()
-    out: dict[str, Any] = {"accuracy": correct.float().mean().item(), "per_class": per_class, "n": len(labels)}
+            per_class[name] = int(correct[sel].sum()) / int(sel.sum())
+    out: dict[str, Any] = {
+        "accuracy": int(correct.sum()) / len(labels),
+        "per_class": per_class,
+        "n": len(labels),
+    }
     if return_predictions:
         out.update(predictions=preds, labels=labels, logits=logits)
     return out

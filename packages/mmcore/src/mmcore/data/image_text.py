@@ -1,0 +1,499 @@
+"""Real image–text datasets in their published on-disk formats.
+
+- CIFAR-100: torchvision's layout ``ROOT/cifar-100-python/{train,test,meta}`` (read by torchvision).
+- Flickr30K: Karpathy's ``dataset_flickr30k.json`` or the ``results.csv`` caption file
+  (``image_name| comment_number| comment``), plus a folder of images.
+- Conceptual-12M style: a JSON list of ``{"img_name", "text"}`` plus an image folder, or
+  webdataset tar shards (``KEY.jpg``/``KEY.png`` + ``KEY.txt`` [+ ``KEY.json``]) read with
+  the stdlib ``tarfile``.
+
+Every path taken from an annotation file or a tar member goes through :func:`mmcore.io.safe_join`.
+With ``skip_bad=True`` unreadable items (missing/undecodable images, malformed lines) are dropped and
+counted in ``ImageTextData.skipped``; otherwise the first one raises :class:`DataError`.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import tarfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from mmcore.data.records import ImageTextData, ImageTextRecord
+from mmcore.errors import DataError, MMError
+from mmcore.io import read_json, safe_join
+
+IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp")
+
+# CLIP's CIFAR prompt ensemble (Radford et al. 2021, "Prompt Engineering and Ensembling").
+CIFAR_TEMPLATES: list[str] = [
+    "a photo of a {}.",
+    "a blurry photo of a {}.",
+    "a black and white photo of a {}.",
+    "a low contrast photo of a {}.",
+    "a high contrast photo of a {}.",
+    "a bad photo of a {}.",
+    "a good photo of a {}.",
+    "a photo of a small {}.",
+    "a photo of a big {}.",
+    "a photo of the {}.",
+    "a blurry photo of the {}.",
+    "a black and white photo of the {}.",
+    "a low contrast photo of the {}.",
+    "a high contrast photo of the {}.",
+    "a bad photo of the {}.",
+    "a good photo of the {}.",
+    "a photo of the small {}.",
+    "a photo of the big {}.",
+]
+
+
+def _image_ok(path: Path) -> str | None:
+    """None if ``path`` is a readable image, else the reason it is not (header check, no full decode)."""
+    from PIL import Image
+
+    if not path.is_file():
+        return "image file not found"
+    try:
+        with Image.open(path) as im:
+            im.verify()
+    except Exception as e:  # PIL raises many types for corrupt files
+        return f"cannot read image ({e})"
+    return None
+
+
+def _bytes_ok(data: bytes) -> str | None:
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            im.verify()
+    except Exception as e:
+        return f"cannot read image ({e})"
+    return None
+
+
+class _Skipper:
+    """Either raises the first problem or counts it (``skip_bad``)."""
+
+    def __init__(self, skip_bad: bool):
+        self.skip_bad = skip_bad
+        self.count = 0
+
+    def bad(self, path: str | Path | None, problem: str) -> None:
+        if not self.skip_bad:
+            raise DataError(path, problem + " (pass skip_bad=True / --skip-bad to skip unreadable items)")
+        self.count += 1
+
+
+def _check_split(split: str, allowed: Iterable[str], dataset: str) -> None:
+    allowed = tuple(allowed)
+    if split not in allowed:
+        raise MMError(f"{dataset}: unknown split {split!r}; choose one of {', '.join(allowed)}")
+
+
+def _limit(records: list[ImageTextRecord], limit: int | None) -> list[ImageTextRecord]:
+    return records if limit is None else records[:limit]
+
+
+# ---------------------------------------------------------------- CIFAR-100
+
+
+def load_cifar100(
+    root: str | Path,
+    split: str = "train",
+    *,
+    download: bool = False,
+    verify_checksums: bool = False,
+    limit: int | None = None,
+) -> ImageTextData:
+    """CIFAR-100 from torchvision's on-disk format under ``root``; label = fine class, caption
+    "a photo of a {classname}", templates = CLIP's CIFAR ensemble.
+
+    The files are torchvision's pickles (the official format), read by torchvision itself; only use
+    data from a source you trust. ``download=True`` fetches the archive when the network allows.
+    Checksums are only verified with ``verify_checksums`` (hashing 160 MB on every load is slow).
+    """
+    import torchvision
+
+    _check_split(split, ("train", "test"), "cifar100")
+    root = Path(root)
+    folder = root / "cifar-100-python"
+    wanted = ["meta", "train" if split == "train" else "test"]
+    missing = [f for f in wanted if not (folder / f).is_file()]
+    if missing and download:
+        try:
+            torchvision.datasets.CIFAR100(str(root), train=split == "train", download=True)
+        except Exception as e:  # URLError, timeouts, checksum mismatch
+            raise DataError(
+                root, f"CIFAR-100 download failed ({e}); download it by hand (see below)"
+            ) from None
+        missing = [f for f in wanted if not (folder / f).is_file()]
+    if missing:
+        raise DataError(
+            folder,
+            f"CIFAR-100 not found (missing {', '.join(missing)}); download "
+            f"{torchvision.datasets.CIFAR100.url} and extract it under {root}, or pass download=True",
+        )
+
+    cls = torchvision.datasets.CIFAR100 if verify_checksums else _cifar_no_checksum_cls()
+    try:
+        ds = cls(str(root), train=split == "train", download=False)
+    except RuntimeError as e:
+        raise DataError(folder, f"CIFAR-100 files failed torchvision's checks ({e})") from None
+    except Exception as e:  # truncated / foreign pickles
+        raise DataError(
+            folder, f"not a valid CIFAR-100 python-format file set ({type(e).__name__}: {e})"
+        ) from None
+
+    classnames = [c.replace("_", " ") for c in ds.classes]
+    if len(ds.data) != len(ds.targets):
+        raise DataError(folder, f"{len(ds.data)} images but {len(ds.targets)} labels in the {split} file")
+    n = len(ds.targets) if limit is None else min(limit, len(ds.targets))
+    records = [
+        ImageTextRecord(
+            id=f"cifar100-{split}-{i:05d}",
+            captions=[f"a photo of a {classnames[int(ds.targets[i])]}"],
+            label=int(ds.targets[i]),
+            image=ds.data[i],
+        )
+        for i in range(n)
+    ]
+    return ImageTextData(
+        name="cifar100", records=records, classnames=classnames, templates=list(CIFAR_TEMPLATES)
+    )
+
+
+def _cifar_no_checksum_cls():
+    import torchvision
+
+    class CIFAR100NoChecksum(torchvision.datasets.CIFAR100):
+        """torchvision's CIFAR-100 reader with file-existence checks instead of MD5 checks."""
+
+        def _check_integrity(self) -> bool:
+            folder = Path(self.root) / self.base_folder
+            return all((folder / name).is_file() for name, _ in self.train_list + self.test_list)
+
+        def _load_meta(self) -> None:
+            import pickle
+
+            path = Path(self.root) / self.base_folder / self.meta["filename"]
+            with path.open("rb") as f:
+                data = pickle.load(f, encoding="latin1")  # the official CIFAR format is a pickle
+            self.classes = data[self.meta["key"]]
+            self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
+
+    return CIFAR100NoChecksum
+
+
+# ---------------------------------------------------------------- Flickr30K
+
+_FLICKR_IMAGE_DIRS = ("flickr30k-images", "flickr30k_images", "images", "Images")
+
+
+def _find_images_dir(root: Path, images_dir: str | Path | None, candidates: Iterable[str]) -> Path:
+    if images_dir is not None:
+        d = Path(images_dir)
+        if not d.is_dir():
+            raise DataError(d, "image folder not found")
+        return d
+    for c in candidates:
+        if (root / c).is_dir():
+            return root / c
+    return root
+
+
+def _records_from_captions(
+    grouped: dict[str, list[str]], images_dir: Path, skip: _Skipper, verify: bool, split: str
+) -> list[ImageTextRecord]:
+    records = []
+    for fname, caps in grouped.items():
+        path = safe_join(images_dir, fname)
+        problem = _image_ok(path) if verify else (None if path.is_file() else "image file not found")
+        if problem:
+            skip.bad(path, problem)
+            continue
+        records.append(ImageTextRecord(id=fname, captions=caps, path=path, attrs={"split": split}))
+    return records
+
+
+def load_flickr30k(
+    root: str | Path,
+    split: str = "test",
+    *,
+    annotations: str | Path | None = None,
+    images_dir: str | Path | None = None,
+    skip_bad: bool = False,
+    limit: int | None = None,
+) -> ImageTextData:
+    """Flickr30K: one record per image with its (usually 5) captions, label None.
+
+    ``annotations`` defaults to ``ROOT/dataset_flickr30k.json`` (Karpathy split; ``split`` is
+    train/val/test or all) else ``ROOT/results.csv`` (no split information: ``split="all"``, or
+    train/val/test when a Karpathy JSON is also given via ``ROOT/dataset_flickr30k.json``).
+    Images: ``images_dir`` or the first of ROOT/{flickr30k-images, flickr30k_images, images, Images}
+    that exists, else ROOT. ``skip_bad`` also verifies every image header.
+    """
+    _check_split(split, ("train", "val", "test", "all"), "flickr30k")
+    root = Path(root)
+    if annotations is None:
+        for cand in ("dataset_flickr30k.json", "results.csv", "flickr30k_images/results.csv"):
+            if (root / cand).is_file():
+                annotations = root / cand
+                break
+        else:
+            raise DataError(
+                root,
+                "no Flickr30K annotations found: expected dataset_flickr30k.json (Karpathy split) or results.csv",
+            )
+    ann = Path(annotations)
+    if not ann.is_file():
+        raise DataError(ann, "annotation file not found")
+    imgs = _find_images_dir(root, images_dir, _FLICKR_IMAGE_DIRS)
+    skip = _Skipper(skip_bad)
+
+    if ann.suffix.lower() == ".json":
+        grouped = _karpathy_captions(ann, split, skip)
+    else:
+        grouped = _flickr_csv_captions(ann, skip)
+        if split != "all":
+            karpathy = root / "dataset_flickr30k.json"
+            if not karpathy.is_file():
+                raise DataError(
+                    ann,
+                    f"results.csv has no train/val/test split; use split='all' or put Karpathy's "
+                    f"dataset_flickr30k.json in {root} to select split {split!r}",
+                )
+            keep = set(_karpathy_captions(karpathy, split, _Skipper(True)))
+            grouped = {k: v for k, v in grouped.items() if k in keep}
+    if limit is not None:
+        grouped = dict(list(grouped.items())[:limit])
+    records = _records_from_captions(grouped, imgs, skip, skip_bad, split)
+    return ImageTextData(
+        name="flickr30k",
+        records=records,
+        classnames=None,
+        templates=["a photo of a {}."],
+        skipped=skip.count,
+        attrs={"annotations": str(ann), "split": split},
+    )
+
+
+def _karpathy_captions(path: Path, split: str, skip: _Skipper) -> dict[str, list[str]]:
+    data = read_json(path)
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
+        raise DataError(path, 'not a Karpathy-split file: expected {"images": [...]}')
+    want = {"train": {"train", "restval"}, "val": {"val"}, "test": {"test"}}.get(split)
+    grouped: dict[str, list[str]] = {}
+    for k, im in enumerate(data["images"]):
+        try:
+            fname = im["filename"]
+            sp = im["split"]
+            caps = [s["raw"].strip() for s in im["sentences"]]
+        except (KeyError, TypeError):
+            skip.bad(path, f"images[{k}] lacks filename/split/sentences[].raw")
+            continue
+        if want is not None and sp not in want:
+            continue
+        if not isinstance(fname, str) or not caps:
+            skip.bad(path, f"images[{k}] has no filename or no captions")
+            continue
+        grouped.setdefault(fname, []).extend(caps)
+    return grouped
+
+
+def _flickr_csv_captions(path: Path, skip: _Skipper) -> dict[str, list[str]]:
+    """``image_name| comment_number| comment`` lines (header first), grouped by image in
+    comment-number order."""
+    rows: dict[str, list[tuple[int, str]]] = {}
+    with path.open(encoding="utf-8", newline="") as f:
+        header = f.readline()
+        cols = [c.strip() for c in header.split("|")]
+        if cols[:3] != ["image_name", "comment_number", "comment"]:
+            raise DataError(
+                path, f"expected header 'image_name| comment_number| comment', got {header.strip()!r}"
+            )
+        for lineno, line in enumerate(f, start=2):
+            if not line.strip():
+                continue
+            parts = [p.strip() for p in line.rstrip("\r\n").split("|", 2)]
+            if len(parts) != 3 or not parts[0] or not parts[2] or not parts[1].isdigit():
+                skip.bad(path, f"line {lineno}: malformed caption line {line.strip()[:80]!r}")
+                continue
+            rows.setdefault(parts[0], []).append((int(parts[1]), parts[2]))
+    return {k: [c for _, c in sorted(v)] for k, v in rows.items()}
+
+
+# ---------------------------------------------------------------- CC12M-style JSON + folder
+
+
+def load_cc12m_json(
+    root: str | Path,
+    split: str = "train",
+    *,
+    annotations: str | Path | None = None,
+    images_dir: str | Path | None = None,
+    skip_bad: bool = False,
+    limit: int | None = None,
+) -> ImageTextData:
+    """A JSON list of ``{"img_name", "text"}`` plus an image folder (CC12M as used by CLIPErase).
+
+    ``root`` may be the JSON file itself or a folder holding ``{split}.json``, ``cc12m.json`` or a
+    single ``*.json``; images are in ``images_dir``, ``<folder>/images`` or the folder itself.
+    Entries naming the same image are merged into one record with several captions.
+    """
+    root = Path(root)
+    if annotations is not None:
+        ann = Path(annotations)
+    elif root.is_file():
+        ann, root = root, root.parent
+    else:
+        if not root.is_dir():
+            raise DataError(root, "data root not found")
+        cands = [root / f"{split}.json", root / "cc12m.json"]
+        ann = next((c for c in cands if c.is_file()), None)  # type: ignore[assignment]
+        if ann is None:
+            jsons = sorted(root.glob("*.json"))
+            if len(jsons) != 1:
+                raise DataError(
+                    root,
+                    f"cannot pick the annotation file: expected {split}.json, cc12m.json or exactly one *.json "
+                    f"(found {len(jsons)}); pass annotations=",
+                )
+            ann = jsons[0]
+    data = read_json(ann)
+    if not isinstance(data, list):
+        raise DataError(ann, 'expected a JSON list of {"img_name": ..., "text": ...} objects')
+    imgs = _find_images_dir(root, images_dir, ("images",))
+    skip = _Skipper(skip_bad)
+    grouped: dict[str, list[str]] = {}
+    for k, item in enumerate(data):
+        if not (
+            isinstance(item, dict)
+            and isinstance(item.get("img_name"), str)
+            and isinstance(item.get("text"), str)
+        ):
+            skip.bad(ann, f'entry {k} is not an object with string "img_name" and "text"')
+            continue
+        grouped.setdefault(item["img_name"], []).append(item["text"].strip())
+    if limit is not None:
+        grouped = dict(list(grouped.items())[:limit])
+    records = _records_from_captions(grouped, imgs, skip, skip_bad, split)
+    return ImageTextData(
+        name="cc12m",
+        records=records,
+        classnames=None,
+        templates=["a photo of a {}."],
+        skipped=skip.count,
+        attrs={"annotations": str(ann)},
+    )
+
+
+# ---------------------------------------------------------------- webdataset tar shards
+
+# webdataset's key rule: the key is the path up to the first dot of the file name.
+_WDS_KEY = re.compile(r"^((?:.*/|)[^./]+)\.([^/]*)$")
+
+
+def _shard_paths(root: Path) -> list[Path]:
+    if root.is_file():
+        return [root]
+    if root.is_dir():
+        shards = sorted(root.glob("*.tar"))
+        if not shards:
+            raise DataError(root, "no *.tar shards in this folder")
+        return shards
+    shards = sorted(root.parent.glob(root.name))  # a glob such as data/shard-*.tar
+    if not shards:
+        raise DataError(root, "no tar shards found (give a .tar file, a folder of them or a glob)")
+    return shards
+
+
+def load_wds(
+    root: str | Path, split: str = "train", *, skip_bad: bool = False, limit: int | None = None
+) -> ImageTextData:
+    """Webdataset tar shards: samples are members sharing a key (``KEY.jpg``/``.png``/... +
+    ``KEY.txt``, optional ``KEY.json``). ``root`` is a .tar, a folder of .tar files or a glob.
+
+    Members are read into memory (encoded); only regular files with names that stay inside the
+    shard's folder are accepted. Caption from ``.txt``, else ``json["caption"]``/``json["text"]``.
+    """
+    import json
+
+    skip = _Skipper(skip_bad)
+    records: list[ImageTextRecord] = []
+    for shard in _shard_paths(Path(root)):
+        try:
+            tf = tarfile.open(shard, mode="r:*")
+        except (tarfile.TarError, OSError) as e:
+            skip.bad(shard, f"not a readable tar file ({e})")
+            continue
+        samples: dict[str, dict[str, tuple[str, bytes]]] = {}
+        try:
+            with tf:
+                for m in tf:
+                    safe_join(shard.parent, m.name)  # refuses absolute / ../ names
+                    if m.isdir():
+                        continue
+                    if not m.isfile():
+                        skip.bad(shard, f"member {m.name!r} is not a regular file (links are not followed)")
+                        continue
+                    match = _WDS_KEY.match(m.name)
+                    if match is None:
+                        skip.bad(shard, f"member {m.name!r} has no KEY.extension name")
+                        continue
+                    key, ext = match.group(1), match.group(2).lower()
+                    f = tf.extractfile(m)
+                    samples.setdefault(key, {})[ext] = (m.name, f.read() if f is not None else b"")
+        except (tarfile.TarError, OSError, EOFError) as e:
+            skip.bad(shard, f"truncated or corrupt tar ({e})")  # keep the samples read before the damage
+        for key, parts in samples.items():
+            source = f"{shard}:{key}"
+            img_ext = next((e for e in IMAGE_EXTENSIONS if e in parts), None)
+            meta: dict[str, Any] = {}
+            if "json" in parts:
+                try:
+                    meta = json.loads(parts["json"][1].decode("utf-8"))
+                except (UnicodeDecodeError, json.JSONDecodeError) as e:
+                    skip.bad(source + ".json", f"malformed JSON ({e})")
+                    continue
+            caption = None
+            if "txt" in parts:
+                try:
+                    caption = parts["txt"][1].decode("utf-8").strip()
+                except UnicodeDecodeError:
+                    skip.bad(source + ".txt", "caption is not UTF-8 text")
+                    continue
+            elif isinstance(meta, dict):
+                caption = meta.get("caption") or meta.get("text")
+            if img_ext is None or not caption:
+                skip.bad(
+                    shard, f"sample {key!r} lacks an image ({'/'.join(IMAGE_EXTENSIONS)}) or a caption (.txt)"
+                )
+                continue
+            member, data = parts[img_ext]
+            if skip_bad:
+                problem = _bytes_ok(data)
+                if problem:
+                    skip.bad(f"{shard}:{member}", problem)
+                    continue
+            records.append(
+                ImageTextRecord(
+                    id=f"{shard.stem}/{key}",
+                    captions=[str(caption)],
+                    image_bytes=data,
+                    attrs={"source": f"{shard}:{member}", **({"json": meta} if meta else {})},
+                )
+            )
+            if limit is not None and len(records) >= limit:
+                break
+        if limit is not None and len(records) >= limit:
+            break
+    return ImageTextData(
+        name="wds", records=records, classnames=None, templates=["a photo of a {}."], skipped=skip.count
+    )
+
+
+__all__ = ["CIFAR_TEMPLATES", "load_cc12m_json", "load_cifar100", "load_flickr30k", "load_wds"]

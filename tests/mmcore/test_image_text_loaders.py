@@ -1,0 +1,281 @@
+"""Real-format image–text loaders, each on a tiny fixture written here in the published format."""
+
+from __future__ import annotations
+
+import io
+import json
+import pickle
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mmcore.data.image_text import load_cc12m_json, load_cifar100, load_flickr30k, load_wds
+from mmcore.data.records import ImageTextDataset
+from mmcore.data.registry import load_image_text
+from mmcore.errors import DataError
+from PIL import Image
+
+
+def _png(path: Path, value: int, size: int = 8) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((size, size, 3), value, np.uint8)).save(path)
+    return path
+
+
+def _png_bytes(value: int) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.full((6, 6, 3), value, np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+# ---------------------------------------------------------------- CIFAR-100
+
+FINE = ["apple", "aquarium_fish", "baby", "bear"]
+
+
+def _write_cifar(root: Path, n_train: int = 6, n_test: int = 4) -> dict[str, np.ndarray]:
+    """torchvision's layout: cifar-100-python/{train,test,meta}, pickled dicts with a row-major
+    ``data`` array of N×3072 uint8 (R plane, G plane, B plane) and ``fine_labels``."""
+    folder = root / "cifar-100-python"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    out = {}
+    for split, n in (("train", n_train), ("test", n_test)):
+        data = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
+        entry = {
+            "filenames": [f"img_{i}.png" for i in range(n)],
+            "batch_label": f"{split} batch",
+            "fine_labels": [i % len(FINE) for i in range(n)],
+            "coarse_labels": [0] * n,
+            "data": data,
+        }
+        (folder / split).write_bytes(pickle.dumps(entry))
+        out[split] = data
+    (folder / "meta").write_bytes(pickle.dumps({"fine_label_names": FINE, "coarse_label_names": ["stuff"]}))
+    return out
+
+
+def test_cifar100_reads_torchvision_format(tmp_path):
+    raw = _write_cifar(tmp_path)
+    data = load_cifar100(tmp_path, "train")
+    assert data.classnames == ["apple", "aquarium fish", "baby", "bear"]
+    assert len(data) == 6 and "{}" in data.templates[0]
+    r = data.records[1]
+    assert r.label == 1 and r.captions == ["a photo of a aquarium fish"]
+    # pixel (y=0, x=2) of image 1: the R, G and B planes are 1024 values apart
+    assert r.image.shape == (32, 32, 3)
+    assert r.image[0, 2].tolist() == [
+        raw["train"][1, 2],
+        raw["train"][1, 1024 + 2],
+        raw["train"][1, 2048 + 2],
+    ]
+    assert np.array_equal(np.asarray(r.load_image()), r.image)
+    test = load_image_text("cifar100", tmp_path, split="test")
+    assert len(test) == 4 and [x.label for x in test.records] == [0, 1, 2, 3]
+    assert len(load_cifar100(tmp_path, "train", limit=2)) == 2
+
+
+def test_cifar100_missing_or_unverified(tmp_path):
+    with pytest.raises(DataError, match="cifar-100-python.*CIFAR-100 not found.*cifar-100-python.tar.gz"):
+        load_cifar100(tmp_path / "nowhere", "train")
+    _write_cifar(tmp_path)
+    # the fixture is not the real archive, so torchvision's MD5 check must reject it
+    with pytest.raises(DataError, match="torchvision's checks"):
+        load_cifar100(tmp_path, "test", verify_checksums=True)
+    (tmp_path / "cifar-100-python" / "test").write_bytes(b"not a pickle")
+    with pytest.raises(DataError, match="not a valid CIFAR-100"):
+        load_cifar100(tmp_path, "test")
+
+
+# ---------------------------------------------------------------- Flickr30K
+
+
+def _karpathy(root: Path, images: list[tuple[str, str]]) -> Path:
+    doc = {
+        "images": [
+            {
+                "filename": fname,
+                "split": split,
+                "imgid": i,
+                "sentids": list(range(5 * i, 5 * i + 5)),
+                "sentences": [
+                    {
+                        "raw": f"caption {j} of {fname}",
+                        "tokens": ["caption", str(j)],
+                        "imgid": i,
+                        "sentid": 5 * i + j,
+                    }
+                    for j in range(5)
+                ],
+            }
+            for i, (fname, split) in enumerate(images)
+        ],
+        "dataset": "flickr30k",
+    }
+    path = root / "dataset_flickr30k.json"
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def test_flickr30k_karpathy_json(tmp_path):
+    names = [("100.jpg", "train"), ("200.jpg", "val"), ("300.jpg", "test"), ("400.jpg", "test")]
+    _karpathy(tmp_path, names)
+    for i, (fname, _) in enumerate(names):
+        _png(tmp_path / "flickr30k-images" / fname, 10 * i)
+    test = load_flickr30k(tmp_path, "test")
+    assert [r.id for r in test.records] == ["300.jpg", "400.jpg"]
+    r = test.records[0]
+    assert len(r.captions) == 5 and r.captions[2] == "caption 2 of 300.jpg" and r.label is None
+    assert r.path == (tmp_path / "flickr30k-images" / "300.jpg").resolve()
+    assert np.asarray(r.load_image())[0, 0].tolist() == [20, 20, 20]
+    assert [r.id for r in load_image_text("flickr30k", tmp_path, split="train").records] == ["100.jpg"]
+    assert len(load_flickr30k(tmp_path, "all")) == 4
+    item = ImageTextDataset(test, caption="first")[1]
+    assert item["text"] == "caption 0 of 400.jpg" and item["label"] == -1
+
+
+def test_flickr30k_missing_image_and_escape(tmp_path):
+    _karpathy(tmp_path, [("1.jpg", "test"), ("2.jpg", "test")])
+    _png(tmp_path / "images" / "1.jpg", 5)
+    with pytest.raises(DataError, match="2.jpg.*image file not found"):
+        load_flickr30k(tmp_path, "test")
+    data = load_flickr30k(tmp_path, "test", skip_bad=True)
+    assert [r.id for r in data.records] == ["1.jpg"] and data.skipped == 1
+    _karpathy(tmp_path, [("../../secret.jpg", "test")])
+    with pytest.raises(DataError, match="escapes the data root"):
+        load_flickr30k(tmp_path, "test")
+
+
+RESULTS_CSV = """image_name| comment_number| comment
+1000092795.jpg| 0| Two young guys with shaggy hair look at their hands .
+1000092795.jpg| 2| Two men in green shirts are standing in a yard .
+1000092795.jpg| 1| Two young , White males are outside near many bushes .
+10002456.jpg| 0| Several men in hard hats are operating a giant pulley system .
+10002456.jpg| 1| Workers look down from up above on a piece of equipment .
+2199200615.jpg| 4   A dog runs across the grass .
+"""
+
+
+def test_flickr30k_results_csv(tmp_path):
+    root = tmp_path / "flickr30k_images"
+    (root).mkdir()
+    (root / "results.csv").write_text(RESULTS_CSV)
+    for i, f in enumerate(["1000092795.jpg", "10002456.jpg", "2199200615.jpg"]):
+        _png(root / "flickr30k_images" / f, i)
+    # the malformed last line (a real defect of the public file) is an error unless skipped
+    with pytest.raises(DataError, match="results.csv: line 7: malformed"):
+        load_flickr30k(root, "all")
+    data = load_flickr30k(root, "all", skip_bad=True)
+    assert data.skipped == 1
+    assert [r.id for r in data.records] == ["1000092795.jpg", "10002456.jpg"]
+    assert data.records[0].captions == [
+        "Two young guys with shaggy hair look at their hands .",
+        "Two young , White males are outside near many bushes .",
+        "Two men in green shirts are standing in a yard .",
+    ]
+    assert data.records[1].load_image().size == (8, 8)
+    with pytest.raises(DataError, match="no train/val/test split"):
+        load_flickr30k(root, "test", annotations=root / "results.csv", skip_bad=True)
+    _karpathy(root, [("1000092795.jpg", "train"), ("10002456.jpg", "test")])
+    test = load_flickr30k(root, "test", annotations=root / "results.csv", skip_bad=True)
+    assert [r.id for r in test.records] == ["10002456.jpg"] and test.records[0].captions[0].startswith(
+        "Several"
+    )
+    (root / "results.csv").write_text("name,caption\nx.jpg,hello\n")
+    with pytest.raises(DataError, match="expected header"):
+        load_flickr30k(root, "all", annotations=root / "results.csv")
+
+
+def test_flickr30k_no_annotations(tmp_path):
+    with pytest.raises(DataError, match="no Flickr30K annotations found"):
+        load_flickr30k(tmp_path, "test")
+
+
+# ---------------------------------------------------------------- CC12M JSON + folder
+
+
+def test_cc12m_json_and_images(tmp_path):
+    items = [
+        {"img_name": "a.png", "text": "a woman riding a bike"},
+        {"img_name": "b.png", "text": "a red car"},
+        {"img_name": "a.png", "text": "women on bicycles"},
+        {"img_name": "c.png", "text": "a broken file"},
+    ]
+    (tmp_path / "cc12m.json").write_text(json.dumps(items))
+    _png(tmp_path / "images" / "a.png", 1)
+    _png(tmp_path / "images" / "b.png", 2)
+    (tmp_path / "images" / "c.png").write_bytes(b"definitely not a png")
+    data = load_cc12m_json(tmp_path)  # c.png exists, so without skip_bad it is only found when read
+    assert [r.id for r in data.records] == ["a.png", "b.png", "c.png"]
+    assert data.records[0].captions == ["a woman riding a bike", "women on bicycles"]
+    with pytest.raises(DataError, match="c.png.*cannot read image"):
+        data.records[2].load_image()
+    checked = load_image_text("cc12m", tmp_path / "cc12m.json", skip_bad=True)
+    assert [r.id for r in checked.records] == ["a.png", "b.png"] and checked.skipped == 1
+    (tmp_path / "cc12m.json").write_text(json.dumps({"img_name": "a.png"}))
+    with pytest.raises(DataError, match="cc12m.json: expected a JSON list"):
+        load_cc12m_json(tmp_path)
+    (tmp_path / "cc12m.json").write_text(json.dumps([{"img_name": "/etc/passwd", "text": "x"}]))
+    with pytest.raises(DataError, match="escapes the data root"):
+        load_cc12m_json(tmp_path)
+
+
+# ---------------------------------------------------------------- webdataset shards
+
+
+def _tar(path: Path, members: dict[str, bytes]) -> Path:
+    with tarfile.open(path, "w") as tf:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    return path
+
+
+def test_wds_shards(tmp_path):
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    _tar(
+        shards / "00000.tar",
+        {
+            "000001.jpg": _png_bytes(11),  # PNG bytes under .jpg: decoded by content, as webdataset does
+            "000001.txt": b"a dog on a beach",
+            "000001.json": json.dumps({"url": "http://x", "width": 6}).encode(),
+            "sub/000002.png": _png_bytes(22),
+            "sub/000002.txt": "une tasse de café".encode(),
+            "000003.txt": b"caption without an image",
+        },
+    )
+    _tar(
+        shards / "00001.tar",
+        {
+            "000004.png": b"corrupt",
+            "000004.txt": b"broken",
+            "000005.png": _png_bytes(55),
+            "000005.json": b'{"caption": "from json"}',
+        },
+    )
+    with pytest.raises(DataError, match="000003.*lacks an image"):
+        load_wds(shards)
+    data = load_wds(shards, skip_bad=True)
+    assert [r.id for r in data.records] == ["00000/000001", "00000/sub/000002", "00001/000005"]
+    assert data.skipped == 2  # the caption-only sample and the corrupt image
+    r0, r1, r2 = data.records
+    assert r0.captions == ["a dog on a beach"] and r0.attrs["json"]["width"] == 6 and r0.path is None
+    assert r1.captions == ["une tasse de café"] and r2.captions == ["from json"]
+    assert np.asarray(r1.load_image())[0, 0].tolist() == [22, 22, 22]
+    assert len(load_image_text("wds", shards / "0000[1].tar", skip_bad=True)) == 1  # glob
+    assert len(load_wds(shards / "00000.tar", skip_bad=True, limit=1)) == 1
+
+
+def test_wds_refuses_escaping_members_and_reports_bad_images(tmp_path):
+    _tar(tmp_path / "evil.tar", {"../../evil.txt": b"x", "../../evil.png": _png_bytes(1)})
+    with pytest.raises(DataError, match="escapes the data root"):
+        load_wds(tmp_path / "evil.tar")
+    _tar(tmp_path / "ok.tar", {"k.png": b"corrupt", "k.txt": b"caption"})
+    rec = load_wds(tmp_path / "ok.tar").records[0]  # not verified up front without skip_bad ...
+    with pytest.raises(DataError, match=r"ok.tar:k.png: cannot read image"):
+        rec.load_image()  # ... but reading names the shard member
+    with pytest.raises(DataError, match="no tar shards"):
+        load_wds(tmp_path / "missing-*.tar")
