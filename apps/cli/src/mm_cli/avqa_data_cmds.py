@@ -1,0 +1,85 @@
+"""`mm avqa stats` and `mm avqa synth`: annotation statistics and the synthetic AVQA world.
+
+Nothing heavy is imported at module level (`mm --help` stays fast)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from mm_cli.common import print_table, user_errors
+
+
+def _is_avqa_yang(path: Path) -> bool:
+    """Whether ``path`` looks like an AVQA-Yang file (its entries have ``question_text``)."""
+    from mmcore.io import read_json
+
+    data = read_json(path)
+    return isinstance(data, list) and bool(data) and isinstance(data[0], dict) and "question_text" in data[0]
+
+
+@user_errors
+def stats(
+    file: Path = typer.Argument(..., help="Annotation JSON file (Music-AVQA avqa-*.json, or AVQA-Yang)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the counts as JSON instead of a table."),
+    skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip and count malformed entries instead of stopping."),
+) -> None:
+    """Questions, videos, distinct answers and questions per type of an annotation file."""
+    if _is_avqa_yang(file):
+        from mmcore.data import avqa_yang
+
+        qs = avqa_yang.load_avqa_yang(file, skip_bad=skip_bad)
+        result = avqa_yang.stats(qs) | {"format": "avqa-yang", "skipped": qs.skipped}
+        per_type_rows = [{"type": t, "questions": n} for t, n in result["per_type"].items()]
+    else:
+        from mmcore.data import music_avqa
+
+        qs = music_avqa.load_music_avqa(file, skip_bad=skip_bad)
+        result = music_avqa.stats(qs) | {"format": "music-avqa", "skipped": qs.skipped}
+        per_type_rows = [
+            {"type": t, "key": k, "questions": n}
+            for (t, n), k in zip(result["per_type"].items(), result["per_type_key"], strict=True)
+        ]
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+        return
+    summary = {k: result[k] for k in ("questions", "videos", "answers", "templates") if k in result}
+    print_table(f"{file.name} ({result['format']})", [summary | {"skipped": result["skipped"]}])
+    print_table("questions per type", per_type_rows)
+    for p in qs.problems[:10]:
+        typer.echo(f"skipped {p}", err=True)
+
+
+@user_errors
+def synth(
+    out: Path = typer.Option(..., "--out", help="Output dir: videos/*.mp4, annotations/avqa-{train,val,test}.json, world.json."),
+    videos: int = typer.Option(200, "--videos", help="Number of clips."),
+    seed: int = typer.Option(0, "--seed", help="Random seed (the whole world is deterministic from it)."),
+    questions_per_video: int = typer.Option(12, "--questions-per-video", help="Questions asked per clip (at most)."),
+    duration: int = typer.Option(10, "--duration", help="Clip length in seconds."),
+    fps: int = typer.Option(4, "--fps", help="Video frame rate."),
+    width: int = typer.Option(96, "--width", help="Frame width (multiple of 6)."),
+    height: int = typer.Option(64, "--height", help="Frame height (even)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty --out."),
+) -> None:
+    """Render a synthetic Music-AVQA-style world: real mp4 clips + questions in the real JSON format."""
+    from mmcore.data.synth_avqa import synthesize
+    from mmcore.io import prepare_output_dir
+
+    prepare_output_dir(out, overwrite=overwrite)
+    s = synthesize(out, videos, seed, duration_s=duration, fps=fps, size=(width, height),
+                   questions_per_video=questions_per_video)  # fmt: skip
+    print_table("synthetic AVQA world", [{
+        "videos": s["videos"], **{f"q {k}": v for k, v in s["questions_per_split"].items()},
+        "templates": s["templates_used"], "answers": s["answers"], "seconds": s["seconds"],
+    }])  # fmt: skip
+    print_table("questions per type", [{"type": k, "questions": v} for k, v in sorted(s["per_type"].items())])
+    typer.echo(f"written to {out}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add `stats` and `synth` to the `mm avqa` group."""
+    app.command("stats")(stats)
+    app.command("synth")(synth)
