@@ -55,17 +55,19 @@ def timed_median(fn: Callable[[], Any], repeats: int = 5, warmup: int = 1) -> di
     return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times), "repeats": repeats}
 
 
-def write_result(name: str, result: dict[str, Any]) -> Path:
-    """Write benchmarks/results/NAME.json with machine info attached."""
+def write_result(name: str, result: dict[str, Any], out_dir: str | Path | None = None) -> Path:
+    """Write OUT_DIR/NAME.json (default benchmarks/results) with machine info attached."""
     from mmcore.io import write_json
 
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = Path(out_dir) if out_dir is not None else RESULTS
+    out.mkdir(parents=True, exist_ok=True)
     payload = {"benchmark": name, "machine": machine_info(), **result}
-    path = write_json(RESULTS / f"{name}.json", payload)
+    path = write_json(out / f"{name}.json", payload)
     print(f"wrote {path}")
     return path
 
 
-def png_path(name: str) -> Path:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    return RESULTS / f"{name}.png"
+def png_path(name: str, out_dir: str | Path | None = None) -> Path:
+    out = Path(out_dir) if out_dir is not None else RESULTS
+    out.mkdir(parents=True, exist_ok=True)
+    return out / f"{name}.png"

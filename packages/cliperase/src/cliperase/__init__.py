@@ -1,1 +1,36 @@
-"""cliperase."""
+"""CLIPErase: unlearning visual–textual associations in CLIP (ACL 2025), with the GA, GradDiff, FT,
+MultiDelete and Retrain baselines, unlearning metrics and the runs behind `mm unlearn`.
+
+Heavy modules (torch, open_clip) load on first use of the functions re-exported here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cliperase.config import METHODS, ForgetSpec, RelearnConfig, RetrainConfig, UnlearnConfig
+
+__all__ = [
+    "METHODS",
+    "ForgetSpec",
+    "RelearnConfig",
+    "RetrainConfig",
+    "UnlearnConfig",
+    "compare_methods",
+    "evaluate_model",
+    "run_demo_unlearning",
+    "run_unlearning",
+    "split_forget_retain",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("run_unlearning", "evaluate_model", "compare_methods", "run_demo_unlearning"):
+        from cliperase import runner
+
+        return getattr(runner, name)
+    if name == "split_forget_retain":
+        from cliperase.forget_sets import split_forget_retain
+
+        return split_forget_retain
+    raise AttributeError(f"module 'cliperase' has no attribute {name!r}")

@@ -28,15 +28,19 @@ from mmcore.io import read_json
 class ShapesDiffusionPipeline(DiffusionPipeline):
     """Pixel-space text-conditional diffusion: ``unet(x_t, t, encoder_hidden_states=text_states)``.
 
+    ``patch_size`` p > 1: the UNet works on a space-to-depth view of the image (``pixel_unshuffle``:
+    ``[3, S, S]`` → ``[3p², S/p, S/p]``), a lossless "latent" that divides the UNet's cost by about p².
+
     Classifier-free guidance uses the empty prompt as the unconditional input (the UNet was trained
     with prompt dropout to ``""``), so a swapped text encoder changes both branches consistently.
     """
 
     model_cpu_offload_seq = "text_encoder->unet"
 
-    def __init__(self, unet: Any, scheduler: Any, text_encoder: Any, tokenizer: Any):
+    def __init__(self, unet: Any, scheduler: Any, text_encoder: Any, tokenizer: Any, patch_size: int = 1):
         super().__init__()
         self.register_modules(unet=unet, scheduler=scheduler, text_encoder=text_encoder, tokenizer=tokenizer)
+        self.register_to_config(patch_size=int(patch_size))
 
     @torch.no_grad()
     def encode_prompt(self, prompts: list[str]) -> torch.Tensor:
@@ -77,6 +81,8 @@ class ShapesDiffusionPipeline(DiffusionPipeline):
                 out_u, out_c = out.chunk(2)
                 out = out_u + guidance_scale * (out_c - out_u)
             x = self.scheduler.step(out, t, x, generator=generator).prev_sample
+        if self.config.patch_size > 1:
+            x = torch.nn.functional.pixel_shuffle(x, self.config.patch_size)
         image = (x / 2 + 0.5).clamp(0, 1)
         if output_type != "pt":
             image = image.cpu().permute(0, 2, 3, 1).float().numpy()
@@ -130,8 +136,11 @@ def swap_text_encoder(pipe: Any, text_encoder: Any, tokenizer: Any | None = None
     return pipe
 
 
-def load_pipeline(dir_or_id: str | Path, device: str = "cpu") -> Any:
-    """Load a diffusion pipeline: a ``mm diffusion pretrain`` dir, any local diffusers dir, or a hub id."""
+def load_pipeline(dir_or_id: str | Path, device: str = "cpu", *, text_components: bool = True) -> Any:
+    """Load a diffusion pipeline: a ``mm diffusion pretrain`` dir, any local diffusers dir, or a hub id.
+
+    ``text_components=False`` skips loading a generic pipeline's own text encoder and tokenizer (they are
+    replaced by the swap anyway; for SD that saves loading a ViT-L/14 tower)."""
     path = Path(dir_or_id)
     if path.exists():
         index = path / "model_index.json"
@@ -139,28 +148,38 @@ def load_pipeline(dir_or_id: str | Path, device: str = "cpu") -> Any:
             raise DataError(index, "not a diffusers pipeline folder (model_index.json missing)")
         cls_name = read_json(index).get("_class_name", "")
         if cls_name == ShapesDiffusionPipeline.__name__:
-            try:
-                pipe = ShapesDiffusionPipeline.from_pretrained(str(path))
-            except (OSError, ValueError, KeyError) as e:
-                raise DataError(path, f"cannot load the shapes diffusion pipeline ({e})") from None
-            return pipe.to(device)
+            return _load_shapes_pipeline(path).to(device)
         source = str(path)
     else:
         if str(dir_or_id).count("/") != 1:
             raise DataError(path, "pipeline folder not found (and not a hub id like 'owner/name')")
-        source = str(dir_or_id)
+        source, cls_name = str(dir_or_id), ""
     kwargs: dict[str, Any] = {}
-    try:
-        cls_name = read_json(path / "model_index.json").get("_class_name", "") if path.exists() else ""
-    except DataError:
-        cls_name = ""
     if cls_name.startswith("StableDiffusion") or not path.exists():
         kwargs.update(safety_checker=None, requires_safety_checker=False)
+    if not text_components:
+        kwargs.update(text_encoder=None, tokenizer=None)
     try:
         pipe = DiffusionPipeline.from_pretrained(source, **kwargs)
     except Exception as e:  # hub/network/format errors come as many types
         raise MMError(f"{source}: cannot load diffusion pipeline ({type(e).__name__}: {e})") from None
     return pipe.to(device)
+
+
+def _load_shapes_pipeline(path: Path) -> ShapesDiffusionPipeline:
+    # The tokenizer is always open_clip's BPE (mmcore's exporter); it is rebuilt offline rather than read
+    # back, because a saved copy of that tokenizer does not round-trip exactly (its pad alias of id 0).
+    from mmcore.encoders.hf_export import build_clip_tokenizer
+
+    cfg_path = path / "text_encoder" / "config.json"
+    try:
+        n = int(read_json(cfg_path)["max_position_embeddings"])
+    except (KeyError, TypeError, ValueError):
+        raise DataError(cfg_path, "missing max_position_embeddings") from None
+    try:
+        return ShapesDiffusionPipeline.from_pretrained(str(path), tokenizer=build_clip_tokenizer(n))
+    except Exception as e:  # noqa: BLE001 - diffusers raises many types for a damaged folder
+        raise DataError(path, f"cannot load the shapes diffusion pipeline ({type(e).__name__}: {e})") from None
 
 
 def generate(

@@ -88,7 +88,7 @@ class TensorPreprocess:
         else:
             if not isinstance(img, np.ndarray):  # PIL image
                 img = np.asarray(img.convert("RGB"))
-            t = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)
+            t = torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1)  # copy: arrays may be read-only
         return t
 
     def _resize(self, x):
@@ -143,8 +143,7 @@ class TensorPreprocess:
 
 
 def _make_preprocess(model: Any, image_size: int) -> tuple[Any, Any]:
-    import open_clip
-    from open_clip.transform import PreprocessCfg
+    from open_clip.transform import PreprocessCfg, image_transform_v2
 
     pp = dict(getattr(model.visual, "preprocess_cfg", None) or {})
     cfg = PreprocessCfg(**{**{k: v for k, v in pp.items() if k in PreprocessCfg.__dataclass_fields__}, "size": image_size})
@@ -153,7 +152,7 @@ def _make_preprocess(model: Any, image_size: int) -> tuple[Any, Any]:
             TensorPreprocess(image_size, cfg.mean, cfg.std, train=True),
             TensorPreprocess(image_size, cfg.mean, cfg.std, train=False),
         )
-    return open_clip.image_transform_v2(cfg, is_train=True), open_clip.image_transform_v2(cfg, is_train=False)
+    return image_transform_v2(cfg, is_train=True), image_transform_v2(cfg, is_train=False)
 
 
 # --------------------------------------------------------------------------- model construction
@@ -223,16 +222,25 @@ def _load_checkpoint(model: Any, path: Path) -> None:
 
         load_model_weights(model, path)
         return
-    import open_clip
+    from mmcore.io import torch_load_safe
 
-    try:
-        # open_clip's loader unwraps {"state_dict": ...}, strips "module." and converts known formats.
-        open_clip.load_checkpoint(model, str(path), strict=True, weights_only=True)
-    except RuntimeError as e:
-        first = str(e).strip().splitlines()[0][:300]
-        raise DataError(path, f"checkpoint does not match the model architecture: {first}") from None
-    except Exception as e:  # pickle refusing a non-tensor object, corrupt file, ...
-        raise DataError(path, f"cannot be loaded safely with weights_only=True ({e})") from None
+    sd = torch_load_safe(path)  # weights_only=True: a pickled object is a DataError, not code execution
+    if isinstance(sd, dict) and isinstance(sd.get("state_dict"), dict):
+        sd = sd["state_dict"]
+    if not isinstance(sd, dict) or not sd:
+        raise DataError(path, "not a state dict of tensors")
+    sd = {k.removeprefix("module."): v for k, v in sd.items()}
+    own = model.state_dict()
+    if "logit_scale" in sd and "logit_scale" in own:  # scalar vs [1] across open_clip versions
+        sd["logit_scale"] = sd["logit_scale"].reshape(own["logit_scale"].shape)
+    missing = [k for k in own if k not in sd]
+    unexpected = [k for k in sd if k not in own]
+    bad = [k for k in sd if k in own and tuple(sd[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or bad:
+        detail = [f"{len(x)} {what}, e.g. {x[0]}" for x, what in
+                  ((bad, "shape mismatch(es)"), (missing, "missing key(s)"), (unexpected, "unexpected key(s)")) if x]
+        raise DataError(path, "checkpoint does not match the model architecture: " + "; ".join(detail))
+    model.load_state_dict(sd)
 
 
 def create_clip(model_name: str, pretrained: str | None = None, *, device: str = "cpu") -> ClipBundle:

@@ -1,0 +1,127 @@
+"""`mm avqa train | eval | predict`: SaSR-Net, AVST and the question-only baseline.
+
+Nothing heavy is imported at module level (`mm --help` stays fast)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from mm_cli.common import print_table, user_errors
+
+_DATA_HELP = ("Data dir with annotations/avqa-{train,val,test}.json and features/ "
+              "(`mm avqa synth` + `mm avqa extract-features --out DIR/features`).")
+
+
+def _paths(data: Path | None, train_ann: Path | None, val_ann: Path | None, test_ann: Path | None,
+           features: Path | None):
+    from sasrnet.data import data_paths
+
+    return data_paths(data, train_ann=train_ann, val_ann=val_ann, test_ann=test_ann, features=features)
+
+
+def _type_table(title: str, results: dict[str, dict]) -> None:
+    """One row per report key (A-Count ... overall), one column per model."""
+    from sasrnet.metrics import REPORT_KEYS
+
+    rows = [{"type": k, **{name: (float(m[k]) if m.get(k) is not None else "-") for name, m in results.items()}}
+            for k in REPORT_KEYS]
+    print_table(title, rows, ["type", *results])
+
+
+@user_errors
+def train(
+    model: str | None = typer.Option(None, "--model", help="sasrnet (default) | avst | blind (question only)."),
+    data: Path | None = typer.Option(None, "--data", help=_DATA_HELP),
+    out: Path = typer.Option(..., "--out", help="Output dir (weights, vocabularies, config.json, metrics.json, log.jsonl)."),
+    train_ann: Path | None = typer.Option(None, "--train-ann", help="Training annotations (real Music-AVQA)."),
+    val_ann: Path | None = typer.Option(None, "--val-ann", help="Validation annotations (best checkpoint kept)."),
+    test_ann: Path | None = typer.Option(None, "--test-ann", help="Test annotations (evaluated after training)."),
+    features: Path | None = typer.Option(None, "--features", help="Feature root (audio/, visual/ in the ST-AVQA layout)."),
+    size: str | None = typer.Option(None, "--size", help="Model size preset: paper (default) | cpu-small | cpu-tiny."),
+    epochs: int | None = typer.Option(None, "--epochs", help="Epochs (paper: 80)."),
+    batch_size: int | None = typer.Option(None, "--batch-size", help="Global batch size (paper: 16)."),
+    seed: int | None = typer.Option(None, "--seed", help="Random seed (paper: 1)."),
+    skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip and count bad annotations / feature files."),
+    config: Path | None = typer.Option(None, "--config", help="TOML/YAML config (keys of sasrnet.config.TrainConfig)."),
+    set_: list[str] | None = typer.Option(None, "--set", help="Override a config key, e.g. --set arch.dim=64 (repeatable)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty --out."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from --out/checkpoint exactly."),
+) -> None:
+    """Train an AVQA model (accelerate; multi-process with `accelerate launch -m mm_cli.main avqa train ...`)."""
+    from mmcore.config import parse_set_options, resolve_config
+    from sasrnet.config import TrainConfig
+    from sasrnet.train import train as run
+
+    explicit = {"model": model, "size": size, "epochs": epochs, "batch_size": batch_size, "seed": seed,
+                "skip_bad": skip_bad or None}
+    # defaults < --config file < --set < explicit options (an option left out does not erase a --set)
+    overrides = {**parse_set_options(set_), **{k: v for k, v in explicit.items() if v is not None}}
+    cfg = resolve_config(TrainConfig, config, overrides)
+    metrics = run(cfg, _paths(data, train_ann, val_ann, test_ann, features), out, resume=resume, overwrite=overwrite)
+    from mmcore.distributed import is_main_process
+
+    if not is_main_process():
+        return
+    results = {f"val (epoch {metrics['best_epoch']})": metrics["val"]} if metrics.get("val") else {}
+    if metrics.get("test"):
+        results["test"] = metrics["test"]
+    if results:
+        _type_table(f"{cfg.model}: accuracy (%) per question type", results)
+    typer.echo(f"{metrics['steps']} steps, {metrics['train_samples_per_s']} samples/s; wrote {out}")
+
+
+@user_errors
+def eval_cmd(
+    checkpoint: Path = typer.Option(..., "--checkpoint", help="Output dir of `mm avqa train`."),
+    data: Path | None = typer.Option(None, "--data", help=_DATA_HELP),
+    out: Path = typer.Option(..., "--out", help="Output dir: metrics.json, predictions.jsonl, accuracy.png."),
+    ann: Path | None = typer.Option(None, "--ann", help="Annotations to evaluate (default: DATA/annotations/avqa-test.json)."),
+    features: Path | None = typer.Option(None, "--features", help="Feature root (default: DATA/features)."),
+    batch_size: int = typer.Option(64, "--batch-size", help="Questions per batch."),
+    skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip and count bad entries, missing features and answers unseen in training."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty --out."),
+) -> None:
+    """Per-type accuracy (A-Count ... AV-Temp, group averages, overall) of a trained model."""
+    from sasrnet.train import evaluate
+
+    m = evaluate(checkpoint, _paths(data, None, None, None, features), out, annotations=ann, batch_size=batch_size,
+                 skip_bad=skip_bad, overwrite=overwrite)
+    _type_table(f"accuracy (%) on {m['annotations']}", {m["model"]: m})
+    if any(m["skipped"].values()):
+        typer.echo(f"skipped: {m['skipped']}", err=True)
+    typer.echo(f"wrote {out}/metrics.json")
+
+
+@user_errors
+def predict(
+    checkpoint: Path = typer.Option(..., "--checkpoint", help="Output dir of `mm avqa train`."),
+    video: Path = typer.Option(..., "--video", help="Video file (features are extracted like the training ones)."),
+    question: str = typer.Option(..., "--question", help='Question text, e.g. "How many instruments are sounding?".'),
+    top_k: int = typer.Option(5, "--top-k", help="How many answers to list."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Answer one question about one video; shows the top answers and the temporal attention."""
+    from sasrnet.train import predict as run
+
+    res = run(checkpoint, video, question, top_k=top_k)
+    if as_json:
+        typer.echo(json.dumps(res, indent=2))
+        return
+    typer.echo(f"answer: {res['answer']}")
+    print_table("top answers", [{"answer": t["answer"], "probability": t["prob"]} for t in res["top"]])
+    if "temporal_attention" in res:
+        ta = res["temporal_attention"]
+        print_table("temporal attention over segments",
+                    [{"segment": i, "audio": a, "visual": v} for i, (a, v) in enumerate(zip(ta["audio"], ta["visual"], strict=True))])
+    if res["unknown_words"]:
+        typer.echo(f"words not in the training vocabulary: {', '.join(res['unknown_words'])}", err=True)
+
+
+def register(app: typer.Typer) -> None:
+    """Add `train`, `eval` and `predict` to the `mm avqa` group."""
+    app.command("train")(train)
+    app.command("eval")(eval_cmd)
+    app.command("predict")(predict)

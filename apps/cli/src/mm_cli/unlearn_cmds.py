@@ -1,0 +1,205 @@
+"""`mm unlearn ...`: CLIPErase and baseline unlearning runs, evaluation and comparisons.
+
+Nothing heavy is imported at module level (`mm --help` stays fast).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from mm_cli.common import print_table, user_errors
+
+app = typer.Typer(help="CLIP unlearning (CLIPErase, GA, GradDiff, FT, MultiDelete, Retrain): run, evaluate, compare.",
+                  no_args_is_help=True)
+
+SUMMARY = ("forget_accuracy", "retain_accuracy", "test_accuracy", "forget_i2t_R@1", "retain_i2t_R@1", "mia_efficacy")
+
+# Shared options (typer reads the defaults as option declarations).
+_MODEL = typer.Option(None, "--model", help="Saved model dir (mm clip pretrain) or open_clip name [default: mm-tiny-clip].")
+_PRETRAINED = typer.Option(None, "--pretrained", help="open_clip pretrained tag or local checkpoint file.")
+_DATASET = typer.Option(None, "--dataset", help="shapes | cifar100 | flickr30k | cc12m | wds [default: shapes].")
+_DATA_ROOT = typer.Option(None, "--data-root", help="Dataset root folder (real datasets).")
+_CLASSES = typer.Option(None, "--forget-classes", help="Comma-separated class names to forget.")
+_KEYWORD = typer.Option(None, "--forget-keyword", help="Forget images with a caption containing this word (commas: alternatives).")
+_RATIO = typer.Option(None, "--forget-ratio", help="Forget a seeded random fraction of the classes.")
+_IDS = typer.Option(None, "--forget-ids", help="File of record ids to forget, one per line.")
+_CONFIG = typer.Option(None, "--config", help="TOML/YAML config file (UnlearnConfig fields).")
+_SET = typer.Option(None, "--set", help="Override a config value: key=value (repeatable, dotted keys).")
+_SEED = typer.Option(None, "--seed", help="Random seed [default: 0].")
+_SKIP_BAD = typer.Option(False, "--skip-bad", help="Skip (and count) unreadable data items instead of failing.")
+_OVERWRITE = typer.Option(False, "--overwrite", help="Replace a non-empty output directory.")
+_RESUME = typer.Option(False, "--resume", help="Continue from the checkpoint in the output directory.")
+
+
+def _overrides(
+    *,
+    model: str | None,
+    pretrained: str | None,
+    dataset: str | None,
+    data_root: Path | None,
+    forget_classes: str | None,
+    forget_keyword: str | None,
+    forget_ratio: float | None,
+    forget_ids: Path | None,
+    seed: int | None,
+    skip_bad: bool,
+    set_: list[str] | None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """Command-line options as dotted config overrides (None = not given); --set wins last."""
+    from mmcore.config import parse_set_options
+
+    ov: dict[str, Any] = {
+        "model": model,
+        "pretrained": pretrained,
+        "dataset": dataset,
+        "data_root": None if data_root is None else str(data_root),
+        "seed": seed,
+        **extra,
+    }
+    if skip_bad:
+        ov["skip_bad"] = True
+    forget = {
+        "forget.classes": forget_classes,
+        "forget.keyword": forget_keyword,
+        "forget.ratio": forget_ratio,
+        "forget.ids_file": None if forget_ids is None else str(forget_ids),
+    }
+    if any(v is not None for v in forget.values()):
+        # A forget set on the command line replaces any forget set from the config file.
+        ov.update({"forget.classes": [], "forget.keyword": "none", "forget.ratio": "none", "forget.ids_file": "none"})
+        ov.update({k: v for k, v in forget.items() if v is not None})
+    if seed is not None:
+        ov["forget.seed"] = seed
+    ov.update(parse_set_options(set_))
+    return ov
+
+
+def _config(config: Path | None, overrides: dict[str, Any]):
+    from cliperase.config import UnlearnConfig
+    from mmcore.config import resolve_config
+
+    return resolve_config(UnlearnConfig, config, overrides)
+
+
+def _summary_rows(before: dict[str, Any] | None, after: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    for k in SUMMARY:
+        row: dict[str, Any] = {"metric (%)": k}
+        if before is not None:
+            row["before"] = before.get(k)
+        row["after" if before is not None else "value"] = after.get(k)
+        rows.append(row)
+    return rows
+
+
+@app.command("run")
+@user_errors
+def run(
+    out: Path = typer.Option(..., "--out", help="Output directory."),
+    method: str = typer.Option(None, "--method", help="cliperase | ga | graddiff | ft | multidelete | retrain."),
+    model: str = _MODEL,
+    pretrained: str = _PRETRAINED,
+    dataset: str = _DATASET,
+    data_root: Path = _DATA_ROOT,
+    forget_classes: str = _CLASSES,
+    forget_keyword: str = _KEYWORD,
+    forget_ratio: float = _RATIO,
+    forget_ids: Path = _IDS,
+    steps: int = typer.Option(None, "--steps", help="Unlearning steps [default: 60]."),
+    config: Path = _CONFIG,
+    set_: list[str] = _SET,
+    seed: int = _SEED,
+    skip_bad: bool = _SKIP_BAD,
+    overwrite: bool = _OVERWRITE,
+    resume: bool = _RESUME,
+) -> None:
+    """Unlearn a forget set from a CLIP model; writes metrics.json, model.safetensors, config.json, report.md."""
+    from cliperase.runner import run_unlearning
+
+    cfg = _config(config, _overrides(model=model, pretrained=pretrained, dataset=dataset, data_root=data_root,
+                                     forget_classes=forget_classes, forget_keyword=forget_keyword,
+                                     forget_ratio=forget_ratio, forget_ids=forget_ids, seed=seed, skip_bad=skip_bad,
+                                     set_=set_, method=method, steps=steps))
+    m = run_unlearning(cfg, out, resume=resume, overwrite=overwrite)
+    from mmcore.distributed import is_main_process
+
+    if is_main_process():
+        print_table(f"{cfg.method}: forget {m['forget']} (D_f {m['sizes']['forget']}, D_r {m['sizes']['retain']}, "
+                    f"test {m['sizes']['test']}) — {m['wall_seconds']:.1f} s", _summary_rows(m["before"], m["after"]))
+        typer.echo(f"wrote {out}/metrics.json, model.safetensors, report.md")
+
+
+@app.command("eval")
+@user_errors
+def evaluate(
+    model: str = typer.Option(..., "--model", help="Saved model dir or open_clip name."),
+    pretrained: str = _PRETRAINED,
+    dataset: str = _DATASET,
+    data_root: Path = _DATA_ROOT,
+    forget_classes: str = _CLASSES,
+    forget_keyword: str = _KEYWORD,
+    forget_ratio: float = _RATIO,
+    forget_ids: Path = _IDS,
+    out: Path = typer.Option(None, "--out", help="Write metrics.json and config.json here."),
+    config: Path = _CONFIG,
+    set_: list[str] = _SET,
+    seed: int = _SEED,
+    skip_bad: bool = _SKIP_BAD,
+    overwrite: bool = _OVERWRITE,
+) -> None:
+    """Unlearning metrics (forget/retain/test accuracy, retrieval, MIA) of any CLIP model."""
+    from cliperase.runner import evaluate_model
+
+    cfg = _config(config, _overrides(model=model, pretrained=pretrained, dataset=dataset, data_root=data_root,
+                                     forget_classes=forget_classes, forget_keyword=forget_keyword,
+                                     forget_ratio=forget_ratio, forget_ids=forget_ids, seed=seed, skip_bad=skip_bad,
+                                     set_=set_))
+    m = evaluate_model(cfg, out, overwrite=overwrite)
+    print_table(f"{model}: forget {m['forget']} (D_f {m['sizes']['forget']}, D_r {m['sizes']['retain']}, "
+                f"test {m['sizes']['test']})", _summary_rows(None, m["metrics"]))
+    if out is not None:
+        typer.echo(f"wrote {out}/metrics.json")
+
+
+@app.command("compare")
+@user_errors
+def compare(
+    out: Path = typer.Option(..., "--out", help="Output directory (one sub-directory per method)."),
+    methods: str = typer.Option(
+        "cliperase,ga,graddiff,ft,multidelete", "--methods",
+        help="Comma-separated methods; also cliperase-fm, cliperase-fm+rm, cliperase-negce, cliperase-dot. "
+        "Retrain is always added (time ratios).",
+    ),
+    model: str = _MODEL,
+    pretrained: str = _PRETRAINED,
+    dataset: str = _DATASET,
+    data_root: Path = _DATA_ROOT,
+    forget_classes: str = _CLASSES,
+    forget_keyword: str = _KEYWORD,
+    forget_ratio: float = _RATIO,
+    forget_ids: Path = _IDS,
+    steps: int = typer.Option(None, "--steps", help="Unlearning steps per method [default: 60]."),
+    config: Path = _CONFIG,
+    set_: list[str] = _SET,
+    seed: int = _SEED,
+    skip_bad: bool = _SKIP_BAD,
+    overwrite: bool = _OVERWRITE,
+    resume: bool = _RESUME,
+) -> None:
+    """Run several methods on identical data and seeds; writes comparison.json/.md/.png."""
+    from cliperase.runner import compare_methods
+
+    cfg = _config(config, _overrides(model=model, pretrained=pretrained, dataset=dataset, data_root=data_root,
+                                     forget_classes=forget_classes, forget_keyword=forget_keyword,
+                                     forget_ratio=forget_ratio, forget_ids=forget_ids, seed=seed, skip_bad=skip_bad,
+                                     set_=set_, steps=steps))
+    names = [m.strip() for m in methods.split(",") if m.strip()]
+    comp = compare_methods(names, cfg, out, overwrite=overwrite, resume=resume)
+    cols = ["method", "forget_accuracy", "retain_accuracy", "test_accuracy", "retain_i2t_R@1", "mia_efficacy",
+            "wall_seconds", "time_ratio_to_retrain", "relearn_steps"]
+    print_table(f"forget {comp['forget']} — sizes {comp['sizes']}", [comp["original"], *comp["rows"]], cols)
+    typer.echo(f"wrote {out}/comparison.json, comparison.md, comparison.png")

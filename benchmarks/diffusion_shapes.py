@@ -1,0 +1,133 @@
+"""Diffusion evaluation on the offline default: does an unlearned tiny CLIP stop a text-to-image model
+from drawing the forgotten shape ("circle") while it keeps drawing the others?
+
+    uv run python -m benchmarks diffusion_shapes [--quick] [--clip-dir DIR] [--work DIR] [--fresh]
+
+1. The tiny CLIP: reused from ``--clip-dir`` (shared with ``unlearn_shapes``) or pretrained there.
+2. `mm diffusion pretrain` with its defaults on that CLIP (``--quick``: the ``demo`` preset), timed.
+3. `mm unlearn run` with the CLIPErase defaults forgetting "circle" (``cliperase.runner.run_unlearning``).
+4. `mm unlearn diffusion-eval` defaults: forget prompts about circles, one retain prompt per other shape.
+The bar of issue 4 is checked; results go to ``benchmarks/results/diffusion_shapes.json`` (+ ``.png``, the grid).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks._common import png_path, write_result
+
+NAME = "diffusion_shapes"
+ROOT = Path(__file__).resolve().parent
+FORGET = "circle"
+FORGET_PROMPTS = ["a circle", "a photo of a circle", "a red circle", "a blue circle"]
+
+
+def _retain_prompts(shapes: list[str]) -> list[str]:
+    return [f"a {s}" for s in shapes if s != FORGET] + [f"a photo of a {s}" for s in shapes if s != FORGET]
+
+
+def _diffusion(clip_dir: Path, out: Path, quick: bool, fresh: bool) -> dict[str, Any]:
+    from mmcore.config import resolve_config
+    from mmcore.io import read_json
+
+    from cliperase.diffusion.train import PRESETS, DiffusionPretrainConfig, pretrain_diffusion
+
+    if not fresh and (out / "model_index.json").is_file() and (out / "metrics.json").is_file():
+        print(f"reusing the diffusion pipeline in {out}")
+        return read_json(out / "metrics.json")
+    cfg = resolve_config(DiffusionPretrainConfig, None, {**PRESETS["demo" if quick else "default"], "clip": str(clip_dir)})
+    resume = not fresh and (out / "checkpoint" / "state.json").is_file()
+    print(f"training the diffusion pipeline into {out} ({cfg.steps} steps)")
+    return pretrain_diffusion(cfg, out, overwrite=not resume, resume=resume)
+
+
+def _unlearned(clip_dir: Path, out: Path, quick: bool, fresh: bool) -> dict[str, Any]:
+    import dataclasses
+
+    from mmcore.io import read_json
+
+    from cliperase.config import ForgetSpec, UnlearnConfig
+    from cliperase.runner import run_unlearning
+
+    if not fresh and (out / "model.safetensors").is_file() and (out / "metrics.json").is_file():
+        print(f"reusing the unlearned CLIP in {out}")
+        return read_json(out / "metrics.json")
+    # CLIPErase with the library defaults; relearn probing is irrelevant here.
+    cfg = UnlearnConfig(model=str(clip_dir), dataset="shapes", forget=ForgetSpec(classes=[FORGET]))
+    cfg = dataclasses.replace(cfg, relearn=dataclasses.replace(cfg.relearn, enabled=False))
+    if quick:
+        cfg = dataclasses.replace(cfg, eval_max_samples=1000, retrieval_max_pairs=200)
+    return run_unlearning(cfg, out, overwrite=True)
+
+
+def _checks(m: dict[str, Any]) -> dict[str, Any]:
+    shifts = {c: d["shift"] for c, d in m["per_concept"].items() if d["split"] == "retain"}
+    checks = {
+        "forget_detection_before_ge_70": {"value": m["forget_detection_before"], "pass": m["forget_detection_before"] >= 0.70},
+        "forget_detection_after_le_10": {"value": m["forget_detection_after"], "pass": m["forget_detection_after"] <= 0.10},
+        "each_retained_shape_moves_le_10_points": {"value": shifts, "pass": all(abs(v) <= 0.10 for v in shifts.values())},
+    }
+    checks["all_pass"] = all(v["pass"] for v in checks.values())
+    return checks
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    ap = argparse.ArgumentParser(prog=f"python -m benchmarks {NAME}", description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="demo-size diffusion model and eval: a smoke test, not the bar")
+    ap.add_argument("--clip-dir", type=Path, default=None, help="pretrained tiny CLIP (reused, or created here)")
+    ap.add_argument("--work", type=Path, default=ROOT / "work" / NAME, help="pipeline / unlearned model / eval dirs")
+    ap.add_argument("--fresh", action="store_true", help="retrain the diffusion model and redo the unlearning")
+    ap.add_argument("--n-per-prompt", type=int, default=0, help="images per prompt and encoder (0: 25, quick 6)")
+    args = ap.parse_args(argv)
+
+    from benchmarks.unlearn_shapes import _pretrained_clip
+    from cliperase.diffusion.evaluate import DiffusionEvalConfig, diffusion_eval
+
+    t0 = time.perf_counter()
+    clip_dir = args.clip_dir or ROOT / "work" / ("tiny_clip_quick" if args.quick else "tiny_clip")
+    work = args.work / ("quick" if args.quick else "full")
+    pre = _pretrained_clip(clip_dir, args.quick)
+    t = time.perf_counter()
+    diff = _diffusion(clip_dir, work / "pipeline", args.quick, args.fresh)
+    diffusion_wall = time.perf_counter() - t
+    unl = _unlearned(clip_dir, work / "unlearned", args.quick, args.fresh)
+
+    from mmcore.io import read_json
+
+    shapes = read_json(work / "pipeline" / "config.json")["shapes"]
+    n = args.n_per_prompt or (6 if args.quick else 25)
+    cfg = DiffusionEvalConfig(original=str(clip_dir), unlearned=str(work / "unlearned"), pipeline=str(work / "pipeline"),
+                              forget_prompts=FORGET_PROMPTS, retain_prompts=_retain_prompts(shapes), n_per_prompt=n)
+    m = diffusion_eval(cfg, work / "eval", overwrite=True)
+    checks = _checks(m)
+    result = {
+        "quick": args.quick,
+        "clip_dir": str(clip_dir),
+        "clip_pretrain": {k: pre.get(k) for k in ("zero_shot_accuracy", "steps", "train_seconds", "wall_seconds")},
+        "diffusion_pretrain": {**{k: diff.get(k) for k in ("unet_parameters", "steps_done", "stopped_early",
+                                                              "train_seconds", "total_seconds", "detector_val_acc",
+                                                              "check_detection", "check_detection_mean")},
+                               "wall_seconds_this_run": round(diffusion_wall, 1)},
+        "unlearning": {"forget_accuracy": {"before": unl["before"].get("forget_accuracy"), "after": unl["after"].get("forget_accuracy")},
+                       "retain_accuracy": {"before": unl["before"].get("retain_accuracy"), "after": unl["after"].get("retain_accuracy")},
+                       "wall_seconds": unl.get("wall_seconds")},
+        "eval_config": cfg,
+        "metrics": m,
+        "bar": checks,
+        "benchmark_seconds": round(time.perf_counter() - t0, 1),
+        "notes": "Detection = fraction of generated images whose detector top-1 (a CNN trained on the diffusion "
+                 "rendering with augmentation and an 'other' class) is the prompt's shape. Same seeds for both encoders. "
+                 "The <= 20 min bar is diffusion_pretrain.total_seconds (detector + UNet + sanity check).",
+    }
+    write_result(NAME, result)
+    shutil.copyfile(work / "eval" / "grid.png", png_path(NAME))
+    print("bar:", {k: v["pass"] if isinstance(v, dict) else v for k, v in checks.items()})
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,198 @@
+"""Unlearning metrics. All accuracies and recalls are percentages (0–100).
+
+- Zero-shot accuracy on D_f, D_r and the held-out test data (test-retain: test samples outside the
+  forget set, the usual "TA"; test-forget reported too), overall and per class.
+- Retrieval Recall@1/5/10 image→text and text→image on forget and retain pairs, each on a seeded
+  subsample of at most ``cfg.retrieval_max_pairs`` images (all their captions).
+- Membership-inference efficacy on D_f. Attack: a per-sample score (the negated zero-shot
+  cross-entropy of the true class when labels exist, else the cosine similarity of the image and its
+  first caption) is thresholded; the threshold maximises balanced accuracy of "member" on retain
+  samples (members, trained on) versus held-out test-retain samples (non-members), each subsampled to
+  the same size (≤ ``cfg.mia_max_samples``). MIA efficacy = percentage of D_f samples predicted
+  non-member (higher = D_f looks more like data never trained on). The attack's own balanced accuracy
+  is reported: near 50 % means the original model leaks little membership signal to begin with.
+- Relearn time (:func:`relearn_steps`): fine-tuning steps on D_f until its accuracy recovers half of
+  the original model's.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from mmcore.data.records import ImageTextData
+from mmcore.eval.retrieval import encode_images, encode_texts, retrieval_eval
+from mmcore.eval.zeroshot import zero_shot_eval
+
+from cliperase.config import UnlearnConfig
+from cliperase.forget_sets import ForgetSplit
+
+
+def subsample(data: ImageTextData, k: int, seed: int) -> ImageTextData:
+    """At most ``k`` records (``k <= 0`` keeps all), a seeded choice kept in the original order."""
+    if k <= 0 or len(data) <= k:
+        return data
+    return data.subset(sorted(random.Random(seed).sample(range(len(data)), k)))
+
+
+def _labelled(data: ImageTextData) -> bool:
+    return bool(data.classnames) and len(data) > 0 and all(r.label is not None for r in data.records)
+
+
+def _zero_shot(model, bundle, data: ImageTextData, classnames, cfg: UnlearnConfig) -> dict[str, Any] | None:
+    if not len(data) or not _labelled(data):
+        return None
+    return zero_shot_eval(model, bundle.tokenizer, data, bundle.preprocess_eval, classnames=classnames,
+                          batch_size=cfg.eval_batch_size, device=_device(model), return_predictions=True)
+
+
+def _device(model) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _pct(x: float | None) -> float | None:
+    return None if x is None else 100.0 * float(x)
+
+
+def _pair_cosine(model, bundle, data: ImageTextData, cfg: UnlearnConfig) -> np.ndarray:
+    img = encode_images(model, data, bundle.preprocess_eval, batch_size=cfg.eval_batch_size, device=_device(model))
+    txt = encode_texts(model, bundle.tokenizer, [r.captions[0] for r in data.records],
+                       batch_size=cfg.eval_batch_size, device=_device(model))
+    return (img * txt).sum(-1).cpu().numpy()
+
+
+def threshold_attack(members: np.ndarray, nonmembers: np.ndarray, targets: np.ndarray, seed: int = 0) -> dict[str, float]:
+    """Fit a score threshold (member iff score >= t) maximising balanced accuracy on equal-size
+    member / non-member samples; return the efficacy (percent of ``targets`` below t)."""
+    rng = np.random.default_rng(seed)
+    k = min(len(members), len(nonmembers))
+    m = rng.choice(members, k, replace=False) if len(members) > k else members
+    n = rng.choice(nonmembers, k, replace=False) if len(nonmembers) > k else nonmembers
+    cands = np.unique(np.concatenate([m, n, [np.inf]]))
+    tpr = (m[:, None] >= cands[None, :]).mean(0)
+    tnr = (n[:, None] < cands[None, :]).mean(0)
+    bal = (tpr + tnr) / 2
+    best = int(np.argmax(bal))
+    t = float(cands[best])
+    return {
+        "efficacy": 100.0 * float((targets < t).mean()) if len(targets) else 0.0,
+        "attack_balanced_accuracy": 100.0 * float(bal[best]),
+        "threshold": t,
+        "n_calibration": int(2 * k),
+        "n_target": int(len(targets)),
+    }
+
+
+@torch.no_grad()
+def evaluate_split(model, bundle, split: ForgetSplit, cfg: UnlearnConfig) -> dict[str, Any]:
+    """All metrics of ``model`` on one forget/retain/test split (single process; see module doc)."""
+    model.eval()
+    seed = cfg.seed
+    classnames = split.retain.classnames
+    sets = {
+        "forget": subsample(split.forget, cfg.eval_max_samples, seed),
+        "retain": subsample(split.retain, cfg.eval_max_samples, seed + 1),
+        "test": subsample(split.test_retain, cfg.eval_max_samples, seed + 2),
+        "test_forget": subsample(split.test_forget, cfg.eval_max_samples, seed + 3),
+    }
+    out: dict[str, Any] = {}
+    zs: dict[str, dict[str, Any] | None] = {k: _zero_shot(model, bundle, d, classnames, cfg) for k, d in sets.items()}
+    for k, res in zs.items():
+        out[f"{k}_accuracy"] = _pct(res["accuracy"]) if res else None
+    out["per_class_accuracy"] = {
+        k: {c: 100.0 * a for c, a in res["per_class"].items()} for k, res in zs.items() if res
+    }
+    out["zero_shot_n"] = {k: (res["n"] if res else 0) for k, res in zs.items()}
+
+    retrieval: dict[str, Any] = {}
+    for k, data, s in (("forget", split.forget, seed + 4), ("retain", split.retain, seed + 5)):
+        sub = subsample(data, cfg.retrieval_max_pairs, s)
+        r = retrieval_eval(model, bundle.tokenizer, sub, bundle.preprocess_eval,
+                           batch_size=cfg.eval_batch_size, device=_device(model))
+        retrieval[k] = r
+        for name, v in r.items():
+            if "@" in name:
+                out[f"{k}_{name}"] = v
+    out["retrieval"] = retrieval
+
+    # Membership inference on D_f, calibrated on retain (members) vs test-retain (non-members).
+    mia: dict[str, Any] | None = None
+    if len(split.test_retain):
+        if all(zs[k] is not None for k in ("forget", "retain", "test")):
+            def scores(res: dict[str, Any]) -> np.ndarray:
+                return -F.cross_entropy(res["logits"].float(), res["labels"], reduction="none").numpy()
+
+            sc = {k: scores(zs[k]) for k in ("forget", "retain", "test")}  # type: ignore[arg-type]
+            kind = "neg_zero_shot_ce"
+        else:
+            sc = {k: _pair_cosine(model, bundle, subsample(d, cfg.mia_max_samples, seed + 6), cfg)
+                  for k, d in (("forget", split.forget), ("retain", split.retain), ("test", split.test_retain))}
+            kind = "pair_cosine"
+        rng = np.random.default_rng(seed)
+        lim = cfg.mia_max_samples
+        sc = {k: (rng.choice(v, lim, replace=False) if len(v) > lim else v) for k, v in sc.items()}
+        mia = {"score": kind, **threshold_attack(sc["retain"], sc["test"], sc["forget"], seed)}
+    out["mia"] = mia
+    out["mia_efficacy"] = mia["efficacy"] if mia else None
+    return out
+
+
+def forget_score(model, bundle, forget: ImageTextData, classnames, cfg: UnlearnConfig) -> float:
+    """The D_f quantity relearning tries to recover: zero-shot accuracy when labelled, else i2t R@1."""
+    res = _zero_shot(model, bundle, forget, classnames, cfg)
+    if res is not None:
+        return 100.0 * res["accuracy"]
+    r = retrieval_eval(model, bundle.tokenizer, forget, bundle.preprocess_eval,
+                       batch_size=cfg.eval_batch_size, device=_device(model))
+    return float(r["i2t_R@1"])
+
+
+def relearn_steps(model, bundle, split: ForgetSplit, cfg: UnlearnConfig, original_score: float) -> dict[str, Any]:
+    """Fine-tune a copy of ``model`` on D_f (CLIP loss, Adam ``cfg.relearn.lr``) until the D_f score
+    reaches half of ``original_score``; checked every ``eval_every`` steps on a D_f subsample.
+    Returns ``steps`` (None when the cap is hit), ``cap_hit``, target and final score."""
+    from cliperase import losses
+    from cliperase.trainer import BatchStream, ImageBank, pair_text
+
+    rc = cfg.relearn
+    target = original_score / 2.0
+    probe = subsample(split.forget, rc.eval_samples, cfg.seed + 7)
+    classnames = split.retain.classnames
+    m = copy.deepcopy(model)
+    m.logit_scale.requires_grad_(False)
+    opt = torch.optim.Adam([p for p in m.parameters() if p.requires_grad], lr=rc.lr)
+    stream = BatchStream(len(split.forget), rc.batch_size, cfg.seed + 8, 1, "forget")
+    bank = ImageBank(split.forget.records, bundle.preprocess_eval)
+    dev = _device(m)
+    score = forget_score(m, bundle, probe, classnames, cfg)
+    history = [(0, score)]
+    step = 0
+    while score < target and step < rc.max_steps:
+        m.train()
+        for _ in range(min(rc.eval_every, rc.max_steps - step)):
+            idx = stream.at(step)
+            texts = [pair_text(split.forget.records[i], split.forget, cfg.text, (cfg.seed, step, 99, i)) for i in idx]
+            img = m.encode_image(bank(idx).to(dev))
+            txt = m.encode_text(bundle.tokenizer(texts).to(dev))
+            loss = losses.contrastive_loss(img, txt, m.logit_scale.exp(), texts)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+        with torch.no_grad():
+            score = forget_score(m, bundle, probe, classnames, cfg)
+        history.append((step, score))
+    reached = score >= target
+    return {
+        "steps": step if reached else None,
+        "cap_hit": not reached,
+        "max_steps": rc.max_steps,
+        "target_score": target,
+        "final_score": score,
+        "history": history,
+        "lr": rc.lr,
+    }

@@ -1,0 +1,231 @@
+"""One training loop for every unlearning method (all but Retrain, which is the pretraining recipe).
+
+Each step draws one global forget batch and one global retain batch. Batches depend only on
+(seed, step) (:func:`mmcore.distributed.global_batches`), each process encodes its round-robin
+shard, and the features are gathered with gradients, so the loss is the global-batch loss on any
+number of processes and a resumed run sees exactly the batches of an uninterrupted one.
+Forget and retain samples go through one forward pass (the paper: "forget and retain samples may
+share one batch, split by a flag"), which also keeps DDP to one forward per backward.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from mmcore.checkpoint import load_training_state, save_training_state, unwrap
+from mmcore.data.records import ImageTextData, ImageTextRecord
+from mmcore.distributed import JsonlLogger, gather_with_grad, global_batches, is_main_process, progress_bar
+from mmcore.errors import MMError
+from torch import nn
+
+from cliperase.config import UnlearnConfig
+from cliperase.forget_sets import ForgetSplit
+from cliperase.methods import Feats, method_loss, needs
+
+CHECKPOINT_DIR = "checkpoint"
+
+
+class DualEncoder(nn.Module):
+    """Wraps a CLIP model so that one ``forward`` returns un-normalised image and text features and
+    the logit scale (``exp``); DDP then sees a single forward per step."""
+
+    def __init__(self, clip: nn.Module):
+        super().__init__()
+        self.clip = clip
+
+    def forward(self, images: torch.Tensor, tokens: torch.Tensor):
+        img = self.clip.encode_image(images, normalize=False)
+        txt = self.clip.encode_text(tokens, normalize=False)
+        return img, txt, self.clip.logit_scale.exp()
+
+
+class ImageBank:
+    """Preprocessed image tensors of a record list, computed on first use and cached (unlearning runs
+    are short, so every image is seen several times; the eval transform is used because the paper
+    reports no augmentation for unlearning)."""
+
+    def __init__(self, records: list[ImageTextRecord], transform: Any, cache: bool = True):
+        self.records = records
+        self.transform = transform
+        self.cache = cache
+        self._store: dict[int, torch.Tensor] = {}
+
+    def __call__(self, indices: list[int]) -> torch.Tensor:
+        out = []
+        for i in indices:
+            t = self._store.get(i)
+            if t is None:
+                rec = self.records[i]
+                t = self.transform(rec.image if rec.image is not None and _tensor_pp(self.transform) else rec.load_image())
+                if self.cache:
+                    self._store[i] = t
+            out.append(t)
+        return torch.stack(out)
+
+
+def _tensor_pp(transform: Any) -> bool:
+    # mmcore's TensorPreprocess takes HxWx3 arrays directly, skipping a PIL round trip.
+    return type(transform).__name__ == "TensorPreprocess"
+
+
+class BatchStream:
+    """Global batches of ``range(n)`` by step: epoch ``step // per_epoch`` of a (seed)-shuffle.
+
+    The batch is ``min(batch_size, n)`` rounded down to a multiple of the process count, so shards
+    have equal sizes (all-gather needs it)."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, world: int, what: str):
+        bs = (min(batch_size, n) // world) * world
+        if bs == 0:
+            raise MMError(f"{what} set has {n} sample(s), fewer than the {world} processes")
+        self.n, self.bs, self.seed = n, bs, seed
+        self.per_epoch = n // bs
+        self._epoch: int | None = None
+        self._batches: list[list[int]] = []
+
+    def at(self, step: int) -> list[int]:
+        epoch, j = divmod(step, self.per_epoch)
+        if epoch != self._epoch:
+            self._batches = global_batches(self.n, self.bs, self.seed, epoch)
+            self._epoch = epoch
+        return self._batches[j]
+
+
+def gathered_order(batch: list[int], world: int) -> list[int]:
+    """The order of a global batch after each rank's round-robin shard is all-gathered."""
+    return [i for r in range(world) for i in batch[r::world]]
+
+
+def pair_text(rec: ImageTextRecord, data: ImageTextData, mode: str, key: tuple[int, ...]) -> str:
+    """The text paired with an image at one step: one of its captions, a class prompt (a template
+    filled with its class name), or either ("mixed"); the choice depends only on ``key``."""
+    rng = random.Random(hash(key))
+    use_prompt = mode == "prompt" or (mode == "mixed" and rng.random() < 0.5)
+    if use_prompt and rec.label is not None and data.classnames:
+        return rng.choice(data.templates).format(data.classnames[rec.label])
+    if not rec.captions:
+        raise MMError(f"record {rec.id!r} of {data.name!r} has no captions")
+    return rec.captions[rng.randrange(len(rec.captions))]
+
+
+@dataclass
+class UnlearnResult:
+    model: nn.Module
+    train_seconds: float
+    steps: int
+    resumed_from: int = 0
+    last_log: dict[str, float] = field(default_factory=dict)
+
+
+def _make_optimizer(cfg: UnlearnConfig, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def unlearn(
+    bundle: Any,
+    split: ForgetSplit,
+    cfg: UnlearnConfig,
+    accelerator: Any,
+    out_dir: str | Path | None = None,
+    resume: bool = False,
+    desc: str | None = None,
+) -> UnlearnResult:
+    """Run ``cfg.steps`` steps of ``cfg.method`` on ``bundle.model`` (modified in place and returned).
+
+    With ``out_dir``: logs to ``out_dir/log.jsonl`` and checkpoints every ``cfg.checkpoint_every``
+    steps (and at the end) to ``out_dir/checkpoint``; ``resume`` continues from that checkpoint."""
+    use = needs(cfg)
+    world = accelerator.num_processes
+    rank = accelerator.process_index
+    device = accelerator.device
+    t0 = time.perf_counter()
+
+    model = bundle.model
+    frozen = None
+    if use["frozen"]:
+        frozen = copy.deepcopy(model).to(device).eval().requires_grad_(False)
+    model.logit_scale.requires_grad_(cfg.train_logit_scale)
+    model.train()
+    wrapper = DualEncoder(model)
+    params = [p for p in wrapper.parameters() if p.requires_grad]
+    optimizer = _make_optimizer(cfg, params)
+    wrapper, optimizer = accelerator.prepare(wrapper, optimizer)
+
+    streams: dict[str, tuple[BatchStream, ImageBank, ImageTextData]] = {}
+    if use["forget"]:
+        streams["f"] = (BatchStream(len(split.forget), cfg.forget_batch_size, cfg.seed, world, "forget"),
+                        ImageBank(split.forget.records, bundle.preprocess_eval), split.forget)
+    if use["retain"]:
+        streams["r"] = (BatchStream(len(split.retain), cfg.batch_size, cfg.seed + 1, world, "retain"),
+                        ImageBank(split.retain.records, bundle.preprocess_eval), split.retain)
+
+    # The frozen original is only needed where a loss compares with it: CM uses retain batches only.
+    frozen_keys = {"r"} if cfg.method == "cliperase" else {"f", "r"}
+    ckpt = Path(out_dir) / CHECKPOINT_DIR if out_dir is not None else None
+    start, elapsed_before = 0, 0.0
+    if resume and ckpt is not None and (ckpt / "state.json").is_file():
+        st = load_training_state(ckpt, wrapper, optimizer)
+        start = st["step"]
+        elapsed_before = float(st["extra"].get("train_seconds", 0.0))
+    logger = JsonlLogger(Path(out_dir) / "log.jsonl") if out_dir is not None else None
+    last: dict[str, float] = {}
+
+    with progress_bar(cfg.steps - start, desc or f"unlearn ({cfg.method})") as advance:
+        for step in range(start, cfg.steps):
+            # Local shards of this step's global batches, concatenated into one forward pass.
+            local: dict[str, list[int]] = {}
+            texts_local: list[str] = []
+            images = []
+            for key, (stream, bank, data) in streams.items():
+                batch = stream.at(step)
+                local[key] = batch[rank::world]
+                images.append(bank(local[key]))
+                texts_local += [pair_text(data.records[i], data, cfg.text, (cfg.seed, step, ord(key), i))
+                                for i in local[key]]
+            images_t = torch.cat(images).to(device)
+            tokens = bundle.tokenizer(texts_local).to(device)
+            img, txt, scale = wrapper(images_t, tokens)
+            feats: dict[str, Feats] = {}
+            orig: dict[str, Feats] = {}
+            offset = 0
+            for key, (stream, _bank, data) in streams.items():
+                k = len(local[key])
+                sl = slice(offset, offset + k)
+                offset += k
+                order = gathered_order(stream.at(step), world)
+                texts = [pair_text(data.records[i], data, cfg.text, (cfg.seed, step, ord(key), i)) for i in order]
+                feats[key] = Feats(gather_with_grad(img[sl]), gather_with_grad(txt[sl]), texts)
+                if frozen is not None and key in frozen_keys:
+                    with torch.no_grad():
+                        o_img = frozen.encode_image(images_t[sl], normalize=False)
+                        o_txt = frozen.encode_text(tokens[sl], normalize=False)
+                    orig[key] = Feats(gather_with_grad(o_img), gather_with_grad(o_txt), texts)
+            orig_scale = frozen.logit_scale.exp() if frozen is not None else None
+            loss, parts = method_loss(cfg, scale, feats.get("f"), feats.get("r"), orig.get("f"), orig.get("r"), orig_scale)
+            accelerator.backward(loss)
+            if cfg.grad_clip > 0:
+                accelerator.clip_grad_norm_(params, cfg.grad_clip)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            last = {"loss": float(loss.detach()), **parts}
+            done = step + 1
+            if logger is not None and (done % max(cfg.log_every, 1) == 0 or done == cfg.steps):
+                logger.log({"phase": "unlearn", "method": cfg.method, **last}, step=done)
+            if ckpt is not None and cfg.checkpoint_every > 0 and (done % cfg.checkpoint_every == 0 or done == cfg.steps):
+                if is_main_process():
+                    save_training_state(ckpt, wrapper, optimizer, step=done,
+                                        extra={"train_seconds": elapsed_before + time.perf_counter() - t0})
+                accelerator.wait_for_everyone()
+            advance(1, loss=last["loss"])
+
+    model = unwrap(wrapper).clip
+    model.eval()
+    return UnlearnResult(model, elapsed_before + time.perf_counter() - t0, cfg.steps, start, last)

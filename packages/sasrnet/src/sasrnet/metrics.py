@@ -1,0 +1,66 @@
+"""Per-type accuracy in the paper's report keys, and the bar chart.
+
+Per-type keys (A-Count ... AV-Temp) are accuracies over the questions of that type. The group
+averages A-Avg, V-Avg and AV-Avg, and ``overall``, are accuracies over all questions of the group
+(question-weighted, as the ST-AVQA evaluation script computes them), not means of the type columns.
+Types without questions are reported as None. Values are percentages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from mmcore.data.music_avqa import AVG_GROUPS, REPORT_KEYS
+
+
+def type_accuracies(type_keys: Sequence[str], correct: Sequence[bool]) -> dict[str, float | None]:
+    """Accuracy (%) per report key; other type keys (e.g. AVQA-Yang's "Which") get their own entry."""
+    def acc(sel: list[bool]) -> float | None:
+        return round(100.0 * sum(sel) / len(sel), 4) if sel else None
+
+    by_type: dict[str, list[bool]] = {}
+    for k, c in zip(type_keys, correct, strict=True):
+        by_type.setdefault(k, []).append(bool(c))
+    out: dict[str, float | None] = {}
+    for key in REPORT_KEYS:
+        if key in AVG_GROUPS:
+            out[key] = acc([c for t in AVG_GROUPS[key] for c in by_type.get(t, [])])
+        elif key == "overall":
+            out[key] = acc([bool(c) for c in correct])
+        else:
+            out[key] = acc(by_type.get(key, []))
+    for k in sorted(by_type):  # non-Music-AVQA types
+        if k not in out:
+            out[k] = acc(by_type[k])
+    out["n_questions"] = len(correct)  # type: ignore[assignment]
+    return out
+
+
+def plot_type_accuracies(results: dict[str, dict], path: str | Path, title: str = "Accuracy per question type") -> Path:
+    """Grouped bar chart: one group per report key, one bar per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = [k for k in REPORT_KEYS if any(r.get(k) is not None for r in results.values())]
+    n = max(len(results), 1)
+    width = 0.8 / n
+    fig, ax = plt.subplots(figsize=(max(8, len(keys) * 0.9), 4))
+    for j, (name, r) in enumerate(results.items()):
+        xs = [i + (j - (n - 1) / 2) * width for i in range(len(keys))]
+        ax.bar(xs, [r.get(k) or 0.0 for k in keys], width, label=name)
+    ax.set_xticks(range(len(keys)), keys, rotation=45, ha="right")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)  # atomic: a kill never leaves half a PNG
+    return path

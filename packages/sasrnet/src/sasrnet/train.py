@@ -1,0 +1,440 @@
+"""Training, evaluation and single-video prediction for SaSR-Net, AVST and the question-only model.
+
+Fixes the public code's defects: every epoch visits ALL batches; a checkpoint that cannot be
+loaded is an error, never silently ignored; evaluation is batched.
+
+Output / checkpoint directory of :func:`train`:
+    config.json            resolved TrainConfig
+    model.json             model kind + ModelConfig + input facts (segments, question length, features.json)
+    question_vocab.json    answer_vocab.json   (built from the training split, saved with the model)
+    model.safetensors      best-validation weights (last epoch's if there is no validation split)
+    checkpoint/            resumable state (weights, Adam, StepLR, RNG, epoch + batch position)
+    log.jsonl  metrics.json  accuracy.png
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any
+
+from mmcore.checkpoint import load_model_weights, load_training_state, save_model, save_training_state, unwrap
+from mmcore.config import save_config
+from mmcore.distributed import (
+    JsonlLogger,
+    build_accelerator,
+    global_batches,
+    is_main_process,
+    progress_bar,
+    rank,
+    seed_everything,
+    shard_indices,
+    world_size,
+)
+from mmcore.errors import DataError, MMError
+from mmcore.io import prepare_output_dir, read_json, write_json
+
+from sasrnet.config import ModelConfig, TrainConfig, model_config, model_config_from_dict
+from sasrnet.data import (
+    DataPaths,
+    build_vocabs,
+    collate,
+    data_paths,
+    feature_dataset,
+    load_questions,
+    negative_partner,
+    to_device,
+)
+from sasrnet.metrics import plot_type_accuracies, type_accuracies
+from sasrnet.model import AVQAModel, build_model, compute_loss, count_parameters
+
+MODEL_FILE = "model.safetensors"
+CKPT_DIR = "checkpoint"
+
+
+def _answer_of(q: Any) -> str:
+    # Music-AVQA questions carry the answer word; AVQA-Yang questions the index of the right choice
+    return q.answer if isinstance(q.answer, str) else str(q.answer)
+
+
+def _drop_unseen_answers(questions: list, av: Any, path: Path, skip: bool) -> tuple[list, int]:
+    """An answer the model cannot output (unseen in training) is an error, or skipped and counted."""
+    bad = [q for q in questions if _answer_of(q) not in av]
+    if bad and not skip:
+        ex = sorted({_answer_of(q) for q in bad})[:5]
+        raise DataError(path, f"{len(bad)} question(s) have answers unseen in training ({', '.join(map(repr, ex))}); "
+                              "the model cannot output them. Pass --skip-bad to skip and count them")
+    return [q for q in questions if _answer_of(q) in av], len(bad)
+
+
+def _init_from(model: AVQAModel, path: Path) -> int:
+    """Initialise the parameters whose names exist in ``path`` (the paper starts SaSR-Net from ST-AVQA's
+    grounding weights). Unlike the public code, a missing or unrelated file is an error, never ignored."""
+    from mmcore.io import load_safetensors
+
+    own = model.state_dict()
+    matched = [k for k in load_safetensors(path) if k in own]
+    if not matched:
+        raise DataError(path, "no parameter of this file matches the model; wrong --set init_from?")
+    load_model_weights(model, path, strict=False)  # still raises on a shape mismatch of a shared name
+    return len(matched)
+
+
+def _check_same_config(path: Path, cfg: TrainConfig) -> None:
+    """Resuming with other settings would silently mix two runs; only ``epochs`` may grow."""
+    if not path.is_file():
+        return
+    old, new = read_json(path), dataclasses.asdict(cfg)
+    diff = sorted(k for k in set(old) | set(new) if k != "epochs" and old.get(k) != new.get(k))
+    if diff:
+        raise MMError(f"{path}: --resume with a different config ({', '.join(diff)} changed); "
+                      "use the same settings or start a new --out")
+
+
+def _gather_objects(obj: list) -> list:
+    """Concatenate per-process lists on every process (identity on one process)."""
+    if world_size() == 1:
+        return obj
+    import torch.distributed as dist
+
+    parts: list[Any] = [None] * world_size()
+    dist.all_gather_object(parts, obj)
+    return [x for p in parts for x in p]
+
+
+def predict_split(model: AVQAModel, ds: Any, batch_size: int, description: str = "eval") -> list[dict]:
+    """Batched inference over a dataset (sharded over processes, gathered); one record per question,
+    in dataset order: question_id, type_key, answer index, prediction index."""
+    import torch
+
+    model = unwrap(model)
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    recs: list[dict] = []
+    chunks = [list(range(i, min(i + batch_size, len(ds)))) for i in range(0, len(ds), batch_size)]
+    with torch.no_grad(), progress_bar(len(chunks), description) as advance:
+        for chunk in chunks:
+            local = shard_indices(chunk)
+            if local:
+                batch = collate([ds[i] for i in local])
+                pred = model(to_device(batch, device))["logits"].argmax(-1).cpu()
+                for j, i in enumerate(local):
+                    recs.append({"index": i, "question_id": int(batch["question_id"][j]),
+                                 "type_key": batch["type_key"][j], "answer": int(batch["answer"][j]),
+                                 "prediction": int(pred[j])})
+            advance()
+    model.train(was_training)
+    return sorted(_gather_objects(recs), key=lambda r: r["index"])
+
+
+def _accuracies(recs: list[dict]) -> dict:
+    return type_accuracies([r["type_key"] for r in recs], [r["answer"] == r["prediction"] for r in recs])
+
+
+def _write_model_files(out: Path, mcfg: ModelConfig, cfg: TrainConfig, paths: DataPaths, qv: Any, av: Any) -> None:
+    feats_json = paths.features / "features.json"
+    info = {
+        "kind": mcfg.kind,
+        "model_config": dataclasses.asdict(mcfg),
+        "n_segments": cfg.n_segments,
+        "max_question_len": cfg.max_question_len,
+        "multiple_choice": cfg.multiple_choice,
+        "features_dir": str(paths.features),
+        "features": read_json(feats_json) if feats_json.is_file() else None,
+    }
+    write_json(out / "model.json", info)
+    qv.save(out / "question_vocab.json")
+    av.save(out / "answer_vocab.json")
+
+
+def train(
+    cfg: TrainConfig,
+    data: str | Path | DataPaths,
+    out_dir: str | Path,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    max_steps: int | None = None,
+) -> dict:
+    """Train ``cfg.model`` on ``data`` into ``out_dir``; returns the metrics (also in metrics.json).
+
+    ``resume`` continues from ``out_dir/checkpoint`` exactly (same batches, optimizer, scheduler and
+    RNG state as an uninterrupted run); without a checkpoint it starts fresh. ``max_steps`` stops
+    after that many optimizer steps in total, writing a checkpoint (time-boxed runs, tests)."""
+    import torch
+
+    acc = build_accelerator(cfg.accelerator, project_dir=None)
+    out = Path(out_dir)
+    if acc.is_main_process:
+        prepare_output_dir(out, overwrite=overwrite, resume=resume)
+    acc.wait_for_everyone()
+    seed_everything(cfg.seed)
+    paths = data_paths(data)
+    if paths.train_ann is None:
+        raise MMError(f"no training annotations: expected {paths.features.parent}/annotations/avqa-train.json "
+                      "or --train-ann FILE")
+
+    train_q = load_questions(paths.train_ann, multiple_choice=cfg.multiple_choice, skip_bad=cfg.skip_bad)
+    if cfg.max_train_questions > 0:
+        train_q = train_q[: cfg.max_train_questions]
+    if not train_q:
+        raise DataError(paths.train_ann, "no training questions")
+    qv, av = build_vocabs(train_q, cfg.multiple_choice)
+    skipped: dict[str, int] = {"train_annotations": getattr(train_q, "skipped", 0)}
+    common = dict(n_segments=cfg.n_segments, max_question_len=cfg.max_question_len, skip_bad=cfg.skip_bad,
+                  multiple_choice=cfg.multiple_choice)
+    train_ds = feature_dataset(train_q, paths.features, qv, av, **common, cache=cfg.cache_features)
+    skipped["train_features"] = train_ds.skipped
+    val_ds = None
+    if paths.val_ann is not None:
+        val_q = load_questions(paths.val_ann, multiple_choice=cfg.multiple_choice, skip_bad=cfg.skip_bad)
+        skipped["val_annotations"] = getattr(val_q, "skipped", 0)
+        # a validation answer never seen in training cannot be predicted: count it, do not crash training
+        val_q, skipped["val_unseen_answers"] = _drop_unseen_answers(val_q, av, paths.val_ann, skip=True)
+        if val_q:
+            val_ds = feature_dataset(val_q, paths.features, qv, av, **common, cache=cfg.cache_features)
+            skipped["val_features"] = val_ds.skipped
+    n = len(train_ds)
+    if n < cfg.batch_size:
+        raise MMError(f"{paths.train_ann}: {n} usable training questions, fewer than batch_size={cfg.batch_size}")
+    if cfg.batch_size % world_size():
+        raise MMError(f"batch_size={cfg.batch_size} must be divisible by the number of processes ({world_size()})")
+    # the feature key of each item (video_id; AVQA-Yang: video_name), to pick negatives from other videos
+    video_ids = [getattr(q, "video_name", None) or q.video_id for q in train_ds.questions]
+
+    first = train_ds[0]
+    c = int(first["visual"].shape[1]) if "visual" in first else 512
+    a_dim = int(first["audio"].shape[-1]) if "audio" in first else 128
+    mcfg = model_config(cfg.model, cfg.size, {**cfg.arch, "visual_channels": c, "audio_dim": a_dim,
+                                              "word_vocab": len(qv), "n_answers": len(av),
+                                              "multiple_choice": cfg.multiple_choice})
+    model = build_model(mcfg)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.step_size, gamma=cfg.gamma)
+
+    if cfg.init_from:
+        _init_from(model, Path(cfg.init_from))
+    state = {"epoch": 0, "batch": 0, "step": 0, "best_val": None, "best_epoch": None, "train_time": 0.0,
+             "samples": 0, "history": []}
+    ckpt = out / CKPT_DIR
+    if resume and (ckpt / "state.json").is_file():
+        _check_same_config(out / "config.json", cfg)
+        loaded = load_training_state(ckpt, model, opt, sched)
+        state.update(loaded["extra"])
+        state["step"] = loaded["step"]
+    if acc.is_main_process:
+        save_config(cfg, out / "config.json")
+        _write_model_files(out, mcfg, cfg, paths, qv, av)
+    model, opt = acc.prepare(model, opt)  # the scheduler is stepped by hand, once per epoch
+    log = JsonlLogger(out / "log.jsonl")
+    if acc.is_main_process and state["step"] == 0:
+        log.log({"event": "start", "model": mcfg.kind, "params": count_parameters(model), "train_questions": n,
+                 "val_questions": len(val_ds) if val_ds else 0, "processes": world_size()})
+
+    def checkpoint(epoch: int, batch: int) -> None:
+        if acc.is_main_process:
+            save_training_state(ckpt, model, opt, sched, step=state["step"],
+                                extra={k: v for k, v in {**state, "epoch": epoch, "batch": batch}.items() if k != "step"})
+        acc.wait_for_everyone()
+
+    steps_per_epoch = n // cfg.batch_size
+    total = steps_per_epoch * cfg.epochs
+    use_negatives = mcfg.kind != "blind"
+    if max_steps is not None and state["step"] >= max_steps:
+        checkpoint(state["epoch"], state["batch"])
+        return {"interrupted": True, "step": state["step"], "epoch": state["epoch"]}
+    with progress_bar(total, f"train {mcfg.kind}") as advance:
+        advance(state["step"])
+        for epoch in range(state["epoch"], cfg.epochs):
+            model.train()
+            batches = global_batches(n, cfg.batch_size, cfg.seed, epoch)
+            start = state["batch"] if epoch == state["epoch"] else 0
+            t0 = time.perf_counter()
+            for b in range(start, len(batches)):
+                gb = batches[b]
+                local = shard_indices(gb)
+                partner = negative_partner(gb, video_ids) if use_negatives else {}
+                # per-sample Gumbel seeds: the same however the global batch is split over processes
+                seeds = [(cfg.seed * 1_000_003 + epoch) * 1_000_003 + i for i in local]
+                batch = collate([train_ds[i] for i in local],
+                                [train_ds[partner[i]] for i in local] if use_negatives else None, seeds)
+                batch = to_device(batch, acc.device)
+                terms = compute_loss(mcfg, model(batch), batch)
+                opt.zero_grad(set_to_none=True)
+                acc.backward(terms["loss"])
+                opt.step()
+                state["step"] += 1
+                state["samples"] += len(gb)
+                vals = {k: float(v.detach()) for k, v in terms.items()}
+                advance(1, epoch=epoch, loss=vals["loss"])
+                if state["step"] % 10 == 0 or b == len(batches) - 1:
+                    log.log({"epoch": epoch, **vals, "lr": sched.get_last_lr()[0]}, step=state["step"])
+                stop = max_steps is not None and state["step"] >= max_steps
+                if stop or (cfg.checkpoint_every_steps > 0 and state["step"] % cfg.checkpoint_every_steps == 0):
+                    state["train_time"] += time.perf_counter() - t0
+                    t0 = time.perf_counter()
+                    checkpoint(epoch, b + 1)
+                if stop:
+                    return {"interrupted": True, "step": state["step"], "epoch": epoch}
+            state["train_time"] += time.perf_counter() - t0
+            sched.step()
+            record: dict[str, Any] = {"epoch": epoch, "event": "epoch_end"}
+            if val_ds is not None:
+                val = _accuracies(predict_split(model, val_ds, cfg.eval_batch_size, f"val {epoch}"))
+                record["val_overall"] = val["overall"]
+                if state["best_val"] is None or val["overall"] > state["best_val"]["overall"]:
+                    state["best_val"], state["best_epoch"] = val, epoch
+                    if acc.is_main_process:
+                        save_model(model, out / MODEL_FILE)
+            elif acc.is_main_process:
+                save_model(model, out / MODEL_FILE)
+            state["history"].append(record)
+            log.log(record, step=state["step"])
+            state["batch"] = 0
+            checkpoint(epoch + 1, 0)
+
+    metrics: dict[str, Any] = {
+        "model": mcfg.kind,
+        "size": cfg.size,
+        "params": count_parameters(unwrap(model)),
+        "epochs": cfg.epochs,
+        "steps": state["step"],
+        "processes": world_size(),
+        "best_epoch": state["best_epoch"],
+        "val": state["best_val"],
+        "train_samples_per_s": round(state["samples"] / max(state["train_time"], 1e-9), 2),
+        "train_time_s": round(state["train_time"], 2),
+        "skipped": skipped,
+        "history": state["history"],
+    }
+    if paths.test_ann is not None:
+        best = build_model(mcfg)
+        load_model_weights(best, out / MODEL_FILE)
+        best.to(acc.device)
+        metrics["test"] = _evaluate_model(best, paths, paths.test_ann, qv, av, cfg.n_segments, cfg.max_question_len,
+                                          cfg.eval_batch_size, cfg.multiple_choice, skip_bad=True)[0]
+    if acc.is_main_process:
+        write_json(out / "metrics.json", metrics)
+        results = {mcfg.kind: metrics["test"]} if metrics.get("test") else (
+            {mcfg.kind: metrics["val"]} if metrics["val"] else {})
+        if results:
+            plot_type_accuracies(results, out / "accuracy.png")
+    acc.wait_for_everyone()
+    return metrics
+
+
+def _evaluate_model(model: AVQAModel, paths: DataPaths, ann: Path, qv: Any, av: Any, n_segments: int,
+                    max_question_len: int, batch_size: int, multiple_choice: bool, skip_bad: bool,
+                    ) -> tuple[dict, list[dict]]:
+    qs = load_questions(ann, multiple_choice=multiple_choice, skip_bad=skip_bad)
+    n_bad_ann = getattr(qs, "skipped", 0)
+    qs, n_unseen = _drop_unseen_answers(qs, av, ann, skip=skip_bad)
+    if not qs:
+        raise DataError(ann, "no questions to evaluate")
+    ds = feature_dataset(qs, paths.features, qv, av, n_segments=n_segments, max_question_len=max_question_len,
+                         skip_bad=skip_bad, multiple_choice=multiple_choice)
+    recs = predict_split(model, ds, batch_size, "eval")
+    m = _accuracies(recs)
+    m["skipped"] = {"annotations": n_bad_ann, "unseen_answers": n_unseen, "features": getattr(ds, "skipped", 0)}
+    return m, recs
+
+
+def load_trained(checkpoint_dir: str | Path) -> tuple[AVQAModel, dict, Any, Any]:
+    """Model (eval mode), model.json, question and answer vocabularies of a training output dir."""
+    from mmcore.data.music_avqa import Vocab
+
+    d = Path(checkpoint_dir)
+    if not d.is_dir():
+        raise DataError(d, "checkpoint directory not found")
+    if not (d / "model.json").is_file():
+        raise DataError(d, "not an AVQA checkpoint directory (model.json missing; expected the --out of `mm avqa train`)")
+    info = read_json(d / "model.json")
+    if not isinstance(info, dict) or "model_config" not in info:
+        raise DataError(d / "model.json", "missing key 'model_config'")
+    mcfg = model_config_from_dict(info["model_config"])
+    model = build_model(mcfg)
+    if not (d / MODEL_FILE).is_file():
+        raise DataError(d / MODEL_FILE, "weights not found (training did not finish an epoch?)")
+    load_model_weights(model, d / MODEL_FILE)
+    model.eval()
+    return model, info, Vocab.load(d / "question_vocab.json"), Vocab.load(d / "answer_vocab.json")
+
+
+def evaluate(
+    checkpoint_dir: str | Path,
+    data: str | Path | DataPaths,
+    out_dir: str | Path,
+    *,
+    annotations: str | Path | None = None,
+    batch_size: int = 64,
+    skip_bad: bool = False,
+    overwrite: bool = False,
+) -> dict:
+    """Batched evaluation of a trained model on ``annotations`` (default: the data dir's test split).
+
+    Writes ``metrics.json`` (per-type accuracies in the paper's keys, see :mod:`sasrnet.metrics`),
+    ``predictions.jsonl`` and ``accuracy.png``. An answer unseen in training raises DataError naming
+    the annotation file (``skip_bad`` skips and counts such questions and bad feature files)."""
+    import json
+
+    from mmcore.io import atomic_write_text
+
+    model, info, qv, av = load_trained(checkpoint_dir)
+    paths = data_paths(data)
+    ann = Path(annotations) if annotations is not None else paths.test_ann
+    if ann is None:
+        raise MMError("no evaluation annotations: the data dir has no annotations/avqa-test.json; pass --ann FILE")
+    out = prepare_output_dir(out_dir, overwrite=overwrite)
+    t0 = time.perf_counter()
+    m, recs = _evaluate_model(model, paths, ann, qv, av, info["n_segments"], info["max_question_len"], batch_size,
+                              info.get("multiple_choice", False), skip_bad)
+    elapsed = time.perf_counter() - t0
+    metrics = {"model": info["kind"], "checkpoint": str(checkpoint_dir), "annotations": str(ann), **m,
+               "eval_s_per_question": round(elapsed / max(len(recs), 1), 6)}
+    write_json(out / "metrics.json", metrics)
+    lines = [json.dumps({"question_id": r["question_id"], "type": r["type_key"], "answer": av.tokens[r["answer"]],
+                         "prediction": av.tokens[r["prediction"]]}) for r in recs]
+    atomic_write_text(out / "predictions.jsonl", "\n".join(lines) + "\n")
+    plot_type_accuracies({info["kind"]: m}, out / "accuracy.png")
+    return metrics
+
+
+def predict(checkpoint_dir: str | Path, video: str | Path, question: str, *, top_k: int = 5) -> dict:
+    """Answer one question about one video: features are extracted on the fly with the encoders
+    recorded in the training features' features.json."""
+    import torch
+
+    from sasrnet.video import video_item
+
+    model, info, qv, av = load_trained(checkpoint_dir)
+    if info.get("multiple_choice"):
+        raise MMError(f"{checkpoint_dir}: a multiple-choice model needs answer choices; predict supports "
+                      "Music-AVQA style models")
+    words = [w for w in question.strip().rstrip("?？").split() if w]
+    if not words:
+        raise MMError("the question is empty")
+    item = video_item(video, info, needs_av=info["kind"] != "blind")
+    unknown = [w for w in words if w not in qv]
+    batch = {"question": torch.tensor([qv.encode(words, info["max_question_len"])])}
+    if "audio" in item:
+        batch["audio"], batch["visual"] = item["audio"][None], item["visual"][None]
+    with torch.no_grad():
+        out = model(batch)
+    probs = torch.softmax(out["logits"][0], -1)
+    top = torch.topk(probs, min(top_k, len(probs)))
+    res: dict[str, Any] = {
+        "question": question,
+        "video": str(video),
+        "answer": av.tokens[int(top.indices[0])],
+        "top": [{"answer": av.tokens[int(i)], "prob": round(float(p), 6)} for p, i in zip(top.values, top.indices, strict=True)],
+        "unknown_words": unknown,
+    }
+    if "temporal_a" in out:
+        res["temporal_attention"] = {"audio": [round(float(x), 6) for x in out["temporal_a"][0]],
+                                     "visual": [round(float(x), 6) for x in out["temporal_v"][0]]}
+    return res
+
+
+__all__ = ["train", "evaluate", "predict", "load_trained", "predict_split", "rank", "is_main_process"]

@@ -1,0 +1,95 @@
+"""`mm avqa train | eval | predict` end to end on a tiny synthetic world (real mp4 + AAC files)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+runner = CliRunner()
+
+
+def _app():
+    from mm_cli.avqa_cmds import app
+
+    return app
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> Path:
+    import torch
+    from mmcore.data.synth_avqa import synthesize
+    from mmcore.features import extract_features
+
+    torch.set_num_threads(1)
+    d = tmp_path_factory.mktemp("world")
+    synthesize(d, 10, 0, progress=False)
+    extract_features(d / "videos", d / "features", progress=False)
+    return d
+
+
+def test_model_commands_do_not_import_torch_at_module_level():
+    code = "import sys, mm_cli.avqa_model_cmds; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+@pytest.mark.slow
+def test_train_eval_predict(world, tmp_path):
+    app = _app()
+    run = tmp_path / "avst"
+    args = ["train", "--model", "avst", "--data", str(world), "--out", str(run), "--size", "cpu-tiny",
+            "--epochs", "1", "--seed", "3", "--set", "batch_size=4", "--set", "checkpoint_every_steps=5"]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    cfg = json.loads((run / "config.json").read_text())
+    assert (cfg["model"], cfg["size"], cfg["batch_size"], cfg["seed"]) == ("avst", "cpu-tiny", 4, 3)
+    assert "overall" in json.loads((run / "metrics.json").read_text())["test"]
+    assert "AV-Temp" in r.output  # the per-type table
+
+    # an existing run is never overwritten silently; --resume of a finished run changes nothing
+    r = runner.invoke(app, args)
+    assert r.exit_code == 2 and "not empty" in r.output and "Traceback" not in r.output
+    r = runner.invoke(app, [*args, "--resume"])
+    assert r.exit_code == 0, r.output
+    # typo in a config key: one clear line
+    r = runner.invoke(app, [*args[:-4], "--out", str(tmp_path / "x"), "--set", "arch.dimm=8"])
+    assert r.exit_code == 2 and "dimm" in r.output
+
+    ev = tmp_path / "eval"
+    r = runner.invoke(app, ["eval", "--checkpoint", str(run), "--data", str(world), "--out", str(ev)])
+    assert r.exit_code == 0, r.output
+    m = json.loads((ev / "metrics.json").read_text())
+    for k in ("A-Count", "A-Comp", "A-Avg", "V-Count", "V-Loc", "V-Avg", "AV-Ext", "AV-Count", "AV-Loc",
+              "AV-Comp", "AV-Temp", "AV-Avg", "overall"):
+        assert k in m
+    assert (ev / "accuracy.png").is_file()
+
+    video = sorted((world / "videos").glob("*.mp4"))[0]
+    r = runner.invoke(app, ["predict", "--checkpoint", str(run), "--video", str(video), "--question",
+                            "How many instruments are sounding in the video?", "--json"])
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.stdout)
+    vocab = json.loads((run / "answer_vocab.json").read_text())["tokens"]
+    assert res["answer"] in vocab and res["answer"] == res["top"][0]["answer"]
+    assert len(res["top"]) == min(5, len(vocab)) and sum(t["prob"] for t in res["top"]) <= 1 + 1e-6
+    assert len(res["temporal_attention"]["visual"]) == 10
+    assert abs(sum(res["temporal_attention"]["audio"]) - 1) < 1e-4
+
+    # bad inputs: one line naming the file, exit code 2
+    bad_video = tmp_path / "broken.mp4"
+    bad_video.write_bytes(video.read_bytes()[:2000])
+    r = runner.invoke(app, ["predict", "--checkpoint", str(run), "--video", str(bad_video), "--question", "Is it?"])
+    assert r.exit_code == 2 and "broken.mp4" in r.output, r.output
+    ann = json.loads((world / "annotations/avqa-test.json").read_text())
+    ann[0]["anser"] = "seventeen"
+    (tmp_path / "unseen.json").write_text(json.dumps(ann))
+    r = runner.invoke(app, ["eval", "--checkpoint", str(run), "--data", str(world), "--out", str(tmp_path / "e2"),
+                            "--ann", str(tmp_path / "unseen.json")])
+    assert r.exit_code == 2 and "unseen.json" in r.output and "unseen in training" in r.output
+    r = runner.invoke(app, ["eval", "--checkpoint", str(world), "--data", str(world), "--out", str(tmp_path / "e3")])
+    assert r.exit_code == 2 and "not an AVQA checkpoint" in r.output

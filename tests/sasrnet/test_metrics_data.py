@@ -1,0 +1,33 @@
+"""Per-type accuracy and negative pairing, checked against brute-force references (hypothesis)."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+from sasrnet.data import negative_partner
+from sasrnet.metrics import AVG_GROUPS, REPORT_KEYS, type_accuracies
+
+TYPES = ["A-Count", "A-Comp", "V-Count", "V-Loc", "AV-Ext", "AV-Count", "AV-Loc", "AV-Comp", "AV-Temp"]
+
+
+@given(st.lists(st.tuples(st.sampled_from(TYPES), st.booleans()), min_size=1, max_size=60))
+def test_type_accuracies_match_brute_force(pairs):
+    keys, correct = [k for k, _ in pairs], [c for _, c in pairs]
+    m = type_accuracies(keys, correct)
+    groups = {**{t: (t,) for t in TYPES}, **AVG_GROUPS, "overall": tuple(TYPES)}
+    for key in REPORT_KEYS:
+        sel = [c for k, c in pairs if k in groups[key]]
+        expected = None if not sel else round(100 * sum(sel) / len(sel), 4)
+        assert m[key] == expected, key
+
+
+@given(st.lists(st.integers(0, 4), min_size=1, max_size=20))
+def test_negative_partner_is_another_video_whenever_one_exists(video_of_item):
+    videos = [f"v{x}" for x in video_of_item]
+    batch = list(range(len(videos)))[::-1]
+    partner = negative_partner(batch, videos)
+    assert set(partner) == set(batch)
+    for i, p in partner.items():
+        assert p in batch
+        others = [j for j in batch if videos[j] != videos[i]]
+        assert (videos[p] != videos[i]) if others else p == i

@@ -1,0 +1,129 @@
+"""SaSR-Net / AVST / question-only model: shapes, losses, grouping, configs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from mmcore.errors import ConfigError
+from sasrnet.config import PRESETS, ModelConfig, model_config
+from sasrnet.model import SaSRModule, build_model, compute_loss, hard_assignment
+
+B, T, C, H, W, V, A = 4, 5, 6, 3, 3, 30, 12
+
+
+def _batch(multiple_choice: bool = False) -> dict:
+    g = torch.Generator().manual_seed(0)
+    b = {
+        "audio": torch.randn(B, T, 128, generator=g),
+        "visual": torch.randn(B, T, C, H, W, generator=g),
+        "visual_neg": torch.randn(B, T, C, H, W, generator=g),
+        "neg_valid": torch.tensor([True, True, False, True]),
+        "question": torch.randint(1, V, (B, 14), generator=g),
+        "answer": torch.randint(0, 4 if multiple_choice else A, (B,), generator=g),
+        "sources": (torch.rand(B, 22, generator=g) > 0.7).float(),
+        "noise_seed": torch.arange(B) * 17,
+    }
+    if multiple_choice:
+        b["choices"] = torch.randint(1, V, (B, 4, 14), generator=g)
+    return b
+
+
+def _cfg(kind: str, **kw) -> ModelConfig:
+    return model_config(kind, "cpu-tiny", {"visual_channels": C, "word_vocab": V, "n_answers": A, **kw})
+
+
+def test_paper_config_matches_the_doc():
+    cfg = ModelConfig()
+    assert (cfg.dim, cfg.n_sources, cfg.depth, cfg.heads, cfg.mlp_ratio, cfg.drop_path) == (512, 22, 3, 8, 4.0, 0.1)
+    assert (cfg.token_mlp_hidden, cfg.temporal_heads, cfg.w_match, cfg.w_source, cfg.w_cls) == (256, 4, 0.5, 0.5, 0.5)
+    assert {"paper", "cpu-small"} <= set(PRESETS)
+    with pytest.raises(ConfigError):
+        model_config("sasrnet", "huge")
+    with pytest.raises(ConfigError):
+        model_config("sasrnet", "paper", {"no_such_field": 1})
+
+
+@pytest.mark.parametrize("kind, terms", [
+    ("sasrnet", {"answer", "match", "source", "cls", "loss"}),
+    ("avst", {"answer", "match", "loss"}),
+    ("blind", {"answer", "loss"}),
+])
+def test_forward_backward_and_loss_terms(kind, terms):
+    torch.manual_seed(0)
+    cfg = _cfg(kind)
+    model = build_model(cfg)
+    batch = _batch()
+    out = model(batch)
+    assert out["logits"].shape == (B, A)
+    loss = compute_loss(cfg, out, batch)
+    assert set(loss) == terms
+    expected = loss["answer"] + sum(w * loss[k] for k, w in (("match", .5), ("source", .5), ("cls", .5)) if k in loss)
+    assert torch.allclose(loss["loss"], expected)
+    loss["loss"].backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert all(g is not None for g in grads), "every parameter takes part in the loss"
+    if kind != "blind":
+        assert out["temporal_a"].shape == (B, T) and torch.allclose(out["temporal_a"].sum(-1), torch.ones(B))
+    else:  # the question-only model ignores audio and video entirely
+        b2 = {**batch, "audio": torch.zeros_like(batch["audio"]), "visual": torch.zeros_like(batch["visual"])}
+        model.eval()
+        assert torch.equal(model(b2)["logits"], model(batch)["logits"])
+
+
+def test_sasr_outputs_source_heads_and_one_hot_grouping():
+    torch.manual_seed(0)
+    cfg = _cfg("sasrnet")
+    model = build_model(cfg).eval()
+    out = model(_batch())
+    assert out["a_prob"].shape == (B, 22) and out["v_prob"].shape == (B, 22)
+    assert ((out["a_prob"] > 0) & (out["a_prob"] < 1)).all()
+    assert out["cls_logits"].shape == (22, 22)
+    for key in ("assign_v", "assign_a"):  # each segment goes to exactly one of the 22 source tokens
+        a = out[key]
+        assert a.shape == (B, 22, T)
+        assert torch.equal(a.sum(1), torch.ones(B, T)) and set(a.unique().tolist()) <= {0.0, 1.0}
+    assert isinstance(model.sasr, SaSRModule) and torch.equal(model.sasr.tokens, torch.zeros(22, cfg.dim))
+    assert build_model(_cfg("avst")).sasr is None
+
+
+def test_hard_gumbel_assignment_is_straight_through_and_seeded():
+    logits = torch.randn(3, 22, 7, requires_grad=True)
+    a = hard_assignment(logits, 1.0, training=True, noise_seed=torch.tensor([1, 2, 3]))
+    assert torch.allclose(a.sum(1), torch.ones(3, 7))
+    (a * torch.randn_like(a)).sum().backward()
+    assert logits.grad is not None and logits.grad.abs().sum() > 0  # the gradient flows through the softmax
+    again = hard_assignment(logits.detach(), 1.0, training=True, noise_seed=torch.tensor([1, 2, 3]))
+    assert torch.equal(a.detach(), again)
+    eval_a = hard_assignment(logits.detach(), 1.0, training=False, noise_seed=None)
+    assert torch.equal(eval_a.argmax(1), logits.detach().argmax(1))
+
+
+def test_batch_split_gives_the_same_outputs_as_the_full_batch():
+    """Per-sample Gumbel seeds make a sample's output independent of its batch-mates: the property
+    that lets 1- and 2-process training agree."""
+    torch.manual_seed(0)
+    cfg = _cfg("sasrnet")
+    model = build_model(cfg).train()
+    batch = _batch()
+    full = model(batch)["logits"]
+    halves = []
+    for sl in (slice(0, 2), slice(2, 4)):
+        halves.append(model({k: v[sl] for k, v in batch.items()})["logits"])
+    assert torch.allclose(full, torch.cat(halves), atol=1e-5)
+
+
+def test_multiple_choice_head_scores_each_choice():
+    torch.manual_seed(0)
+    for kind in ("sasrnet", "blind"):
+        cfg = _cfg(kind, multiple_choice=True)
+        model = build_model(cfg)
+        batch = _batch(multiple_choice=True)
+        out = model(batch)
+        assert out["logits"].shape == (B, 4)
+        compute_loss(cfg, out, batch)["loss"].backward()
+        # permuting the choices permutes the scores
+        model.eval()
+        perm = torch.tensor([2, 0, 3, 1])
+        a = model(batch)["logits"]
+        b = model({**batch, "choices": batch["choices"][:, perm]})["logits"]
+        assert torch.allclose(a[:, perm], b, atol=1e-5)
