@@ -113,9 +113,17 @@ def encode_texts(
     device: str | torch.device = "cpu",
     accelerator: Any = None,
 ) -> torch.Tensor:
-    """L2-normalised text features ``[len(texts), D]`` (float32, on ``device``), in input order."""
+    """L2-normalised text features ``[len(texts), D]`` (float32, on ``device``), in input order.
+
+    Each distinct string is encoded once: caption sets often repeat texts (templated captions,
+    several images sharing a caption), and text encoding dominates retrieval time."""
+    texts = list(texts)
+    unique = list(dict.fromkeys(texts))
     with torch.inference_mode(), _eval_mode(model):
-        out = _encode_texts(model, tokenizer, list(texts), batch_size, device, accelerator)
+        out = _encode_texts(model, tokenizer, unique, batch_size, device, accelerator)
+        if len(unique) != len(texts):
+            pos = {t: i for i, t in enumerate(unique)}
+            out = out[torch.tensor([pos[t] for t in texts], device=out.device)]
     return out.clone()
 
 
