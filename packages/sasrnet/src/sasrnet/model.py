@@ -192,14 +192,19 @@ class SaSRModule(nn.Module):
             h = blk(h)
         return h[:, :t], h[:, t:]
 
-    def forward(self, a: torch.Tensor, v: torch.Tensor, noise_seed: torch.Tensor | None = None) -> dict:
+    def visual_branch(self, v: torch.Tensor, noise_seed: torch.Tensor | None = None):
+        """V' (after the blocks), V'' = V' + CrossAttn(V', G_v), G_v and the segment assignment."""
         v1, v_tok = self._encode(v, self.v_blocks)
-        a1, a_tok = self._encode(a, self.a_blocks)
         g_v, assign_v = self.v_group(v1, v_tok, noise_seed)
+        return v1, v1 + self.v_back(v1, g_v), g_v, assign_v
+
+    def forward(self, a: torch.Tensor, v: torch.Tensor, noise_seed: torch.Tensor | None = None) -> dict:
+        v1, v2, g_v, assign_v = self.visual_branch(v, noise_seed)
+        a1, a_tok = self._encode(a, self.a_blocks)
         a_soft = a1 + self.a_regroup(v1, a1)  # query = visual segments, key/value = audio segments
         g_a, assign_a = self.a_group(a_soft, a_tok, None if noise_seed is None else noise_seed + 7919)
         return {
-            "v": v1 + self.v_back(v1, g_v),
+            "v": v2,
             "a": a1 + self.a_back(a1, g_a),
             "v_prob": torch.sigmoid(self.v_presence(g_v).squeeze(-1)),  # [B, K]
             "a_prob": torch.sigmoid(self.a_presence(g_a).squeeze(-1)),
@@ -280,7 +285,13 @@ class AVQAModel(nn.Module):
             if "visual_neg" in batch:
                 # negatives: frames of another video; the audio stays, so the pair does not match
                 grid_neg = self._grid(batch["visual_neg"])
-                v_neg = self._grounding(a, grid_neg.mean(2), grid_neg)
+                v_neg = grid_neg.mean(2)
+                if self.sasr is not None:
+                    # negative frames take the same visual path as positives; otherwise "went through
+                    # the SaSR module or not" would give the match head a shortcut
+                    seed = batch.get("noise_seed") if self.training else None
+                    v_neg = self.sasr.visual_branch(v_neg, None if seed is None else seed + 104729)[1]
+                v_neg = self._grounding(a, v_neg, grid_neg)
                 out["match_pos"] = self.match(torch.cat([a, v_star], -1))  # [B, T, 2]
                 out["match_neg"] = self.match(torch.cat([a, v_neg], -1))
             h_a, w_a = self.temporal_a(q, a)
