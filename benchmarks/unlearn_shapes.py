@@ -4,7 +4,8 @@
 
 1. The tiny CLIP: reused from ``--clip-dir`` when it holds a finished `mm clip pretrain` run, else
    pretrained there with the `mm clip pretrain` defaults (``ClipTrainConfig()``; ``--quick``: a
-   short recipe that only smoke-tests the pipeline and is not expected to meet the bar).
+   short recipe that only smoke-tests the pipeline and is not expected to meet the bar; its results go
+   to ``unlearn_shapes_quick.json``).
 2. ``cliperase.compare_methods`` on identical data and seeds: CLIPErase (defaults of
    ``UnlearnConfig``), its ablations FM / FM+RM and the negated-CE FM variant, GA, GradDiff, FT,
    MultiDelete, and Retrain (the pretraining recipe on D_r from random weights, which also times it).
@@ -109,8 +110,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "notes": "Accuracies/recalls in percent. wall_seconds: the unlearning (or retraining) loop only, "
                  "evaluation excluded. Retrain = the pretraining recipe on D_r from random weights.",
     }
-    write_result(NAME, result)
-    shutil.copyfile(work / "comparison.png", png_path(NAME))
+    # --quick is a pipeline smoke test: it never replaces the real result files.
+    name = f"{NAME}_quick" if args.quick else NAME
+    write_result(name, result)
+    shutil.copyfile(work / "comparison.png", png_path(name))
     print((work / "comparison.md").read_text())
     print("bar:", {k: v["pass"] if isinstance(v, dict) else v for k, v in checks.items()})
     return result

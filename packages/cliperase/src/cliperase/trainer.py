@@ -196,18 +196,33 @@ def unlearn(
             feats: dict[str, Feats] = {}
             orig: dict[str, Feats] = {}
             offset = 0
+            full_frozen = None
+            if frozen is not None and frozen_keys >= set(streams):
+                # Same input shapes as the trained model's forward: at step 0 both give bitwise equal
+                # features, so MSE-to-original terms start with exactly zero gradient (no float noise
+                # for Adam to blow up into full-size steps).
+                with torch.no_grad():
+                    full_frozen = (frozen.encode_image(images_t, normalize=False),
+                                   frozen.encode_text(tokens, normalize=False))
             for key, (stream, _bank, data) in streams.items():
                 k = len(local[key])
                 sl = slice(offset, offset + k)
                 offset += k
-                order = gathered_order(stream.at(step), world)
-                texts = [pair_text(data.records[i], data, cfg.text, (cfg.seed, step, ord(key), i)) for i in order]
-                feats[key] = Feats(gather_with_grad(img[sl]), gather_with_grad(txt[sl]), texts)
+                batch = stream.at(step)
+                # Gathered rows come rank by rank; put them back in global batch order so that
+                # order-dependent terms (MultiDelete's mismatched pairs) match a 1-process run.
+                pos = {idx: p for p, idx in enumerate(gathered_order(batch, world))}
+                back = torch.tensor([pos[i] for i in batch], device=device)
+                texts = [pair_text(data.records[i], data, cfg.text, (cfg.seed, step, ord(key), i)) for i in batch]
+                feats[key] = Feats(gather_with_grad(img[sl])[back], gather_with_grad(txt[sl])[back], texts)
                 if frozen is not None and key in frozen_keys:
-                    with torch.no_grad():
-                        o_img = frozen.encode_image(images_t[sl], normalize=False)
-                        o_txt = frozen.encode_text(tokens[sl], normalize=False)
-                    orig[key] = Feats(gather_with_grad(o_img), gather_with_grad(o_txt), texts)
+                    if full_frozen is not None:
+                        o_img, o_txt = full_frozen[0][sl], full_frozen[1][sl]
+                    else:
+                        with torch.no_grad():
+                            o_img = frozen.encode_image(images_t[sl], normalize=False)
+                            o_txt = frozen.encode_text(tokens[sl], normalize=False)
+                    orig[key] = Feats(gather_with_grad(o_img)[back], gather_with_grad(o_txt)[back], texts)
             orig_scale = frozen.logit_scale.exp() if frozen is not None else None
             loss, parts = method_loss(cfg, scale, feats.get("f"), feats.get("r"), orig.get("f"), orig.get("r"), orig_scale)
             accelerator.backward(loss)
