@@ -31,10 +31,9 @@ def _retain_prompts(shapes: list[str]) -> list[str]:
 
 
 def _diffusion(clip_dir: Path, out: Path, quick: bool, fresh: bool) -> dict[str, Any]:
+    from cliperase.diffusion.train import PRESETS, DiffusionPretrainConfig, pretrain_diffusion
     from mmcore.config import resolve_config
     from mmcore.io import read_json
-
-    from cliperase.diffusion.train import PRESETS, DiffusionPretrainConfig, pretrain_diffusion
 
     if not fresh and (out / "model_index.json").is_file() and (out / "metrics.json").is_file():
         print(f"reusing the diffusion pipeline in {out}")
@@ -48,10 +47,9 @@ def _diffusion(clip_dir: Path, out: Path, quick: bool, fresh: bool) -> dict[str,
 def _unlearned(clip_dir: Path, out: Path, quick: bool, fresh: bool) -> dict[str, Any]:
     import dataclasses
 
-    from mmcore.io import read_json
-
     from cliperase.config import ForgetSpec, UnlearnConfig
     from cliperase.runner import run_unlearning
+    from mmcore.io import read_json
 
     if not fresh and (out / "model.safetensors").is_file() and (out / "metrics.json").is_file():
         print(f"reusing the unlearned CLIP in {out}")
@@ -84,8 +82,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--n-per-prompt", type=int, default=0, help="images per prompt and encoder (0: 25, quick 6)")
     args = ap.parse_args(argv)
 
-    from benchmarks.unlearn_shapes import _pretrained_clip
     from cliperase.diffusion.evaluate import DiffusionEvalConfig, diffusion_eval
+
+    from benchmarks.unlearn_shapes import _pretrained_clip
 
     t0 = time.perf_counter()
     clip_dir = args.clip_dir or ROOT / "work" / ("tiny_clip_quick" if args.quick else "tiny_clip")

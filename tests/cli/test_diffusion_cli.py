@@ -12,7 +12,6 @@ from typer.testing import CliRunner
 @pytest.fixture(scope="module")
 def micro_clips(tmp_path_factory):
     import torch
-
     from mmcore.encoders.clip import create_clip, save_clip
 
     root = tmp_path_factory.mktemp("clips")
@@ -65,7 +64,7 @@ def test_pretrain_then_eval(micro_clips, tmp_path):
     assert set(m["per_concept"]) == {"circle", "square", "cross"}
     assert len(m["prompts"]) == 4 and m["n_per_prompt"] == 2
     assert (out / "grid.png").is_file() and (out / "config.json").is_file()
-    assert "forget" in r.output
+    assert "detection: forget" in r.output
 
 
 def test_user_errors_are_one_line(micro_clips, tmp_path):

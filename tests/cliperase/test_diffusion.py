@@ -61,6 +61,7 @@ def _tiny_sd_pipeline(cross_dim: int, tokenizer, text_encoder):
     )
 
 
+@pytest.mark.slow
 def test_swap_into_stable_diffusion_and_hidden_size_mismatch(clip_dirs, tmp_path):
     from cliperase.diffusion.pipeline import generate, load_pipeline, swap_text_encoder, text_tower_from_clip
     from transformers import CLIPTextConfig, CLIPTextModel
@@ -153,6 +154,16 @@ def test_pretrain_resume_is_exact(clip_dirs, tmp_path):
         pretrain_diffusion(resolve_config(DiffusionPretrainConfig, None, base), tmp_path / "cut", resume=True)
 
 
+def test_apply_preset_keeps_other_values():
+    from cliperase.diffusion.train import DiffusionPretrainConfig, apply_preset
+
+    cfg = apply_preset(DiffusionPretrainConfig(clip="c", seed=5), "test")
+    assert (cfg.clip, cfg.seed, cfg.steps, cfg.unet.block_out_channels) == ("c", 5, 4, [16, 32])
+    assert cfg.unet.text_time_embedding  # untouched nested value survives
+    with pytest.raises(ConfigError, match="preset"):
+        apply_preset(cfg, "nope")
+
+
 def test_pretrain_config_validation():
     from cliperase.diffusion.train import DiffusionPretrainConfig, validate
     from mmcore.config import resolve_config
@@ -165,6 +176,7 @@ def test_pretrain_config_validation():
         validate(resolve_config(DiffusionPretrainConfig, None, {"clip": "x", "image_size": 18}))
 
 
+@pytest.mark.slow
 def test_detector_learns_the_rendering():
     from cliperase.diffusion.data import DEFAULT_SHAPES, OTHER_CLASS, detector_training_set
     from cliperase.diffusion.detector import train_detector
@@ -205,6 +217,7 @@ def test_concept_of():
         concept_of("a dog", classes)
 
 
+@pytest.mark.slow
 def test_diffusion_eval_metrics_and_grid(shapes_pipeline_dir, clip_dirs, tmp_path):
     from cliperase.diffusion import run_diffusion_eval
 

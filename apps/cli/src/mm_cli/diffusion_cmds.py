@@ -29,10 +29,9 @@ def pretrain(
     seed: int | None = typer.Option(None, "--seed", help="Random seed."),
 ) -> None:
     """Train the shape detector and a small text-conditional UNet on centred synthetic shapes."""
+    from cliperase.diffusion.train import PRESETS, DiffusionPretrainConfig, pretrain_diffusion
     from mmcore.config import parse_set_options, resolve_config
     from mmcore.errors import ConfigError
-
-    from cliperase.diffusion.train import PRESETS, DiffusionPretrainConfig, pretrain_diffusion
 
     if preset not in PRESETS:
         raise ConfigError(f"--preset must be one of {', '.join(PRESETS)}, got {preset!r}")
@@ -63,9 +62,9 @@ def diffusion_eval(
     seed: int | None = typer.Option(None, "--seed", help="Seed of the first image per prompt (image i uses seed + i)."),
 ) -> None:
     """Generate with the original and the unlearned text encoder; report concept detection and CLIP score."""
+    from cliperase.diffusion.evaluate import DiffusionEvalConfig, format_summary
+    from cliperase.diffusion.evaluate import diffusion_eval as run
     from mmcore.config import parse_set_options, resolve_config
-
-    from cliperase.diffusion.evaluate import DiffusionEvalConfig, diffusion_eval as run, format_summary
 
     overrides = {
         "original": original, "unlearned": unlearned, "pipeline": pipeline,
@@ -77,9 +76,13 @@ def diffusion_eval(
     cfg = resolve_config(DiffusionEvalConfig, config, overrides)
     metrics = run(cfg, out, overwrite=overwrite)
     print_table("concept detection (fraction of generated images)", format_summary(metrics))
+
+    def pct(k: str) -> str:
+        return "n/a" if metrics.get(k) is None else f"{100 * metrics[k]:.0f}%"
+
     typer.echo(
-        f"forget {metrics['forget_detection_before']:.2f} -> {metrics['forget_detection_after']:.2f}; "
-        f"retain {metrics['retain_detection_before']:.2f} -> {metrics['retain_detection_after']:.2f}; "
+        f"detection: forget {pct('forget_detection_before')} -> {pct('forget_detection_after')}, "
+        f"retain {pct('retain_detection_before')} -> {pct('retain_detection_after')}; "
         f"wrote {out / 'metrics.json'} and {out / 'grid.png'}"
     )
 

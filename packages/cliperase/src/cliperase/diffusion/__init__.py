@@ -24,6 +24,7 @@ _EXPORTS = {
     "clip_score": "detector",
     "DiffusionPretrainConfig": "train",
     "PRESETS": "train",
+    "apply_preset": "train",
     "pretrain_diffusion": "train",
     "DiffusionEvalConfig": "evaluate",
     "diffusion_eval": "evaluate",

@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-
 from mmcore.data.shapes import COLORS, render_shape, shape_captions
 from mmcore.errors import ConfigError
 

@@ -15,13 +15,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
-from torch.nn import functional as F
-
 from mmcore.checkpoint import load_model_weights, save_model
 from mmcore.distributed import progress_bar
 from mmcore.errors import DataError
 from mmcore.io import read_json, write_json
+from torch import nn
+from torch.nn import functional as F
 
 DETECTOR_DIR = "detector"
 
@@ -106,7 +105,7 @@ def train_detector(
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
     det.train()
     with progress_bar(steps, "detector") as advance:
-        for step in range(steps):
+        for _ in range(steps):
             idx = torch.randint(0, len(x_all), (batch_size,), generator=g)
             loss = F.cross_entropy(det(x_all[idx]), y_all[idx], label_smoothing=0.05)
             opt.zero_grad(set_to_none=True)

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from mmcore.config import save_config
 from mmcore.errors import ConfigError
 from mmcore.io import prepare_output_dir, write_json
@@ -96,11 +95,16 @@ def run_diffusion_eval(
 def diffusion_eval(cfg: DiffusionEvalConfig, out_dir: str | Path, *, overwrite: bool = False) -> dict[str, Any]:
     """Generate with both encoders, detect, score; write ``metrics.json``, ``grid.png``, ``config.json``."""
     import torch
-
     from mmcore.encoders.clip import load_clip
 
     from cliperase.diffusion.detector import clip_score
-    from cliperase.diffusion.pipeline import encode_prompts, generate, load_pipeline, swap_text_encoder, text_tower_from_clip
+    from cliperase.diffusion.pipeline import (
+        encode_prompts,
+        generate,
+        load_pipeline,
+        swap_text_encoder,
+        text_tower_from_clip,
+    )
 
     for name in ("original", "unlearned", "pipeline"):
         if not getattr(cfg, name):
@@ -174,7 +178,7 @@ def diffusion_eval(cfg: DiffusionEvalConfig, out_dir: str | Path, *, overwrite: 
         d = per_concept.setdefault(r["concept"], {"split": r["split"], "before": [], "after": []})
         d["before"].append(r["detection_before"])
         d["after"].append(r["detection_after"])
-    for c, d in per_concept.items():
+    for d in per_concept.values():
         d["detection_before"], d["detection_after"] = float(np.mean(d.pop("before"))), float(np.mean(d.pop("after")))
         d["shift"] = d["detection_after"] - d["detection_before"]
     metrics["per_concept"] = per_concept

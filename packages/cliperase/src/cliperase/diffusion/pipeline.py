@@ -20,7 +20,6 @@ import torch
 from diffusers import DiffusionPipeline
 from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 from diffusers.utils.torch_utils import randn_tensor
-
 from mmcore.errors import DataError, MMError
 from mmcore.io import read_json
 
