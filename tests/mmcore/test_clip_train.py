@@ -8,7 +8,6 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-
 from mmcore.clip_train import ClipTrainConfig, clip_loss, evaluate_clip, pretrain, train_clip
 from mmcore.data.shapes import make_shapes
 from mmcore.encoders.clip import create_clip, load_clip
@@ -62,6 +61,7 @@ class _Interrupt(Exception):
     pass
 
 
+@pytest.mark.slow
 def test_resume_is_exact(tmp_path, monkeypatch):
     monkeypatch.setenv("MM_NO_PROGRESS", "1")
     recs = _records()
@@ -117,3 +117,65 @@ def test_pretrain_writes_outputs_and_resumes(tmp_path, monkeypatch):
         pretrain(cfg, tmp_path)
     resumed = pretrain(cfg, tmp_path, resume=True)  # already complete: nothing left to train
     assert resumed["zero_shot_accuracy"] == pytest.approx(metrics["zero_shot_accuracy"])
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _two_process_worker(out: str) -> None:
+    from accelerate.state import AcceleratorState
+    from mmcore.checkpoint import save_model
+    from mmcore.distributed import is_main_process
+
+    AcceleratorState._reset_state(True)  # the forked child inherits the parent's single-process state
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    model = train_clip(create_clip("mm-micro-clip"), _records(), _cfg(checkpoint_every=0), out_dir=out)
+    if is_main_process():
+        save_model(model, f"{out}/model.safetensors")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    __import__("os").environ.get("MM_TEST_FORK") != "1",
+    reason="forks 2 gloo workers; deadlocks if this pytest process already ran torch (OpenMP) before the fork. "
+    "Run alone: MM_TEST_FORK=1 pytest tests/mmcore/test_clip_train.py -k two_processes",
+)
+def test_two_processes_equal_one(tmp_path, monkeypatch):
+    import tempfile
+
+    from accelerate.utils import PrepareForLaunch, patch_environment
+    from torch.multiprocessing import start_processes
+
+    monkeypatch.setenv("MM_NO_PROGRESS", "1")
+    two = tmp_path / "two"
+    # fork before this process runs any torch op: forking after OpenMP threads exist can deadlock
+    with tempfile.NamedTemporaryFile() as rdv, patch_environment(
+        world_size=2, master_addr="127.0.0.1", master_port=str(_free_port()), accelerate_mixed_precision="no",
+        accelerate_debug_rdv_file=rdv.name, accelerate_use_cpu="yes", gloo_socket_ifname="lo",
+    ):
+        start_processes(PrepareForLaunch(_two_process_worker, debug=True), args=(str(two),), nprocs=2,
+                        start_method="fork")
+    from mmcore.io import load_safetensors
+
+    torch.manual_seed(0)
+    single = train_clip(create_clip("mm-micro-clip"), _records(), _cfg(checkpoint_every=0), out_dir=tmp_path / "one")
+    got = load_safetensors(two / "model.safetensors")
+    ref = single.state_dict()
+    init = create_clip("mm-micro-clip").model.state_dict()
+    # Same global batches, augmentation, gathered features and averaged gradients: equal up to float
+    # summation order, which Adam's m/sqrt(v) can amplify in near-zero gradient entries to a fraction
+    # of one step (lr per element).
+    diff = max((got[k] - ref[k]).abs().max().item() for k in got)
+    moved = max((ref[k] - init[k]).abs().max().item() for k in got)
+    assert diff < 0.5 * _cfg().lr and moved > 10 * diff
+    one_log = (tmp_path / "one" / "log.jsonl").read_text().splitlines()
+    two_log = (two / "log.jsonl").read_text().splitlines()
+    assert len(one_log) == len(two_log)  # only the main process logs
+    for a, b in zip(one_log, two_log, strict=True):
+        assert json.loads(a)["loss"] == pytest.approx(json.loads(b)["loss"], abs=1e-4)

@@ -7,7 +7,6 @@ import json
 import numpy as np
 import pytest
 import torch
-
 from mmcore.encoders.clip import (
     TensorPreprocess,
     count_parameters,
@@ -33,7 +32,7 @@ def test_register_model_configs_is_idempotent():
 def test_tiny_clip_shapes_and_size():
     b = create_clip("mm-tiny-clip")
     assert b.image_size == 32 and b.model_name == "mm-tiny-clip"
-    assert 1_000_000 < count_parameters(b.model) < 12_000_000
+    assert 1_000_000 < count_parameters(b.model) < 16_000_000
     tokens = b.tokenizer(["a small red circle on the left", "a photo of a circle"])
     ctx = b.model_cfg["text_cfg"]["context_length"]
     assert tokens.shape == (2, ctx)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from mmcore.encoders.clip import create_clip
 from mmcore.encoders.hf_export import build_clip_tokenizer, export_text_tower, save_hf_text_encoder
 from mmcore.errors import MMError

@@ -72,16 +72,24 @@ def demo(
     # 3. diffusion
     if diffusion:
         from cliperase.diffusion import DiffusionPretrainConfig, pretrain_diffusion, run_diffusion_eval
-        from cliperase.diffusion.train import PRESETS, apply_preset
+        from cliperase.diffusion.train import apply_preset
 
-        pipe_dir = cache / f"diffusion-demo-seed{seed}"
+        # Keyed by the CLIP it was trained on: a retrained CLIP invalidates the cached pipeline.
+        clip_stamp = int((clip_dir / "model.safetensors").stat().st_mtime)
+        pipe_dir = cache / f"diffusion-demo-seed{seed}-clip{clip_stamp}"
         if (pipe_dir / "model_index.json").is_file():
             console.print(f"[bold]3/3[/] reusing the cached diffusion model in {pipe_dir}")
         else:
             console.print(f"[bold]3/3[/] training a small text-to-image diffusion model → {pipe_dir}")
-            cfg = apply_preset(DiffusionPretrainConfig(clip=str(clip_dir), seed=seed), PRESETS["demo"])
+            cfg = apply_preset(DiffusionPretrainConfig(clip=str(clip_dir), seed=seed), "demo")
             pretrain_diffusion(cfg, pipe_dir, overwrite=True)
-        retain = [s for s in ("square", "triangle", "star") if s != forget][:2]
+        # The small diffusion model draws only a few shapes; retain prompts use the others it knows.
+        known = read_json(pipe_dir / "config.json")["shapes"]
+        if forget not in known:
+            from mmcore.errors import MMError
+
+            raise MMError(f"the demo diffusion model draws only {', '.join(known)}; pick --forget from those")
+        retain = [s for s in known if s != forget]
         ev = run_diffusion_eval(
             clip_dir, out / "unlearn", pipe_dir,
             forget_prompts=[f"a photo of a {forget}"],

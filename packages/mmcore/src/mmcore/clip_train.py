@@ -6,7 +6,7 @@
 Data order comes from :func:`mmcore.distributed.global_batches` (depends only on seed and epoch) and
 each process takes its round-robin shard; features are gathered with gradients, so 2 processes
 optimise exactly the loss 1 process does. A checkpoint in ``OUT/checkpoint`` every
-``checkpoint_every`` steps allows an exact resume: augmentation noise is keyed on (seed, step, rank).
+``checkpoint_every`` steps allows an exact resume: augmentation noise is keyed on (seed, step).
 """
 
 from __future__ import annotations
@@ -122,12 +122,16 @@ class _Batches:
         self.captions.set_epoch(epoch)
         return [self.captions.caption_for(i) for i in indices]
 
-    def images(self, step: int, rank: int, indices: list[int]):
+    def images(self, step: int, rank: int, world: int, gb: list[int]):
         import torch
 
+        indices = gb[rank::world]
         if self.stacked is not None:
-            g = torch.Generator().manual_seed((self.seed * 1_000_003 + step) * 4099 + rank)
-            return self.preprocess.batch(self.stacked[indices], generator=g)
+            # Augmentation offsets are drawn for the whole global batch, keyed on (seed, step), and each
+            # process takes its images' share: identical to one process, and exact on resume.
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
+            dy, dx = self.preprocess.random_shifts(len(gb), g)
+            return self.preprocess.batch(self.stacked[indices], shifts=(dy[rank::world], dx[rank::world]))
         return torch.stack([self.dataset[i]["image"] for i in indices])
 
     def loader(self, start_step: int, end_step: int, rank: int, world: int):
@@ -149,7 +153,7 @@ class _Batches:
 
     def _item(self, step: int, rank: int, world: int):
         epoch, gb = self.global_batch(step)
-        return step, epoch, self.images(step, rank, gb[rank::world]), self.texts(epoch, _gather_order(gb, world))
+        return step, epoch, self.images(step, rank, world, gb), self.texts(epoch, _gather_order(gb, world))
 
 
 def _gather_order(gb: list[int], world: int) -> list[int]:

@@ -111,30 +111,35 @@ class TensorPreprocess:
         std = torch.tensor(self.std, dtype=x.dtype).view(1, 3, 1, 1)
         return (x - mean) / std
 
-    def _shift(self, x, generator=None):
+    def random_shifts(self, n: int, generator=None):
+        """Per-image (dy, dx) offsets into the padded image, each in [0, 2 * max_shift]."""
+        import torch
+
+        m = self.max_shift
+        return torch.randint(0, 2 * m + 1, (n,), generator=generator), torch.randint(0, 2 * m + 1, (n,), generator=generator)
+
+    def _shift(self, x, shifts):
         import torch
         import torch.nn.functional as F
 
         m = self.max_shift
-        if m <= 0:
-            return x
         n, c, h, w = x.shape
+        dy, dx = shifts
         padded = F.pad(x, (m, m, m, m), mode="replicate")
-        dy = torch.randint(0, 2 * m + 1, (n,), generator=generator)
-        dx = torch.randint(0, 2 * m + 1, (n,), generator=generator)
         # one advanced-indexing gather cuts a differently shifted window out of each image
         rows = (dy.view(n, 1) + torch.arange(h)).view(n, 1, h, 1)
         cols = (dx.view(n, 1) + torch.arange(w)).view(n, 1, 1, w)
         return padded[torch.arange(n).view(n, 1, 1, 1), torch.arange(c).view(1, c, 1, 1), rows, cols]
 
-    def batch(self, images, generator=None):
-        """uint8 or float [N, 3, H, W] → normalised float batch (augmented when ``train``)."""
+    def batch(self, images, generator=None, shifts=None):
+        """uint8 or float [N, 3, H, W] → normalised float batch. When ``train``, each image is shifted by
+        ``shifts`` (from :meth:`random_shifts`) or by offsets drawn from ``generator``."""
         import torch
 
         x = images.float().div_(255.0) if images.dtype == torch.uint8 else images.float()
         x = self._resize(x)
-        if self.train:
-            x = self._shift(x, generator)
+        if self.train and self.max_shift > 0:
+            x = self._shift(x, shifts if shifts is not None else self.random_shifts(x.shape[0], generator))
         return self._normalize(x)
 
     def __call__(self, img: Any):

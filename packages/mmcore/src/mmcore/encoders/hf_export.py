@@ -188,19 +188,26 @@ def build_clip_tokenizer(context_length: int = 77) -> Any:
 
     Call it as ``tok(texts, padding="max_length", max_length=context_length, truncation=True)``
     to get exactly open_clip's ids (start, tokens, end, then id-0 padding)."""
-    from open_clip.tokenizer import SimpleTokenizer
     from transformers import CLIPTokenizer
+
+    with tempfile.TemporaryDirectory(prefix="mm-clip-tok-") as tmp:
+        _write_bpe_files(Path(tmp))
+        tok = CLIPTokenizer.from_pretrained(tmp, model_max_length=context_length, pad_token=PAD)
+    return tok
+
+
+def _write_bpe_files(folder: Path) -> None:
+    """open_clip's BPE vocabulary as transformers' vocab.json + merges.txt."""
+    from open_clip.tokenizer import SimpleTokenizer
 
     st = SimpleTokenizer()
     rename = {"<start_of_text>": BOS, "<end_of_text>": EOS}
     vocab = {rename.get(k, k): v for k, v in st.encoder.items()}
     vocab[PAD] = 0
     merges = [" ".join(pair) for pair, _ in sorted(st.bpe_ranks.items(), key=lambda kv: kv[1])]
-    with tempfile.TemporaryDirectory(prefix="mm-clip-tok-") as tmp:
-        Path(tmp, "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
-        Path(tmp, "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
-        tok = CLIPTokenizer.from_pretrained(tmp, model_max_length=context_length, pad_token=PAD)
-    return tok
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
 
 
 def save_hf_text_encoder(
@@ -212,4 +219,8 @@ def save_hf_text_encoder(
     paths = {"text_encoder": out / "text_encoder", "tokenizer": out / "tokenizer"}
     hf.save_pretrained(paths["text_encoder"], safe_serialization=True)
     tok.save_pretrained(paths["tokenizer"])
+    # tokenizer.json would re-add the id-0 pad alias as a new token on reload; vocab.json + merges.txt
+    # rebuild the tokenizer exactly as build_clip_tokenizer does.
+    (paths["tokenizer"] / "tokenizer.json").unlink(missing_ok=True)
+    _write_bpe_files(paths["tokenizer"])
     return paths
