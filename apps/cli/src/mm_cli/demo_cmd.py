@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from pathlib import Path
@@ -28,6 +29,8 @@ def demo(
     cache_dir: Path = typer.Option(None, help="Where trained models are cached (default $MM_CACHE or ~/.cache/mm)."),
     diffusion: bool = typer.Option(True, help="Run the diffusion step (the slowest part)."),
     seed: int = typer.Option(0, help="Seed for pretraining, unlearning and sampling."),
+    tiny: bool = typer.Option(False, "--tiny", hidden=True,
+                              help="Smoke-test sizes (seconds, meaningless numbers): used by the test suite."),
 ) -> None:
     """Run the offline story end to end at a small size and print a result table."""
     from rich.console import Console
@@ -40,14 +43,18 @@ def demo(
     out = prepare_output_dir(out, overwrite=True)
 
     # 1. tiny CLIP (cached: a second demo starts here in seconds)
-    clip_dir = cache / f"tiny-clip-seed{seed}"
+    clip_dir = cache / (f"micro-clip-seed{seed}" if tiny else f"tiny-clip-seed{seed}")
     if (clip_dir / "metrics.json").is_file() and (clip_dir / "model.safetensors").is_file():
         console.print(f"[bold]1/3[/] reusing the cached tiny CLIP in {clip_dir}")
     else:
         console.print(f"[bold]1/3[/] pretraining the tiny CLIP on synthetic shapes → {clip_dir}")
         from mmcore.clip_train import ClipTrainConfig, pretrain
 
-        pretrain(ClipTrainConfig(seed=seed), clip_dir, overwrite=True)
+        cfg = ClipTrainConfig(seed=seed)
+        if tiny:
+            cfg = dataclasses.replace(cfg, model="mm-micro-clip", n_train=256, n_test=64, steps=4, batch_size=32,
+                                      warmup=1, eval_every=0, checkpoint_every=0)
+        pretrain(cfg, clip_dir, overwrite=True)
     from mmcore.io import read_json
 
     clip_metrics = read_json(clip_dir / "metrics.json")
@@ -57,9 +64,11 @@ def demo(
     console.print(f"[bold]2/3[/] forgetting {forget!r} with CLIPErase")
     from cliperase.runner import run_demo_unlearning
 
-    un = run_demo_unlearning(clip_dir, out / "unlearn", forget=forget, seed=seed)
+    small = {"n_train": 200, "n_test": 100, "steps": 2, "retrieval_max_pairs": 50} if tiny else {}
+    un = run_demo_unlearning(clip_dir, out / "unlearn", forget=forget, seed=seed, **small)
     rows = [
-        {"split": name, "before (%)": 100 * un["before"][key], "after (%)": 100 * un["after"][key]}
+        # cliperase reports accuracies in percent already.
+        {"split": name, "before (%)": un["before"][key], "after (%)": un["after"][key]}
         for name, key in (
             (f"forget ({forget})", "forget_accuracy"),
             ("retain (other shapes)", "retain_accuracy"),
@@ -76,12 +85,13 @@ def demo(
 
         # Keyed by the CLIP it was trained on: a retrained CLIP invalidates the cached pipeline.
         clip_stamp = int((clip_dir / "model.safetensors").stat().st_mtime)
-        pipe_dir = cache / f"diffusion-demo-seed{seed}-clip{clip_stamp}"
+        preset = "test" if tiny else "demo"
+        pipe_dir = cache / f"diffusion-{preset}-seed{seed}-clip{clip_stamp}"
         if (pipe_dir / "model_index.json").is_file():
             console.print(f"[bold]3/3[/] reusing the cached diffusion model in {pipe_dir}")
         else:
             console.print(f"[bold]3/3[/] training a small text-to-image diffusion model → {pipe_dir}")
-            cfg = apply_preset(DiffusionPretrainConfig(clip=str(clip_dir), seed=seed), "demo")
+            cfg = apply_preset(DiffusionPretrainConfig(clip=str(clip_dir), seed=seed), preset)
             pretrain_diffusion(cfg, pipe_dir, overwrite=True)
         # The small diffusion model draws only a few shapes; retain prompts use the others it knows.
         known = read_json(pipe_dir / "config.json")["shapes"]
@@ -94,7 +104,8 @@ def demo(
             clip_dir, out / "unlearn", pipe_dir,
             forget_prompts=[f"a photo of a {forget}"],
             retain_prompts=[f"a photo of a {s}" for s in retain],
-            out_dir=out / "diffusion", n_per_prompt=8, seed=seed, overwrite=True,
+            out_dir=out / "diffusion", n_per_prompt=2 if tiny else 8, seed=seed, overwrite=True,
+            **({"num_inference_steps": 2} if tiny else {}),
         )
         print_table(
             "Concept detection in generated images (original → unlearned text encoder)",
