@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import socket
-import tempfile
 
 import pytest
 import torch
 from cliperase.runner import run_unlearning
 from cliperase_testutil import tiny_config
+from mmcore.distributed import launch_cpu_processes
 from mmcore.io import load_safetensors
 
 # Tolerances: gradients are all-reduced (averaged) across processes, so they differ from the
@@ -21,31 +20,13 @@ REL_UPDATE_TOL = 0.1
 # weights, so many similarities are near-ties that a float32 difference can flip.
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _launch_two(fn, args) -> None:
-    """accelerate.debug_launcher with a free port (parallel test runs must not collide on 29500)."""
-    from accelerate.utils import PrepareForLaunch, patch_environment
-    from torch.multiprocessing import start_processes
-
-    with tempfile.NamedTemporaryFile() as tmp, patch_environment(
-        world_size=2, master_addr="127.0.0.1", master_port=str(_free_port()), accelerate_mixed_precision="no",
-        accelerate_debug_rdv_file=tmp.name, accelerate_use_cpu="yes", gloo_socket_ifname="lo",
-    ):
-        start_processes(PrepareForLaunch(fn, debug=True), args=args, nprocs=2, start_method="fork")
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["cliperase", "multidelete"])
 def test_two_processes_equal_one(tmp_path, method):
     single = tmp_path / "single"
     ref = run_unlearning(tiny_config(method=method, relearn=tiny_config().relearn.__class__(enabled=False)), single)
     two = tmp_path / "two"
-    _launch_two(_worker2, (str(two), method))
+    launch_cpu_processes(_worker2, (str(two), method), num_processes=2)
     m = json.loads((two / "metrics.json").read_text())
     assert m["world_size"] == 2 and ref["world_size"] == 1
     sz = ref["sizes"]
@@ -76,7 +57,7 @@ def test_two_processes_equal_one(tmp_path, method):
 def _worker2(out: str, method: str) -> None:
     from accelerate.state import AcceleratorState
 
-    # The forked child inherits the parent's single-process accelerate state singleton: drop it.
+    # A child must not reuse a single-process accelerate state singleton: drop any.
     AcceleratorState._reset_state(True)
     torch.set_num_threads(1)
     base = tiny_config()

@@ -119,20 +119,12 @@ def test_pretrain_writes_outputs_and_resumes(tmp_path, monkeypatch):
     assert resumed["zero_shot_accuracy"] == pytest.approx(metrics["zero_shot_accuracy"])
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _two_process_worker(out: str) -> None:
     from accelerate.state import AcceleratorState
     from mmcore.checkpoint import save_model
     from mmcore.distributed import is_main_process
 
-    AcceleratorState._reset_state(True)  # the forked child inherits the parent's single-process state
+    AcceleratorState._reset_state(True)  # never reuse a single-process accelerate state
     torch.set_num_threads(1)
     torch.manual_seed(0)
     model = train_clip(create_clip("mm-micro-clip"), _records(), _cfg(checkpoint_every=0), out_dir=out)
@@ -141,26 +133,12 @@ def _two_process_worker(out: str) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(
-    __import__("os").environ.get("MM_TEST_FORK") != "1",
-    reason="forks 2 gloo workers; deadlocks if this pytest process already ran torch (OpenMP) before the fork. "
-    "Run alone: MM_TEST_FORK=1 pytest tests/mmcore/test_clip_train.py -k two_processes",
-)
 def test_two_processes_equal_one(tmp_path, monkeypatch):
-    import tempfile
-
-    from accelerate.utils import PrepareForLaunch, patch_environment
-    from torch.multiprocessing import start_processes
+    from mmcore.distributed import launch_cpu_processes
 
     monkeypatch.setenv("MM_NO_PROGRESS", "1")
     two = tmp_path / "two"
-    # fork before this process runs any torch op: forking after OpenMP threads exist can deadlock
-    with tempfile.NamedTemporaryFile() as rdv, patch_environment(
-        world_size=2, master_addr="127.0.0.1", master_port=str(_free_port()), accelerate_mixed_precision="no",
-        accelerate_debug_rdv_file=rdv.name, accelerate_use_cpu="yes", gloo_socket_ifname="lo",
-    ):
-        start_processes(PrepareForLaunch(_two_process_worker, debug=True), args=(str(two),), nprocs=2,
-                        start_method="fork")
+    launch_cpu_processes(_two_process_worker, (str(two),), num_processes=2)
     from mmcore.io import load_safetensors
 
     torch.manual_seed(0)

@@ -5,10 +5,8 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import textwrap
 from pathlib import Path
 
@@ -66,12 +64,6 @@ def test_sigkill_mid_training_then_resume_equals_straight_run(avqa_dir, tmp_path
     assert _scores(resumed) == _scores(straight)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _worker(data: str, out: str) -> None:
     import torch
     from accelerate.state import AcceleratorState
@@ -87,18 +79,11 @@ def test_two_processes_match_one_process(avqa_dir, tmp_path):
     """Global batches are split round-robin over 2 gloo processes; gradients are averaged by DDP.
     Tolerance: per-type accuracies equal to 1e-6 (they come from argmaxes of float32 logits that
     differ by all-reduce rounding only), final training loss within 1e-4 relative."""
-    from accelerate.utils import PrepareForLaunch, patch_environment
-    from torch.multiprocessing import start_processes
+    from mmcore.distributed import launch_cpu_processes
 
     one = train(tiny_config(model="sasrnet"), avqa_dir, tmp_path / "one")
     two_dir = tmp_path / "two"
-    # accelerate.debug_launcher with a free port (it pins 29500, which parallel test runs would share)
-    with tempfile.NamedTemporaryFile() as rdv, patch_environment(
-        world_size=2, master_addr="127.0.0.1", master_port=str(_free_port()), accelerate_mixed_precision="no",
-        accelerate_debug_rdv_file=rdv.name, accelerate_use_cpu="yes", gloo_socket_ifname="lo",
-    ):
-        start_processes(PrepareForLaunch(_worker, debug=True), args=(str(avqa_dir), str(two_dir)), nprocs=2,
-                        start_method="fork")
+    launch_cpu_processes(_worker, (str(avqa_dir), str(two_dir)), num_processes=2)
     two = json.loads((two_dir / "metrics.json").read_text())
     assert two["processes"] == 2 and one["processes"] == 1
     for split in ("val", "test"):

@@ -25,7 +25,7 @@ from typing import Any
 from mmcore.config import config_to_dict, save_config
 from mmcore.data.records import ImageTextData
 from mmcore.errors import ConfigError, MMError
-from mmcore.io import prepare_output_dir, read_json, write_json
+from mmcore.io import atomic_write_text, prepare_output_dir, read_json, write_json
 
 from cliperase.config import METHODS, UnlearnConfig
 from cliperase.forget_sets import ForgetSplit, split_forget_retain
@@ -288,7 +288,7 @@ def run_unlearning(
     if _is_main(acc):
         save_clip(model, out, bundle.model_name, bundle.model_cfg)
         write_json(out / "metrics.json", metrics)
-        (out / "report.md").write_text(_report(metrics), encoding="utf-8")
+        atomic_write_text(out / "report.md", _report(metrics))
         shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)
     acc.wait_for_everyone()
     return metrics
@@ -398,7 +398,7 @@ def compare_methods(
     }
     if _is_main(acc):
         write_json(out / "comparison.json", comparison)
-        (out / "comparison.md").write_text(comparison_markdown(comparison), encoding="utf-8")
+        atomic_write_text(out / "comparison.md", comparison_markdown(comparison))
         plot_comparison(comparison, out / "comparison.png")
     return comparison
 

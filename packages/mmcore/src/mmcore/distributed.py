@@ -197,3 +197,33 @@ def track(items: Iterable[T], description: str, total: int | None = None) -> Ite
         for it in items:
             yield it
             advance()
+
+
+def free_port() -> int:
+    """A free TCP port on loopback (for a rendezvous that must not collide with other runs)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch_cpu_processes(fn: Any, args: tuple = (), num_processes: int = 2, threads_per_process: int = 1) -> None:
+    """Run ``fn(*args)`` in ``num_processes`` CPU processes joined by gloo, as accelerate's
+    ``debug_launcher`` does, but with *spawned* processes and a free port.
+
+    Spawn, not fork: forking a process that has already run multi-threaded torch ops can deadlock
+    the children in OpenMP; and a fixed port (debug_launcher's 29500) collides with parallel runs.
+    ``fn`` must be importable (module level). For real multi-process jobs use ``accelerate launch``."""
+    import tempfile
+
+    from accelerate.utils import PrepareForLaunch, patch_environment
+    from torch.multiprocessing import start_processes
+
+    # A path in a private folder, not a NamedTemporaryFile: the rendezvous store deletes the file itself.
+    with tempfile.TemporaryDirectory() as rdv_dir, patch_environment(
+        world_size=num_processes, master_addr="127.0.0.1", master_port=str(free_port()),
+        accelerate_mixed_precision="no", accelerate_debug_rdv_file=f"{rdv_dir}/rdv", accelerate_use_cpu="yes",
+        gloo_socket_ifname="lo", omp_num_threads=str(threads_per_process),
+    ):
+        start_processes(PrepareForLaunch(fn, debug=True), args=args, nprocs=num_processes, start_method="spawn")

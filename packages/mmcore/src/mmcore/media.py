@@ -355,6 +355,22 @@ def write_video(
     path.parent.mkdir(parents=True, exist_ok=True)
     frames = np.asarray(frames, dtype=np.uint8)
     rate = fractions.Fraction(fps).limit_denominator(1000)
+    # Written under a temporary name (same suffix: it picks the container) and renamed when complete,
+    # so a killed writer never leaves half a video behind.
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    try:
+        _write_video(av, tmp, frames, rate, codec, audio, sample_rate, faststart)
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _write_video(av: Any, path: Path, frames: np.ndarray, rate: Any, codec: str, audio: np.ndarray | None,
+                 sample_rate: int, faststart: bool) -> None:
+    import numpy as np
+
     with av.open(str(path), mode="w", options={"movflags": "faststart"} if faststart else {}) as c:
         vs = c.add_stream(codec, rate=rate)
         vs.width, vs.height = int(frames.shape[2]), int(frames.shape[1])
@@ -381,7 +397,6 @@ def write_video(
                     c.mux(pkt)
             for pkt in aus.encode():
                 c.mux(pkt)
-    return path
 
 
 def truncate_file(path: str | Path, keep: float = 0.5) -> Path:

@@ -226,10 +226,14 @@ def save_grid(
             if k == 0:
                 ax.set_title("original text encoder" if which == "before" else "unlearned text encoder", fontsize=9)
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
+    import io
+
+    from mmcore.io import atomic_write_bytes
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
-    return path
+    return atomic_write_bytes(path, buf.getvalue())  # a kill never leaves half a PNG
 
 
 def format_summary(metrics: dict[str, Any]) -> list[dict[str, Any]]:
