@@ -95,7 +95,7 @@ def test_clip_patch_grid_from_saved_dir(tmp_path):
     from mmcore.encoders.clip import create_clip, save_clip
 
     torch.manual_seed(0)
-    bundle = create_clip("mm-tiny-clip")
+    bundle = create_clip("mm-micro-clip")  # a ViT tower (mm-tiny-clip uses a ResNet)
     save_clip(bundle.model, tmp_path / "clip", bundle.model_name, bundle.model_cfg)
     enc = create_grid_encoder(f"clip:{tmp_path / 'clip'}")
     vcfg = bundle.model_cfg["vision_cfg"]

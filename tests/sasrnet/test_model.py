@@ -29,7 +29,8 @@ def _batch(multiple_choice: bool = False) -> dict:
 
 
 def _cfg(kind: str, **kw) -> ModelConfig:
-    return model_config(kind, "cpu-tiny", {"visual_channels": C, "word_vocab": V, "n_answers": A, **kw})
+    return model_config(kind, "cpu-tiny", {"visual_channels": C, "grid_h": H, "grid_w": W, "word_vocab": V,
+                                           "n_answers": A, **kw})
 
 
 def test_paper_config_matches_the_doc():
@@ -127,3 +128,31 @@ def test_multiple_choice_head_scores_each_choice():
         a = model(batch)["logits"]
         b = model({**batch, "choices": batch["choices"][:, perm]})["logits"]
         assert torch.allclose(a[:, perm], b, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["sasrnet", "avst"])
+def test_answer_loss_reaches_audio_and_visual_inputs(kind):
+    """The answer head must see A and V: d CE(answer) / d audio, d visual are non-zero."""
+    torch.manual_seed(0)
+    cfg = _cfg(kind)
+    model = build_model(cfg).eval()
+    b = _batch()
+    b["audio"].requires_grad_(True)
+    b["visual"].requires_grad_(True)
+    torch.nn.functional.cross_entropy(model(b)["logits"], b["answer"]).backward()
+    assert b["audio"].grad.abs().sum() > 0
+    assert b["visual"].grad.abs().sum() > 0
+
+
+def test_input_standardisation_uses_saved_statistics():
+    """set_input_stats(m, s) on raw inputs == identity statistics on (x - m) / s; the stats are buffers (saved)."""
+    torch.manual_seed(0)
+    cfg = _cfg("avst")
+    model = build_model(cfg).eval()
+    b = _batch()
+    am, ast, vm, vs = torch.randn(128), torch.rand(128) + 0.5, torch.randn(C), torch.rand(C) + 0.5
+    ref = model({**b, "audio": (b["audio"] - am) / ast,
+                 "visual": (b["visual"] - vm[:, None, None]) / vs[:, None, None]})["logits"]
+    model.set_input_stats(am, ast, vm, vs)
+    assert torch.allclose(model(b)["logits"], ref, atol=1e-5)
+    assert {"audio_mean", "audio_std", "visual_mean", "visual_std"} <= set(model.state_dict())

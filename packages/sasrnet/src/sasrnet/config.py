@@ -32,6 +32,12 @@ class ModelConfig:
     gumbel_tau: float = 1.0
     audio_dim: int = 128
     visual_channels: int = 512  # C of the [T, C, H, W] grid; taken from the features at training time
+    grid_h: int = 14  # H and W of the grid; taken from the features at training time
+    grid_w: int = 14
+    # "linear": the paper (512-channel ResNet maps used as they are, other C projected per cell);
+    # "conv": a 3x3-conv stem + cell position embedding, for low-level grids such as ``pixels`` (see model.ConvStem)
+    visual_stem: str = "linear"
+    stem_stride: int = 1  # stride of the conv stem's 3x3 conv (2: a 14x14 grid becomes 7x7, 4x less grid compute)
     word_vocab: int = 93  # set from the question vocabulary at training time
     n_answers: int = 42  # set from the answer vocabulary at training time
     multiple_choice: bool = False  # AVQA-Yang: score 4 answer choices instead of a vocabulary softmax
@@ -43,10 +49,11 @@ class ModelConfig:
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},
     # ~1 M parameters: trains on a few hundred synthetic clips in minutes on 2 CPU cores.
-    "cpu-small": {"dim": 128, "depth": 2, "heads": 4, "token_mlp_hidden": 64, "drop_path": 0.05},
+    "cpu-small": {"dim": 128, "depth": 2, "heads": 4, "token_mlp_hidden": 64, "drop_path": 0.05,
+                  "visual_stem": "conv", "stem_stride": 2},
     # for tests only
     "cpu-tiny": {"dim": 32, "depth": 1, "heads": 2, "token_mlp_hidden": 16, "temporal_heads": 2, "drop_path": 0.0,
-                 "dropout": 0.0},
+                 "dropout": 0.0, "visual_stem": "conv", "stem_stride": 2},
 }
 
 
@@ -77,6 +84,8 @@ class TrainConfig:
     lr: float = 1e-4
     step_size: int = 16  # StepLR, per epoch
     gamma: float = 0.3
+    warmup_steps: int = 0  # linear learning-rate warm-up (optimizer steps); the paper has none
+    grad_clip: float = 0.0  # max global gradient norm; 0 = no clipping (the paper's)
     seed: int = 1
     n_segments: int = 10
     max_question_len: int = 14

@@ -128,3 +128,33 @@ def negative_partner(global_batch: list[int], video_ids: list[str]) -> dict[int,
                 break
         out[i] = partner
     return out
+
+
+def input_statistics(ds: Any, max_videos: int = 512) -> dict[str, Any]:
+    """Per-channel mean and std of the audio [A] and visual [C] features of up to ``max_videos`` distinct
+    videos of ``ds`` (the training set; evenly spread, deterministic). The model standardises its inputs
+    with them, and they are saved with its weights, so evaluation and prediction use the same ones."""
+    import torch
+
+    first: dict[str, int] = {}
+    for i, q in enumerate(ds.questions):
+        first.setdefault(getattr(q, "video_name", None) or q.video_id, i)
+    idx = list(first.values())
+    if len(idx) > max_videos:
+        idx = [idx[(k * len(idx)) // max_videos] for k in range(max_videos)]
+    a_sum = a_sq = v_sum = v_sq = None
+    n_a = n_v = 0
+    for i in idx:
+        it = ds[i]
+        a = it["audio"].double().reshape(-1, it["audio"].shape[-1])  # [T, A]
+        v = it["visual"].double().transpose(0, 1).flatten(1).T  # [T*H*W, C]
+        a_sum = a.sum(0) + (0 if a_sum is None else a_sum)
+        a_sq = (a * a).sum(0) + (0 if a_sq is None else a_sq)
+        v_sum = v.sum(0) + (0 if v_sum is None else v_sum)
+        v_sq = (v * v).sum(0) + (0 if v_sq is None else v_sq)
+        n_a, n_v = n_a + len(a), n_v + len(v)
+    a_mean, v_mean = a_sum / n_a, v_sum / n_v
+    a_std = (a_sq / n_a - a_mean**2).clamp_min(0).sqrt()
+    v_std = (v_sq / n_v - v_mean**2).clamp_min(0).sqrt()
+    return {"audio_mean": a_mean.float(), "audio_std": a_std.float(), "visual_mean": v_mean.float(),
+            "visual_std": v_std.float(), "videos": len(idx)}

@@ -234,8 +234,36 @@ class TemporalAttention(nn.Module):
         return self.norm(h + self.drop(self.ffn(h))), w[:, 0]
 
 
+class ConvStem(nn.Module):
+    """Per-frame adapter for low-level grids (e.g. the ``pixels`` encoder's per-cell RGB mean/std):
+    3x3 conv (C → D, optionally strided) → GELU → 1x1 conv (D → D), plus a learned position embedding per cell.
+
+    The paper's ResNet-18 maps are already non-linear, context-aware features; a 6-channel pixel-stat
+    grid is not: a per-cell *linear* projection followed by the spatial mean (the pooled frame feature)
+    only sees the frame's 6 global colour statistics, and nothing says where a cell is, so "which
+    instrument is in the video" and left/middle/right are both invisible. The stem fixes both."""
+
+    def __init__(self, channels: int, dim: int, grid_h: int, grid_w: int, stride: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, dim, 3, stride=stride, padding=1)
+        self.conv2 = nn.Conv2d(dim, dim, 1)
+        n_cells = ((grid_h - 1) // stride + 1) * ((grid_w - 1) // stride + 1)
+        self.pos = nn.Parameter(torch.randn(n_cells, dim) * 0.02)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B,T,C,H,W] -> [B,T,H*W,D]
+        b, t = x.shape[:2]
+        h = self.conv2(F.gelu(self.conv1(x.flatten(0, 1))))
+        h = h.flatten(2).transpose(1, 2)  # [B*T, N, D]
+        if h.shape[1] != self.pos.shape[0]:
+            raise ValueError(f"visual grid has {h.shape[1]} cells, the model was built for {self.pos.shape[0]}")
+        return (h + self.pos).view(b, t, *h.shape[1:])
+
+
 class AVQAModel(nn.Module):
-    """SaSR-Net (``kind="sasrnet"``), AVST (``"avst"``) or the question-only model (``"blind"``)."""
+    """SaSR-Net (``kind="sasrnet"``), AVST (``"avst"``) or the question-only model (``"blind"``).
+
+    Inputs are standardised per channel with statistics of the TRAINING features (buffers
+    ``audio_mean/std``, ``visual_mean/std``, saved with the weights; identity until :meth:`set_input_stats`)."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -244,8 +272,17 @@ class AVQAModel(nn.Module):
         self.question = QuestionEncoder(cfg.word_vocab, d)
         if cfg.kind != "blind":
             self.audio = AudioEmbed(cfg.audio_dim, d)
-            # the paper's features are 512-channel like the model; other grids are projected to D
-            self.visual_proj = nn.Identity() if cfg.visual_channels == d else nn.Linear(cfg.visual_channels, d)
+            self.register_buffer("audio_mean", torch.zeros(cfg.audio_dim))
+            self.register_buffer("audio_std", torch.ones(cfg.audio_dim))
+            self.register_buffer("visual_mean", torch.zeros(cfg.visual_channels))
+            self.register_buffer("visual_std", torch.ones(cfg.visual_channels))
+            if cfg.visual_stem == "conv":
+                self.visual_proj = ConvStem(cfg.visual_channels, d, cfg.grid_h, cfg.grid_w, cfg.stem_stride)
+            elif cfg.visual_stem == "linear":
+                # the paper's features are 512-channel like the model; other grids are projected to D
+                self.visual_proj = nn.Identity() if cfg.visual_channels == d else nn.Linear(cfg.visual_channels, d)
+            else:
+                raise ValueError(f"unknown visual_stem {cfg.visual_stem!r} (linear | conv)")
             self.sasr = SaSRModule(cfg) if cfg.kind == "sasrnet" else None
             self.ground = nn.Linear(2 * d, d)  # v*_t = fc(tanh([V''_t ; g_t]))
             self.match = nn.Sequential(nn.Linear(2 * d, d), nn.ReLU(), nn.Linear(d, d // 2), nn.ReLU(),
@@ -265,7 +302,19 @@ class AVQAModel(nn.Module):
         g = (alpha * f).sum(2)
         return self.ground(torch.tanh(torch.cat([v, g], dim=-1)))
 
+    @torch.no_grad()
+    def set_input_stats(self, audio_mean, audio_std, visual_mean, visual_std) -> None:
+        """Per-channel statistics of the training features (std floored, so a constant channel stays finite)."""
+        for name, val in (("audio_mean", audio_mean), ("audio_std", audio_std), ("visual_mean", visual_mean),
+                          ("visual_std", visual_std)):
+            buf = getattr(self, name)
+            val = torch.as_tensor(val, dtype=buf.dtype).reshape(buf.shape)
+            buf.copy_(val.clamp_min(1e-3) if name.endswith("std") else val)
+
     def _grid(self, visual: torch.Tensor) -> torch.Tensor:  # [B,T,C,H,W] -> [B,T,H*W,D]
+        visual = (visual - self.visual_mean[:, None, None]) / self.visual_std[:, None, None]
+        if isinstance(self.visual_proj, ConvStem):
+            return self.visual_proj(visual)
         return self.visual_proj(visual.flatten(3).transpose(2, 3))
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -274,7 +323,7 @@ class AVQAModel(nn.Module):
         if self.cfg.kind == "blind":
             z = torch.tanh(q)
         else:
-            a = self.audio(batch["audio"])
+            a = self.audio((batch["audio"] - self.audio_mean) / self.audio_std)
             grid = self._grid(batch["visual"])
             v = grid.mean(2)  # pooled frame feature
             if self.sasr is not None:

@@ -42,6 +42,7 @@ from sasrnet.data import (
     collate,
     data_paths,
     feature_dataset,
+    input_statistics,
     load_questions,
     negative_partner,
     to_device,
@@ -90,6 +91,14 @@ def _check_same_config(path: Path, cfg: TrainConfig) -> None:
     if diff:
         raise MMError(f"{path}: --resume with a different config ({', '.join(diff)} changed); "
                       "use the same settings or start a new --out")
+
+
+def _set_lr(opt: Any, sched: Any, step: int | None, warmup_steps: int) -> None:
+    """Linear warm-up over the first ``warmup_steps`` optimizer steps on top of the per-epoch StepLR
+    (a function of the step count only, so a resumed run gets the same rates)."""
+    f = 1.0 if step is None or warmup_steps <= 0 else min(1.0, (step + 1) / warmup_steps)
+    for g, lr in zip(opt.param_groups, sched.get_last_lr(), strict=True):
+        g["lr"] = lr * f
 
 
 def _gather_objects(obj: list) -> list:
@@ -206,11 +215,16 @@ def train(
 
     first = train_ds[0]
     c = int(first["visual"].shape[1]) if "visual" in first else 512
+    hw = tuple(int(x) for x in first["visual"].shape[2:4]) if "visual" in first else (14, 14)
     a_dim = int(first["audio"].shape[-1]) if "audio" in first else 128
-    mcfg = model_config(cfg.model, cfg.size, {**cfg.arch, "visual_channels": c, "audio_dim": a_dim,
+    mcfg = model_config(cfg.model, cfg.size, {**cfg.arch, "visual_channels": c, "grid_h": hw[0], "grid_w": hw[1],
+                                              "audio_dim": a_dim,
                                               "word_vocab": len(qv), "n_answers": len(av),
                                               "multiple_choice": cfg.multiple_choice})
     model = build_model(mcfg)
+    if mcfg.kind != "blind":  # input standardisation from the TRAIN features (saved with the weights)
+        stats = input_statistics(train_ds)
+        model.set_input_stats(stats["audio_mean"], stats["audio_std"], stats["visual_mean"], stats["visual_std"])
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.step_size, gamma=cfg.gamma)
 
@@ -264,6 +278,9 @@ def train(
                 terms = compute_loss(mcfg, model(batch), batch)
                 opt.zero_grad(set_to_none=True)
                 acc.backward(terms["loss"])
+                if cfg.grad_clip > 0:
+                    acc.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                _set_lr(opt, sched, state["step"], cfg.warmup_steps)
                 opt.step()
                 state["step"] += 1
                 state["samples"] += len(gb)
@@ -279,6 +296,7 @@ def train(
                 if stop:
                     return {"interrupted": True, "step": state["step"], "epoch": epoch}
             state["train_time"] += time.perf_counter() - t0
+            _set_lr(opt, sched, None, 0)  # StepLR scales the un-warmed learning rate
             sched.step()
             record: dict[str, Any] = {"epoch": epoch, "event": "epoch_end"}
             if val_ds is not None:
