@@ -31,6 +31,8 @@ SECTIONS = [
 def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.4g}"
+    if isinstance(v, dict):
+        return "; ".join(f"{k}: {_fmt(x)}" for k, x in v.items())
     if isinstance(v, (list, tuple)):
         return ", ".join(_fmt(x) for x in v)
     return str(v)
@@ -45,18 +47,41 @@ def _table(rows: list[dict[str, Any]]) -> list[str]:
     return out
 
 
+def _adapt(name: str, data: dict[str, Any]) -> tuple[dict[str, Any] | None, list[dict[str, Any]] | None]:
+    """(summary, table) of a result file; benchmarks without those keys get a view made here."""
+    summary, table = data.get("summary"), data.get("table")
+    if name == "clip_pretrain":
+        summary = {"zero-shot accuracy (held-out)": data["zero_shot_accuracy"], "wall seconds": data["wall_seconds"],
+                   "target": f">= {data['target']['zero_shot_accuracy']} in <= {data['target']['wall_seconds']} s",
+                   "meets bar": data["meets_bar"]}
+    elif name == "avqa_synth":
+        keys = ["A-Count", "A-Comp", "A-Avg", "V-Count", "V-Loc", "V-Avg", "AV-Ext", "AV-Count", "AV-Loc",
+                "AV-Comp", "AV-Temp", "AV-Avg", "overall"]
+        table = [{"model": m, **{k: r["test"][k] for k in keys}, "train samples/s": r.get("train_samples_per_s"),
+                  "ms/question": r.get("latency_ms_per_question")} for m, r in data["models"].items()]
+        summary = dict(data.get("verdict", {}))
+    elif name == "video_decode":
+        table = []
+        for st in data["settings"]:
+            row: dict[str, Any] = {"setting": st["setting"].replace("\n", " / ")}
+            row.update({d: v["frames_per_s"] for d, v in st["decoders"].items()})
+            row["mmcore / fastest raw"] = st["ratio_mmcore_to_fastest_raw"]
+            table.append(row)
+        summary = {"torchcodec": data.get("torchcodec"), "unit": data.get("unit")}
+    return summary if isinstance(summary, dict) else None, table if isinstance(table, list) else None
+
+
 def render_section(name: str, title: str, data: dict[str, Any]) -> list[str]:
     lines = [f"### {title}", ""]
     machine = data.get("machine", {})
     lines.append(f"_Measured {machine.get('date', '?')} on {machine.get('cpu', '?')} "
                  f"({machine.get('torch_threads', '?')} threads)._")
     lines.append("")
-    summary = data.get("summary")
-    if isinstance(summary, dict):
+    summary, table = _adapt(name, data)
+    if summary:
         lines += _table([{"figure": k, "value": v} for k, v in summary.items()])
         lines.append("")
-    table = data.get("table")
-    if isinstance(table, list) and table and isinstance(table[0], dict):
+    if table and isinstance(table[0], dict):
         lines += _table(table)
         lines.append("")
     png = RESULTS / f"{name}.png"
