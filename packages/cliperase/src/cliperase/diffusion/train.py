@@ -93,7 +93,7 @@ class DiffusionPretrainConfig:
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {},
     "demo": {"steps": 1500, "detector_steps": 300, "detector_samples": 3000, "checkpoint_every": 200,
-             "check_per_shape": 4, "max_minutes": 6.0},
+             "check_per_shape": 4, "max_minutes": 4.5},
     "test": {"steps": 4, "detector_steps": 4, "detector_samples": 40, "unet.block_out_channels": [16, 32],
              "batch_size": 4, "checkpoint_every": 2, "check_per_shape": 1, "sample_steps": 2,
              "colors": ["red", "blue"], "max_minutes": 0.0},
