@@ -29,6 +29,8 @@ SECTIONS = [
 
 
 def _fmt(v: Any) -> str:
+    if v is None:
+        return "–"
     if isinstance(v, float):
         return f"{v:.4g}"
     if isinstance(v, dict):
@@ -60,6 +62,21 @@ def _adapt(name: str, data: dict[str, Any]) -> tuple[dict[str, Any] | None, list
         table = [{"model": m, **{k: r["test"][k] for k in keys}, "train samples/s": r.get("train_samples_per_s"),
                   "ms/question": r.get("latency_ms_per_question")} for m, r in data["models"].items()]
         summary = dict(data.get("verdict", {}))
+    elif name == "unlearn_shapes":
+        cols = ["method", "forget_accuracy", "retain_accuracy", "test_accuracy", "retain_i2t_R@1", "mia_efficacy",
+                "wall_seconds", "time_ratio_to_retrain", "relearn_steps"]
+        table = [{c: r.get(c, "") for c in cols} for r in [data["original"], *data["rows"]]]
+        summary = {k: f"{_fmt(v['value'])} ({'pass' if v['pass'] else 'FAIL'})" for k, v in data["bar"].items()
+                   if isinstance(v, dict)}
+    elif name == "diffusion_shapes":
+        m = data["metrics"]
+        table = [{"concept": c, "split": v["split"], "detection original": v["detection_before"],
+                  "detection unlearned": v["detection_after"]} for c, v in m["per_concept"].items()]
+        summary = {"forget detection (original → unlearned)": f"{m['forget_detection_before']} → {m['forget_detection_after']}",
+                   "retain detection (original → unlearned)": f"{m['retain_detection_before']} → {_fmt(m['retain_detection_after'])}",
+                   "CLIP score forget (original → unlearned)": f"{_fmt(m['forget_clip_score_before'])} → {_fmt(m['forget_clip_score_after'])}",
+                   "diffusion pretrain seconds": data["diffusion_pretrain"]["total_seconds"],
+                   "bar": "pass" if data["bar"]["all_pass"] else "FAIL"}
     elif name == "video_decode":
         table = []
         for st in data["settings"]:
