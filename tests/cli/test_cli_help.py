@@ -4,9 +4,8 @@ import subprocess
 import sys
 
 import pytest
-from typer.testing import CliRunner
-
 from mm_cli.main import app
+from typer.testing import CliRunner
 
 HEAVY = ["torch", "open_clip", "transformers", "diffusers", "accelerate", "decord", "av", "numpy", "matplotlib"]
 

@@ -3,9 +3,8 @@
 import json
 
 import pytest
-from typer.testing import CliRunner
-
 from mm_cli.main import app
+from typer.testing import CliRunner
 
 
 @pytest.mark.slow

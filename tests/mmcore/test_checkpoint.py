@@ -2,7 +2,6 @@ import os
 
 import pytest
 import torch
-
 from mmcore.checkpoint import load_model_weights, load_training_state, save_model, save_training_state
 from mmcore.errors import DataError, MMError
 

@@ -1,7 +1,6 @@
 from dataclasses import dataclass, field
 
 import pytest
-
 from mmcore.config import parse_set_options, resolve_config, save_config
 from mmcore.errors import ConfigError, DataError
 from mmcore.io import read_json

@@ -3,8 +3,13 @@ import json
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-
-from mmcore.distributed import JsonlLogger, epoch_permutation, gather_with_grad, global_batches, seed_everything
+from mmcore.distributed import (
+    JsonlLogger,
+    epoch_permutation,
+    gather_with_grad,
+    global_batches,
+    seed_everything,
+)
 
 
 @given(n=st.integers(1, 200), bs=st.integers(1, 64), seed=st.integers(0, 10**6), epoch=st.integers(0, 50))

@@ -2,7 +2,6 @@ import os
 
 import pytest
 import torch
-
 from mmcore.errors import DataError, MMError
 from mmcore.io import (
     atomic_write_text,
@@ -30,7 +29,7 @@ def test_atomic_write_keeps_old_file_when_writing_fails(tmp_path):
         def encode(self, *_):
             raise RuntimeError("disk full")
 
-    with pytest.raises(Exception):
+    with pytest.raises(RuntimeError, match="disk full"):
         atomic_write_text(p, Boom())  # type: ignore[arg-type]
     assert p.read_text() == "old" and os.listdir(tmp_path) == ["m.json"]
 

@@ -33,9 +33,8 @@ def demo(
                               help="Smoke-test sizes (seconds, meaningless numbers): used by the test suite."),
 ) -> None:
     """Run the offline story end to end at a small size and print a result table."""
-    from rich.console import Console
-
     from mmcore.io import prepare_output_dir, write_json
+    from rich.console import Console
 
     console = Console()
     t0 = time.perf_counter()

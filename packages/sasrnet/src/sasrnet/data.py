@@ -134,7 +134,6 @@ def input_statistics(ds: Any, max_videos: int = 512) -> dict[str, Any]:
     """Per-channel mean and std of the audio [A] and visual [C] features of up to ``max_videos`` distinct
     videos of ``ds`` (the training set; evenly spread, deterministic). The model standardises its inputs
     with them, and they are saved with its weights, so evaluation and prediction use the same ones."""
-    import torch
 
     first: dict[str, int] = {}
     for i, q in enumerate(ds.questions):
