@@ -11,9 +11,14 @@ import sys
 from pathlib import Path
 
 
+# Scripts in this folder that are tools, not benchmarks.
+NOT_BENCHMARKS = {"render_readme"}
+
+
 def available() -> list[str]:
     here = Path(__file__).parent
-    return sorted(m.name for m in pkgutil.iter_modules([str(here)]) if not m.name.startswith("_"))
+    return sorted(m.name for m in pkgutil.iter_modules([str(here)])
+                  if not m.name.startswith("_") and m.name not in NOT_BENCHMARKS)
 
 
 def main(argv: list[str] | None = None) -> int:
