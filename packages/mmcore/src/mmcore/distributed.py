@@ -234,3 +234,18 @@ def launch_cpu_processes(fn: Any, args: tuple = (), num_processes: int = 2, thre
         gloo_socket_ifname="lo", omp_num_threads=str(threads_per_process),
     ):
         start_processes(PrepareForLaunch(fn, debug=True), args=args, nprocs=num_processes, start_method="spawn")
+
+
+@contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run a block with ``n`` torch intra-op threads (None or <= 0: unchanged), then restore the old
+    count: a library call must not change a global setting under its caller's feet."""
+    import torch
+
+    old = torch.get_num_threads()
+    if n is not None and n > 0:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mmcore.distributed import torch_threads
 from mmcore.errors import DataError, MMError
 
 if TYPE_CHECKING:
@@ -157,7 +158,6 @@ def extract_features(
     A bad video (truncated, corrupt, no audio stream) raises :class:`DataError`, or with ``skip_bad`` is
     skipped and listed under ``bad`` in features.json. Features already written are never lost.
     """
-    import torch
 
     from mmcore.encoders.audio import create_audio_encoder
     from mmcore.encoders.grid import create_grid_encoder
@@ -194,13 +194,8 @@ def extract_features(
     write_json(out / META_FILE, meta)  # written first, so a rerun after a kill can check its settings
     if threads is None and venc.spec.startswith("pixels") and device == "cpu":
         threads = 1
-    old_threads = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads):
         return _run(videos, out, meta, venc, aenc, fps, n_steps, batch_size, backend, skip_bad, progress)
-    finally:
-        torch.set_num_threads(old_threads)
 
 
 def _done(out: Path, video: Path) -> bool:

@@ -93,6 +93,14 @@ def run_diffusion_eval(
 
 
 def diffusion_eval(cfg: DiffusionEvalConfig, out_dir: str | Path, *, overwrite: bool = False) -> dict[str, Any]:
+    """Generate with the original and the unlearned text encoder; detection rates, CLIP scores, grid.png."""
+    from mmcore.distributed import torch_threads
+
+    with torch_threads(cfg.num_threads):
+        return _diffusion_eval(cfg, out_dir, overwrite=overwrite)
+
+
+def _diffusion_eval(cfg: DiffusionEvalConfig, out_dir: str | Path, *, overwrite: bool = False) -> dict[str, Any]:
     """Generate with both encoders, detect, score; write ``metrics.json``, ``grid.png``, ``config.json``."""
     import torch
     from mmcore.encoders.clip import load_clip
@@ -115,8 +123,6 @@ def diffusion_eval(cfg: DiffusionEvalConfig, out_dir: str | Path, *, overwrite: 
         raise ConfigError("n_per_prompt must be >= 1")
     out = prepare_output_dir(out_dir, overwrite=overwrite)
     save_config(cfg, out / "config.json")
-    if cfg.num_threads > 0:
-        torch.set_num_threads(cfg.num_threads)
     t0 = time.time()
 
     original = load_clip(cfg.original)

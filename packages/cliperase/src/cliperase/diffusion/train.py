@@ -181,14 +181,21 @@ def pretrain_diffusion(
     cfg: DiffusionPretrainConfig, out_dir: str | Path, *, overwrite: bool = False, resume: bool = False
 ) -> dict[str, Any]:
     """Train the detector and the diffusion UNet; save the pipeline dir; return the metrics."""
+    from mmcore.distributed import torch_threads
+
+    with torch_threads(cfg.num_threads):
+        return _pretrain_diffusion(cfg, out_dir, overwrite=overwrite, resume=resume)
+
+
+def _pretrain_diffusion(
+    cfg: DiffusionPretrainConfig, out_dir: str | Path, *, overwrite: bool = False, resume: bool = False
+) -> dict[str, Any]:
     validate(cfg)
     out = prepare_output_dir(out_dir, overwrite=overwrite, resume=resume)
     ckpt_dir = out / "checkpoint"
     if resume and not (ckpt_dir / "state.json").is_file() and (out / "model_index.json").is_file():
         raise MMError(f"{out}: training already finished (model_index.json exists); use --overwrite to retrain")
     save_config(cfg, out / "config.json")
-    if cfg.num_threads > 0:
-        torch.set_num_threads(cfg.num_threads)
     seed_everything(cfg.seed)
     logger = JsonlLogger(out / "log.jsonl")
     t_start = time.time()
