@@ -205,6 +205,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--n-videos", type=int, default=None)
     ap.add_argument("--repeats", type=int, default=None)
     ap.add_argument("--no-write", action="store_true", help="print only (tests)")
+    ap.add_argument("--out", type=Path, default=None, help="results directory (default benchmarks/results)")
     args = ap.parse_args(argv)
     from mmcore.media import video_info
 
@@ -261,8 +262,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "verdict": {r["setting"].replace("\n", " / "): round(r["ratio_mmcore_to_fastest_raw"], 3) for r in results},
     }
     if not args.no_write:
-        plot(results, png_path(NAME))
-        write_result(NAME, payload)
+        plot(results, png_path(NAME, args.out))
+        write_result(NAME, payload, args.out)
     return payload
 
 
