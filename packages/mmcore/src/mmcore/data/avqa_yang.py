@@ -14,9 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mmcore.data.music_avqa import QuestionList
-from mmcore.errors import DataError
-from mmcore.io import read_json
+from mmcore.data.music_avqa import QuestionList, read_question_list
 
 REQUIRED_KEYS: tuple[str, ...] = (
     "video_name", "video_id", "question_text", "answer", "multi_choice", "question_type",
@@ -103,20 +101,7 @@ def load_avqa_yang(path: str | Path, *, skip_bad: bool = False) -> QuestionList:
     A malformed entry raises :class:`DataError` naming the file, entry and problem; with
     ``skip_bad`` it is skipped and counted in the result's ``skipped`` (reasons in ``problems``).
     """
-    path = Path(path)
-    data = read_json(path)
-    if not isinstance(data, list):
-        raise DataError(path, f"expected a JSON list of question objects, got {type(data).__name__}")
-    out = QuestionList()
-    for i, entry in enumerate(data):
-        try:
-            out.append(_parse(entry, i, str(path)))
-        except ValueError as e:
-            if not skip_bad:
-                raise DataError(path, f"entry {i}: {e}") from None
-            out.skipped += 1
-            out.problems.append(f"entry {i}: {e}")
-    return out
+    return read_question_list(path, lambda entry, i: _parse(entry, i, str(path)), skip_bad=skip_bad)
 
 
 def stats(questions: list[AVQAYangQuestion]) -> dict[str, Any]:

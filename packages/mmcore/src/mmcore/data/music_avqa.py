@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -118,6 +118,33 @@ class QuestionList(list):
         self.problems: list[str] = problems or []
 
 
+def read_question_list(
+    path: str | Path, parse: Callable[[Any, int], Any], *, skip_bad: bool = False
+) -> QuestionList:
+    """Read a JSON list of annotation entries and ``parse(entry, index)`` each one.
+
+    ``parse`` raises ValueError for a malformed entry (→ :class:`DataError` naming the file and the
+    entry, or skipped and counted with ``skip_bad``) and may return None to drop an entry."""
+    path = Path(path)
+    data = read_json(path)
+    if not isinstance(data, list):
+        raise DataError(path, f"expected a JSON list of question objects, got {type(data).__name__}")
+    out = QuestionList()
+    for i, entry in enumerate(data):
+        try:
+            q = parse(entry, i)
+        except ValueError as e:
+            problem = f"entry {i}: {e}"
+            if not skip_bad:
+                raise DataError(path, problem) from None
+            out.skipped += 1
+            out.problems.append(problem)
+            continue
+        if q is not None:
+            out.append(q)
+    return out
+
+
 def fill_template(template: str, values: Sequence[str]) -> list[str]:
     """Fill a question template the way every public Music-AVQA loader does.
 
@@ -191,24 +218,7 @@ def load_music_avqa(path: str | Path, *, skip_bad: bool = False) -> QuestionList
     :class:`DataError` naming the file, the entry index and the problem; with ``skip_bad`` it is
     skipped instead and counted in the result's ``skipped`` (reasons in ``problems``).
     """
-    path = Path(path)
-    data = read_json(path)
-    if not isinstance(data, list):
-        raise DataError(path, f"expected a JSON list of question objects, got {type(data).__name__}")
-    out = QuestionList()
-    for i, entry in enumerate(data):
-        try:
-            q = _parse_entry(entry, str(path))
-        except ValueError as e:
-            problem = f"entry {i}: {e}"
-            if not skip_bad:
-                raise DataError(path, problem) from None
-            out.skipped += 1
-            out.problems.append(problem)
-            continue
-        if q is not None:
-            out.append(q)
-    return out
+    return read_question_list(path, lambda entry, _i: _parse_entry(entry, str(path)), skip_bad=skip_bad)
 
 
 class Vocab:
