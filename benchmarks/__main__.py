@@ -10,7 +10,6 @@ import pkgutil
 import sys
 from pathlib import Path
 
-
 # Scripts in this folder that are tools, not benchmarks.
 NOT_BENCHMARKS = {"render_readme"}
 
