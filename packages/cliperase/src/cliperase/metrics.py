@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from mmcore.data.records import ImageTextData
 from mmcore.eval.retrieval import encode_images, encode_texts, retrieval_eval
 from mmcore.eval.zeroshot import zero_shot_eval
+from mmcore.optim import adam
 
 from cliperase.config import UnlearnConfig
 from cliperase.forget_sets import ForgetSplit
@@ -156,7 +157,7 @@ def relearn_steps(model, bundle, split: ForgetSplit, cfg: UnlearnConfig, origina
     reaches half of ``original_score``; checked every ``eval_every`` steps on a D_f subsample.
     Returns ``steps`` (None when the cap is hit), ``cap_hit``, target and final score."""
     from cliperase import losses
-    from cliperase.trainer import BatchStream, ImageBank, pair_text
+    from cliperase.trainer import BatchStream, ImageBank, pair_text, train_mode
 
     rc = cfg.relearn
     target = original_score / 2.0
@@ -164,7 +165,7 @@ def relearn_steps(model, bundle, split: ForgetSplit, cfg: UnlearnConfig, origina
     classnames = split.retain.classnames
     m = copy.deepcopy(model)
     m.logit_scale.requires_grad_(False)
-    opt = torch.optim.Adam([p for p in m.parameters() if p.requires_grad], lr=rc.lr)
+    opt = adam([p for p in m.parameters() if p.requires_grad], rc.lr)
     stream = BatchStream(len(split.forget), rc.batch_size, cfg.seed + 8, 1, "forget")
     bank = ImageBank(split.forget.records, bundle.preprocess_eval)
     dev = _device(m)
@@ -172,7 +173,7 @@ def relearn_steps(model, bundle, split: ForgetSplit, cfg: UnlearnConfig, origina
     history = [(0, score)]
     step = 0
     while score < target and step < rc.max_steps:
-        m.train()
+        train_mode(m, cfg.freeze_norm_stats)  # batches are all D_f: batch statistics would be skewed
         for _ in range(min(rc.eval_every, rc.max_steps - step)):
             idx = stream.at(step)
             texts = [pair_text(split.forget.records[i], split.forget, cfg.text, (cfg.seed, step, 99, i)) for i in idx]

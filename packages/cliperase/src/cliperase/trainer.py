@@ -11,6 +11,7 @@ share one batch, split by a flag"), which also keeps DDP to one forward per back
 from __future__ import annotations
 
 import copy
+import math
 import random
 import time
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from mmcore.checkpoint import load_training_state, save_training_state, unwrap
 from mmcore.data.records import ImageTextData, ImageTextRecord
 from mmcore.distributed import JsonlLogger, gather_with_grad, global_batches, is_main_process, progress_bar
 from mmcore.errors import MMError
+from mmcore.optim import adam
 from torch import nn
 
 from cliperase.config import UnlearnConfig
@@ -67,6 +69,17 @@ class ImageBank:
                     self._store[i] = t
             out.append(t)
         return torch.stack(out)
+
+
+def train_mode(model: nn.Module, freeze_norm_stats: bool) -> nn.Module:
+    """``model.train()``, with BatchNorm layers left in eval mode (running statistics used, not updated)
+    when ``freeze_norm_stats``: see :attr:`UnlearnConfig.freeze_norm_stats`."""
+    model.train()
+    if freeze_norm_stats:
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.eval()
+    return model
 
 
 def _tensor_pp(transform: Any) -> bool:
@@ -124,9 +137,15 @@ class UnlearnResult:
 
 
 def _make_optimizer(cfg: UnlearnConfig, params: list[nn.Parameter]) -> torch.optim.Optimizer:
-    if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return adam(params, cfg.lr, weight_decay=cfg.weight_decay, decoupled=cfg.optimizer == "adamw")
+
+
+def _make_scheduler(cfg: UnlearnConfig, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LambdaLR:
+    """Constant lr, or cosine decay from ``lr`` to 0 over ``steps`` (big early steps dissociate D_f,
+    small late ones let RM/CM repair D_r without re-associating it)."""
+    if cfg.lr_schedule == "cosine":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, cfg.steps) / cfg.steps)))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
 
 
 def unlearn(
@@ -153,10 +172,12 @@ def unlearn(
     if use["frozen"]:
         frozen = copy.deepcopy(model).to(device).eval().requires_grad_(False)
     model.logit_scale.requires_grad_(cfg.train_logit_scale)
-    model.train()
+    train_mode(model, cfg.freeze_norm_stats)
     wrapper = DualEncoder(model)
     params = [p for p in wrapper.parameters() if p.requires_grad]
     optimizer = _make_optimizer(cfg, params)
+    # The scheduler stays outside accelerate.prepare (its wrapper would step it once per process).
+    scheduler = _make_scheduler(cfg, optimizer)
     wrapper, optimizer = accelerator.prepare(wrapper, optimizer)
 
     streams: dict[str, tuple[BatchStream, ImageBank, ImageTextData]] = {}
@@ -172,7 +193,7 @@ def unlearn(
     ckpt = Path(out_dir) / CHECKPOINT_DIR if out_dir is not None else None
     start, elapsed_before = 0, 0.0
     if resume and ckpt is not None and (ckpt / "state.json").is_file():
-        st = load_training_state(ckpt, wrapper, optimizer)
+        st = load_training_state(ckpt, wrapper, optimizer, scheduler)
         start = st["step"]
         elapsed_before = float(st["extra"].get("train_seconds", 0.0))
     logger = JsonlLogger(Path(out_dir) / "log.jsonl") if out_dir is not None else None
@@ -229,14 +250,17 @@ def unlearn(
             if cfg.grad_clip > 0:
                 accelerator.clip_grad_norm_(params, cfg.grad_clip)
             optimizer.step()
+            scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             last = {"loss": float(loss.detach()), **parts}
             done = step + 1
             if logger is not None and (done % max(cfg.log_every, 1) == 0 or done == cfg.steps):
                 logger.log({"phase": "unlearn", "method": cfg.method, **last}, step=done)
-            if ckpt is not None and cfg.checkpoint_every > 0 and (done % cfg.checkpoint_every == 0 or done == cfg.steps):
+            # Periodic only: the finished model is written by the caller right after the loop, so a final
+            # checkpoint (model + Adam state, ~140 MB for the tiny CLIP) would be written only to be deleted.
+            if ckpt is not None and cfg.checkpoint_every > 0 and done % cfg.checkpoint_every == 0 and done < cfg.steps:
                 if is_main_process():
-                    save_training_state(ckpt, wrapper, optimizer, step=done,
+                    save_training_state(ckpt, wrapper, optimizer, scheduler, step=done,
                                         extra={"train_seconds": elapsed_before + time.perf_counter() - t0})
                 accelerator.wait_for_everyone()
             advance(1, loss=last["loss"])

@@ -231,6 +231,7 @@ def train_clip(
         seed_everything,
     )
     from mmcore.errors import MMError
+    from mmcore.optim import adam
 
     out = Path(out_dir) if out_dir is not None else None
     acc = accelerator or build_accelerator(cfg.accelerator, project_dir=out)
@@ -246,7 +247,7 @@ def train_clip(
     if world > 1:  # BatchNorm (ResNet towers) must see the global batch for 2 processes to equal 1
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model.train()
-    opt = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
+    opt = adam(_param_groups(model, cfg.weight_decay), lr=cfg.lr, decoupled=True, betas=(0.9, 0.98), eps=1e-6)
     # The scheduler stays outside accelerate.prepare: its wrapper would step it once per process.
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg.warmup, steps))
     model, opt = acc.prepare(model, opt)
