@@ -18,11 +18,11 @@ def test_adam_is_fused_on_cpu_and_matches_the_reference_update(decoupled):
     g = torch.Generator().manual_seed(1)
     for _ in range(5):
         grads = [torch.randn(p.shape, generator=g) for p in a]
-        for p, q, gr in zip(a, b, grads):
+        for p, q, gr in zip(a, b, grads, strict=True):
             p.grad, q.grad = gr.clone(), gr.clone()
         opt.step()
         ref.step()
-    for p, q in zip(a, b):
+    for p, q in zip(a, b, strict=True):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
 
 
