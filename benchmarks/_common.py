@@ -37,6 +37,8 @@ def machine_info() -> dict[str, Any]:
         "cpu": cpu,
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
+        # Timings on a shared 2-core machine depend on what else ran: the 1/5/15-minute load at write time.
+        "load_average": [round(x, 2) for x in os.getloadavg()],
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "versions": versions,
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
