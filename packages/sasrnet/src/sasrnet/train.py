@@ -278,13 +278,16 @@ def train(
                 terms = compute_loss(mcfg, model(batch), batch)
                 opt.zero_grad(set_to_none=True)
                 acc.backward(terms["loss"])
-                if cfg.grad_clip > 0:
-                    acc.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                grad_norm = None
+                if cfg.grad_clip > 0:  # the pre-clipping global norm is logged: a clipped run shows how much
+                    grad_norm = float(acc.clip_grad_norm_(model.parameters(), cfg.grad_clip))
                 _set_lr(opt, sched, state["step"], cfg.warmup_steps)
                 opt.step()
                 state["step"] += 1
                 state["samples"] += len(gb)
                 vals = {k: float(v.detach()) for k, v in terms.items()}
+                if grad_norm is not None:
+                    vals["grad_norm"] = grad_norm
                 advance(1, epoch=epoch, loss=vals["loss"])
                 if state["step"] % 10 == 0 or b == len(batches) - 1:
                     log.log({"epoch": epoch, **vals, "lr": sched.get_last_lr()[0]}, step=state["step"])
