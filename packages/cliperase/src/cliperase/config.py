@@ -96,17 +96,21 @@ class UnlearnConfig:
 
     # Optimisation. The paper used Adam lr 1e-6, batch 16, 20 epochs on a pretrained ViT-B/32. The tiny
     # CPU CLIP (8M parameters, pretrained in a few hundred steps at lr 2e-3) needs a far larger step to
-    # move within a few dozen steps; 50 steps of 32 + 32 pairs cost about 3 % of the tiny CLIP's default
-    # pretraining (500 steps of 256), i.e. of Retrain. For a pretrained ViT-B/32, use the paper's lr 1e-6.
+    # move within a few dozen steps; 45 steps of 8 + 64 pairs see 6 % of the samples of the tiny CLIP's default
+    # pretraining (400 steps of 128), i.e. of Retrain. For a pretrained ViT-B/32, use the paper's lr 1e-6.
     # Measured on a colour-forgetting check (quick tiny CLIP, forget "red"): 25 steps already give
     # forget 0 % / retain 100 %; FM similarity reaches -0.77 after 25 and -0.996 after 60 steps.
     optimizer: str = "adam"  # "adam" | "adamw"
     lr: float = 1e-4
     lr_schedule: str = "cosine"  # "cosine" (decay to 0 over ``steps``) | "constant" (the paper reports none)
     weight_decay: float = 0.0
-    steps: int = 50  # optimisation steps; each draws one forget and one retain batch
-    batch_size: int = 32  # retain pairs per step (global, across processes)
-    forget_batch_size: int = 32  # forget pairs per step (global)
+    # 45 steps of 8 forget + 64 retain pairs: the hinge FM is satisfied after a few pairs per step, while
+    # RM and CM gain from more in-batch negatives. Chosen on validation forget classes (square, star; the
+    # benchmark's circle never used) against 50 steps of 32 + 32 at the same sample count: retain accuracy
+    # -0.22 vs -0.52 points from the original, retain i2t R@1 -2.3 vs -3.5 (means over the two classes).
+    steps: int = 45  # optimisation steps; each draws one forget and one retain batch
+    batch_size: int = 64  # retain pairs per step (global, across processes)
+    forget_batch_size: int = 8  # forget pairs per step (global)
     grad_clip: float = 1.0  # 0 disables
     seed: int = 0
     checkpoint_every: int = 25  # steps; 0 disables periodic checkpoints (final model is still saved)
