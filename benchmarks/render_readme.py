@@ -20,6 +20,7 @@ END = "<!-- results:end -->"
 SECTIONS = [
     ("clip_pretrain", "Tiny CLIP pretraining (`mm clip pretrain`)"),
     ("unlearn_shapes", "Unlearning \"circle\" on the tiny CLIP (`mm unlearn compare`)"),
+    ("unlearn_defaults", "How the CLIPErase defaults were chosen (validation forget classes, never circle)"),
     ("diffusion_shapes", "Diffusion evaluation of the unlearned text encoder"),
     ("avqa_synth", "Audio-visual QA on the synthetic Music-AVQA world"),
     ("clip_eval_peers", "CLIP evaluation vs clip_benchmark"),
@@ -68,6 +69,13 @@ def _adapt(name: str, data: dict[str, Any]) -> tuple[dict[str, Any] | None, list
         table = [{c: r.get(c, "") for c in cols} for r in [data["original"], *data["rows"]]]
         summary = {k: f"{_fmt(v['value'])} ({'pass' if v['pass'] else 'FAIL'})" for k, v in data["bar"].items()
                    if isinstance(v, dict)}
+    elif name == "unlearn_defaults":
+        keys = ["forget_accuracy", "retain_accuracy", "test_accuracy", "retain_i2t_R@1"]
+        table = [{"config": r["config"], "kind": r["kind"],
+                  **{f"Δ {k} (mean)": r["mean_delta"][k] for k in keys},
+                  **{f"Δ R@1 {c}": r["delta"][c]["retain_i2t_R@1"] for c in data["classes"]}} for r in data["rows"]]
+        summary = {"validation forget classes": ", ".join(data["classes"]),
+                   "Δ": "unlearned − original, points; forget accuracy should fall, the rest stay near 0"}
     elif name == "diffusion_shapes":
         m = data["metrics"]
         table = [{"concept": c, "split": v["split"], "detection original": v["detection_before"],

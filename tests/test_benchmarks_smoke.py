@@ -93,3 +93,24 @@ def test_count_flops_linear_and_lstm() -> None:
     with torch.no_grad():
         c = count_flops(lambda: lstm(y))
     assert c["lstm_flops_analytic"] == 2 * (2 * 7) * 4 * 6 * (5 + 6)
+
+
+def test_unlearn_defaults_quick(tmp_path: Path) -> None:
+    from benchmarks import unlearn_defaults
+
+    res = unlearn_defaults.main(["--quick", "--out", str(tmp_path), "--classes", "square"])
+    names = [name for name, _ in unlearn_defaults.STEPS] + [name for name, _ in unlearn_defaults.LEAVE_ONE_OUT]
+    assert [r["config"] for r in res["rows"]] == names
+    last = res["rows"][len(unlearn_defaults.STEPS) - 1]["settings"]
+    from cliperase.config import UnlearnConfig
+
+    # the last row is the library's current default (the quick run only shortens the steps)
+    defaults = UnlearnConfig()
+    assert {k: v for k, v in last.items() if k != "steps"} == {k: getattr(defaults, k) for k in last if k != "steps"}
+    assert unlearn_defaults.STEPS[-1][1]["steps"] == defaults.steps
+    for row in res["rows"]:
+        d = row["delta"]["square"]
+        a = row["after"]["square"]
+        assert d["retain_accuracy"] == pytest.approx(a["retain_accuracy"] - res["before"]["square"]["retain_accuracy"],
+                                                     abs=1e-3)
+    assert (tmp_path / "unlearn_defaults_quick.json").is_file() and (tmp_path / "unlearn_defaults_quick.png").is_file()
