@@ -1,11 +1,11 @@
-"""How CLIPErase's optimisation defaults were chosen: each change measured on VALIDATION forget classes.
+"""CLIPErase's defaults vs its retain-preserving variant, one change at a time, on VALIDATION forget classes.
 
     uv run python -m benchmarks unlearn_defaults [--classes square,star] [--clip-dir DIR] [--quick --out DIR]
 
-The benchmark `unlearn_shapes` forgets "circle"; the defaults of ``UnlearnConfig`` were chosen on other
-shapes, so that its verdict is not tuned on its own test. This script re-measures that choice: starting from
-the first session's defaults (batch statistics in BatchNorm, plain-mean FM, constant lr, 50 steps of 32 forget +
-32 retain pairs) it adds one change at a time, ending at the current defaults, then undoes each change alone
+The benchmark `unlearn_shapes` forgets "circle"; the settings here were compared on other shapes, so that its
+verdict is not tuned on its own test. Starting from the defaults of ``UnlearnConfig`` (batch statistics in
+BatchNorm, plain-mean FM, constant lr, 50 steps of 32 forget + 32 retain pairs) it adds one change at a time,
+ending at ``cliperase.config.RETAIN_PRESERVING``, then undoes each change of that variant alone
 (leave-one-out), and reports for each forget
 class the zero-shot forget / retain / test accuracy and the retain image→text R@1 as differences from the
 original model (points), plus the unlearning wall time. Writes results/unlearn_defaults.json + .png.
@@ -28,21 +28,21 @@ KEYS = ("forget_accuracy", "retain_accuracy", "test_accuracy", "retain_i2t_R@1")
 
 # Cumulative: each row keeps the previous rows' changes.
 STEPS: list[tuple[str, dict[str, Any]]] = [
-    ("session-1 defaults", {"freeze_norm_stats": False, "fm_margin": None, "lr_schedule": "constant",
+    ("defaults", {"freeze_norm_stats": False, "fm_margin": None, "lr_schedule": "constant",
                             "steps": 50, "forget_batch_size": 32, "batch_size": 32}),
     ("+ frozen BatchNorm statistics", {"freeze_norm_stats": True}),
     ("+ hinge FM at 0", {"fm_margin": 0.0}),
     ("+ cosine lr", {"lr_schedule": "cosine"}),
-    ("+ 45 steps of 8 forget / 64 retain (current)", {"steps": 45, "forget_batch_size": 8, "batch_size": 64}),
+    ("+ 45 steps of 8 forget / 64 retain (= RETAIN_PRESERVING)", {"steps": 45, "forget_batch_size": 8, "batch_size": 64}),
 ]
 
-# Leave-one-out from the current defaults: each change undone alone (the cumulative path above depends on
+# Leave-one-out from RETAIN_PRESERVING: each change undone alone (the cumulative path above depends on
 # the order: frozen BatchNorm statistics alone hurt at first, before the hinge FM).
 LEAVE_ONE_OUT: list[tuple[str, dict[str, Any]]] = [
-    ("current - frozen BatchNorm statistics", {"freeze_norm_stats": False}),
-    ("current - hinge FM (plain mean)", {"fm_margin": None}),
-    ("current - cosine lr (constant)", {"lr_schedule": "constant"}),
-    ("current - batch split (50 steps of 32 / 32)", {"steps": 50, "forget_batch_size": 32, "batch_size": 32}),
+    ("RETAIN_PRESERVING - frozen BatchNorm statistics", {"freeze_norm_stats": False}),
+    ("RETAIN_PRESERVING - hinge FM (plain mean)", {"fm_margin": None}),
+    ("RETAIN_PRESERVING - cosine lr (constant)", {"lr_schedule": "constant"}),
+    ("RETAIN_PRESERVING - batch split (50 steps of 32 / 32)", {"steps": 50, "forget_batch_size": 32, "batch_size": 32}),
 ]
 
 
@@ -63,7 +63,7 @@ def _plot(rows: list[dict[str, Any]], classes: list[str], path: Path) -> None:
         ax.set_xticks([i + 0.4 - w / 2 for i in x], labels, rotation=25, ha="right", fontsize=8)
         ax.set_ylabel(f"{key}: unlearned − original (points)")
         ax.legend(fontsize=8)
-    fig.suptitle("CLIPErase defaults, one change at a time, on validation forget classes")
+    fig.suptitle("CLIPErase defaults → RETAIN_PRESERVING, one change at a time, on validation forget classes")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "before": before,
         "rows": rows,
         "benchmark_seconds": round(time.perf_counter() - t_start, 1),
-        "notes": "Rows of kind cumulative add one change each; leave-one-out rows undo one change of the current defaults; accuracies/recalls in percent, deltas in points "
+        "notes": "Rows of kind cumulative add one change each; leave-one-out rows undo one change of RETAIN_PRESERVING; accuracies/recalls in percent, deltas in points "
                  "(unlearned - original). The benchmark unlearn_shapes (forget circle) is not used here.",
     }
     name = f"{NAME}_quick" if args.quick else NAME

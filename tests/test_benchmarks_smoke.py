@@ -101,13 +101,16 @@ def test_unlearn_defaults_quick(tmp_path: Path) -> None:
     res = unlearn_defaults.main(["--quick", "--out", str(tmp_path), "--classes", "square"])
     names = [name for name, _ in unlearn_defaults.STEPS] + [name for name, _ in unlearn_defaults.LEAVE_ONE_OUT]
     assert [r["config"] for r in res["rows"]] == names
-    last = res["rows"][len(unlearn_defaults.STEPS) - 1]["settings"]
-    from cliperase.config import UnlearnConfig
+    from cliperase.config import RETAIN_PRESERVING, UnlearnConfig
 
-    # the last row is the library's current default (the quick run only shortens the steps)
+    # the path starts at the library defaults and ends at RETAIN_PRESERVING (the quick run only shortens steps)
+    first, last = res["rows"][0]["settings"], res["rows"][len(unlearn_defaults.STEPS) - 1]["settings"]
     defaults = UnlearnConfig()
-    assert {k: v for k, v in last.items() if k != "steps"} == {k: getattr(defaults, k) for k in last if k != "steps"}
-    assert unlearn_defaults.STEPS[-1][1]["steps"] == defaults.steps
+    assert {k: v for k, v in first.items() if k != "steps"} == {k: getattr(defaults, k) for k in first if k != "steps"}
+    assert unlearn_defaults.STEPS[0][1]["steps"] == defaults.steps
+    assert {k: last[k] for k in RETAIN_PRESERVING if k != "steps"} == {k: v for k, v in RETAIN_PRESERVING.items()
+                                                                        if k != "steps"}
+    assert unlearn_defaults.STEPS[-1][1]["steps"] == RETAIN_PRESERVING["steps"]
     for row in res["rows"]:
         d = row["delta"]["square"]
         a = row["after"]["square"]

@@ -30,9 +30,8 @@ def test_train_mode_freezes_only_batchnorm_statistics(freeze):
     assert unchanged is freeze
 
 
-def test_unlearning_keeps_batchnorm_statistics_by_default():
-    cfg = tiny_config(model="mm-tiny-clip", steps=2, checkpoint_every=0)
-    assert cfg.freeze_norm_stats
+def test_unlearning_with_freeze_norm_stats_keeps_batchnorm_statistics():
+    cfg = tiny_config(model="mm-tiny-clip", steps=2, checkpoint_every=0, freeze_norm_stats=True)
     acc = build_accelerator(AcceleratorConfig(cpu=True, log_with="none"))
     bundle = create_clip("mm-tiny-clip")
     train, test = load_data(cfg, bundle.image_size)
@@ -58,3 +57,27 @@ def test_cosine_schedule_decays_to_zero_and_constant_stays():
             opt.step()
             sched.step()
         assert seen == pytest.approx(expect, abs=1e-9), schedule
+
+
+def test_retain_preserving_variant_is_a_valid_config():
+    from cliperase.config import RETAIN_PRESERVING, UnlearnConfig
+
+    cfg = dataclasses.replace(tiny_config(), **RETAIN_PRESERVING)
+    cfg.validate()
+    assert {k: getattr(cfg, k) for k in RETAIN_PRESERVING} == RETAIN_PRESERVING
+    defaults = UnlearnConfig()
+    assert all(getattr(defaults, k) != v for k, v in RETAIN_PRESERVING.items())  # every field is a change
+
+
+def test_readme_set_overrides_give_the_retain_preserving_variant():
+    import re
+    from pathlib import Path
+
+    from cliperase.config import RETAIN_PRESERVING, UnlearnConfig
+    from mmcore.config import resolve_config
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = readme[readme.index("--out runs/rp"):].split("\nmm ", 1)[0]
+    sets = dict(s.split("=", 1) for s in re.findall(r"--set (\S+)", block))
+    cfg = resolve_config(UnlearnConfig, None, sets)
+    assert {k: getattr(cfg, k) for k in RETAIN_PRESERVING} == RETAIN_PRESERVING

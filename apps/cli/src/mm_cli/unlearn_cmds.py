@@ -171,7 +171,7 @@ def compare(
     out: Path = typer.Option(..., "--out", help="Output directory (one sub-directory per method)."),
     methods: str = typer.Option(
         "cliperase,ga,graddiff,ft,multidelete", "--methods",
-        help="Comma-separated methods; also cliperase-fm, cliperase-fm+rm, cliperase-negce, cliperase-dot. "
+        help="Comma-separated methods; also cliperase-fm, cliperase-fm+rm, cliperase-negce, cliperase-dot, cliperase-rp (retain-preserving). "
         "Retrain is always added (time ratios).",
     ),
     model: str = _MODEL,
