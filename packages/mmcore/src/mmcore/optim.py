@@ -1,4 +1,4 @@
-"""Optimizer construction shared by every training loop.
+"""Optimizer construction for the CLIP training loops (pretraining, Retrain, unlearning, relearning).
 
 One reason to exist: PyTorch's default (for-loop) Adam costs about 7x more per step on the CPU than
 its fused kernel (measured: 53 ms vs 7.5 ms for the tiny CLIP's 12 M parameters, 1 thread), which is
