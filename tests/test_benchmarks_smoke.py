@@ -97,23 +97,18 @@ def test_count_flops_linear_and_lstm() -> None:
 
 def test_unlearn_defaults_quick(tmp_path: Path) -> None:
     from benchmarks import unlearn_defaults
+    from cliperase.config import PAPER_SETTING, UnlearnConfig
 
-    res = unlearn_defaults.main(["--quick", "--out", str(tmp_path), "--classes", "square"])
-    names = [name for name, _ in unlearn_defaults.STEPS] + [name for name, _ in unlearn_defaults.LEAVE_ONE_OUT]
-    assert [r["config"] for r in res["rows"]] == names
-    from cliperase.config import RETAIN_PRESERVING, UnlearnConfig
-
-    # the path starts at the library defaults and ends at RETAIN_PRESERVING (the quick run only shortens steps)
-    first, last = res["rows"][0]["settings"], res["rows"][len(unlearn_defaults.STEPS) - 1]["settings"]
+    res = unlearn_defaults.main(["--quick", "--out", str(tmp_path), "--classes", "square", "--seeds", "0,1"])
+    plan = unlearn_defaults.rows_to_run()
+    assert [r["config"] for r in res["rows"]] == [name for name, _ in plan]
+    assert plan[0][1] == {} and PAPER_SETTING in [over for _, over in plan]
     defaults = UnlearnConfig()
-    assert {k: v for k, v in first.items() if k != "steps"} == {k: getattr(defaults, k) for k in first if k != "steps"}
-    assert unlearn_defaults.STEPS[0][1]["steps"] == defaults.steps
-    assert {k: last[k] for k in RETAIN_PRESERVING if k != "steps"} == {k: v for k, v in RETAIN_PRESERVING.items()
-                                                                        if k != "steps"}
-    assert unlearn_defaults.STEPS[-1][1]["steps"] == RETAIN_PRESERVING["steps"]
+    # each "undone alone" row changes exactly one default
+    for name, over in plan[1:3]:
+        assert len(over) == 1 and all(getattr(defaults, k) != v for k, v in over.items()), name
     for row in res["rows"]:
-        d = row["delta"]["square"]
-        a = row["after"]["square"]
-        assert d["retain_accuracy"] == pytest.approx(a["retain_accuracy"] - res["before"]["square"]["retain_accuracy"],
-                                                     abs=1e-3)
+        assert [(r["class"], r["seed"]) for r in row["runs"]] == [("square", 0), ("square", 1)]
+        vals = [r["retain_accuracy"] for r in row["runs"]]
+        assert row["mean_delta"]["retain_accuracy"] == pytest.approx(sum(vals) / 2, abs=1e-3)
     assert (tmp_path / "unlearn_defaults_quick.json").is_file() and (tmp_path / "unlearn_defaults_quick.png").is_file()

@@ -1,4 +1,5 @@
-"""Training-mode details of the unlearning loop: frozen BatchNorm statistics and the lr schedule."""
+"""Training-mode details of the unlearning loop: trained towers, frozen BatchNorm statistics, the lr schedule,
+the forget-pair text."""
 
 import dataclasses
 
@@ -31,7 +32,8 @@ def test_train_mode_freezes_only_batchnorm_statistics(freeze):
 
 
 def test_unlearning_with_freeze_norm_stats_keeps_batchnorm_statistics():
-    cfg = tiny_config(model="mm-tiny-clip", steps=2, checkpoint_every=0, freeze_norm_stats=True)
+    # with towers="both": a frozen image tower keeps its statistics anyway (test_towers_decides_which_encoder_trains)
+    cfg = tiny_config(model="mm-tiny-clip", steps=2, checkpoint_every=0, freeze_norm_stats=True, towers="both")
     acc = build_accelerator(AcceleratorConfig(cpu=True, log_with="none"))
     bundle = create_clip("mm-tiny-clip")
     train, test = load_data(cfg, bundle.image_size)
@@ -59,25 +61,81 @@ def test_cosine_schedule_decays_to_zero_and_constant_stays():
         assert seen == pytest.approx(expect, abs=1e-9), schedule
 
 
-def test_retain_preserving_variant_is_a_valid_config():
-    from cliperase.config import RETAIN_PRESERVING, UnlearnConfig
+@pytest.mark.parametrize("towers", ["text", "both"])
+def test_towers_decides_which_encoder_trains(towers):
+    cfg = tiny_config(model="mm-tiny-clip", steps=2, checkpoint_every=0, towers=towers)
+    acc = build_accelerator(AcceleratorConfig(cpu=True, log_with="none"))
+    bundle = create_clip("mm-tiny-clip")  # ResNet image tower: BatchNorm statistics could drift too
+    train, test = load_data(cfg, bundle.image_size)
+    split = split_forget_retain(train, test, cfg.forget)
+    before = {k: v.clone() for k, v in bundle.model.state_dict().items()}
+    after = unlearn(bundle, split, cfg, acc).model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    visual = {k for k in changed if k.startswith("visual.")}
+    assert changed - visual, "the text tower must train"
+    if towers == "text":
+        assert not visual  # weights and BatchNorm statistics alike
+    else:
+        assert any(k.endswith("weight") for k in visual)
 
-    cfg = dataclasses.replace(tiny_config(), **RETAIN_PRESERVING)
+
+def test_towers_text_matches_both_when_the_image_tower_gets_no_gradient():
+    """The frozen-image shortcut (the original's image features reused, no second image forward) changes
+    nothing but speed: with the image tower's lr effectively zero, both settings give the same text weights."""
+    cfg = tiny_config(steps=2, checkpoint_every=0, towers="text")
+    acc = build_accelerator(AcceleratorConfig(cpu=True, log_with="none"))
+    results = []
+    for towers in ("text", "both"):
+        torch.manual_seed(0)  # the same random init for both
+        bundle = create_clip("mm-micro-clip")
+        if towers == "both":
+            bundle.model.visual.requires_grad_(False)  # "both", but nothing in the image tower can move
+        train, test = load_data(cfg, bundle.image_size)
+        split = split_forget_retain(train, test, cfg.forget)
+        res = unlearn(bundle, split, dataclasses.replace(cfg, towers=towers), acc)
+        results.append((res.last_log, {k: v for k, v in res.model.state_dict().items() if not k.startswith("visual.")}))
+    (log_t, w_t), (log_b, w_b) = results
+    assert log_t == pytest.approx(log_b, rel=1e-4, abs=1e-6)  # the second step's FM / RM / CM
+    # float rounding of a batched vs sliced image forward, amplified by Adam: far below the 2e-4 two steps move
+    assert all(torch.allclose(w_t[k], w_b[k], atol=5e-5) for k in w_t)
+
+
+def test_forget_text_overrides_text_for_forget_pairs_only():
+    from cliperase.trainer import pair_text
+    from mmcore.data.shapes import make_shapes
+
+    data = make_shapes(20, seed=0)
+    rec = data.records[0]
+    prompts = {t.format(data.classnames[rec.label]) for t in data.templates}
+    assert pair_text(rec, data, "prompt", (0, 0, 1, 0)) in prompts
+    assert pair_text(rec, data, "caption", (0, 0, 1, 0)) in rec.captions
+    with pytest.raises(Exception, match="forget_text"):
+        tiny_config(forget_text="captions").validate()
+    tiny_config(forget_text="mixed").validate()
+    with pytest.raises(Exception, match="towers"):
+        tiny_config(towers="image").validate()
+
+
+def test_paper_setting_is_a_valid_config_and_a_listed_variant():
+    from cliperase.config import PAPER_SETTING, UnlearnConfig
+    from cliperase.runner import parse_method
+
+    cfg = dataclasses.replace(tiny_config(), **PAPER_SETTING)
     cfg.validate()
-    assert {k: getattr(cfg, k) for k in RETAIN_PRESERVING} == RETAIN_PRESERVING
     defaults = UnlearnConfig()
-    assert all(getattr(defaults, k) != v for k, v in RETAIN_PRESERVING.items())  # every field is a change
+    assert all(getattr(defaults, k) != v for k, v in PAPER_SETTING.items())  # every field is a change
+    assert parse_method("cliperase-paper") == {"method": "cliperase", **PAPER_SETTING}
 
 
-def test_readme_set_overrides_give_the_retain_preserving_variant():
+def test_readme_set_overrides_give_the_paper_setting():
     import re
     from pathlib import Path
 
-    from cliperase.config import RETAIN_PRESERVING, UnlearnConfig
+    from cliperase.config import PAPER_SETTING, UnlearnConfig
     from mmcore.config import resolve_config
 
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    block = readme[readme.index("--out runs/rp"):].split("\nmm ", 1)[0]
+    block = readme[readme.index("--out runs/paper"):].split("\nmm ", 1)[0]
     sets = dict(s.split("=", 1) for s in re.findall(r"--set (\S+)", block))
     cfg = resolve_config(UnlearnConfig, None, sets)
-    assert {k: getattr(cfg, k) for k in RETAIN_PRESERVING} == RETAIN_PRESERVING
+    assert {k: getattr(cfg, k) for k in PAPER_SETTING} == PAPER_SETTING

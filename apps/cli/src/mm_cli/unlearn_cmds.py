@@ -171,7 +171,7 @@ def compare(
     out: Path = typer.Option(..., "--out", help="Output directory (one sub-directory per method)."),
     methods: str = typer.Option(
         "cliperase,ga,graddiff,ft,multidelete", "--methods",
-        help="Comma-separated methods; also cliperase-fm, cliperase-fm+rm, cliperase-negce, cliperase-dot, cliperase-rp (retain-preserving). "
+        help="Comma-separated methods; also cliperase-fm, cliperase-fm+rm, cliperase-negce, cliperase-dot, cliperase-paper (the paper's setting: both encoders trained, forget pairs with captions). "
         "Retrain is always added (time ratios).",
     ),
     model: str = _MODEL,

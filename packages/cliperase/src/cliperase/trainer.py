@@ -173,6 +173,9 @@ def unlearn(
         frozen = copy.deepcopy(model).to(device).eval().requires_grad_(False)
     model.logit_scale.requires_grad_(cfg.train_logit_scale)
     train_mode(model, cfg.freeze_norm_stats)
+    image_frozen = cfg.towers == "text"
+    if image_frozen:  # eval mode too: BatchNorm statistics must not drift either
+        model.visual.requires_grad_(False).eval()
     wrapper = DualEncoder(model)
     params = [p for p in wrapper.parameters() if p.requires_grad]
     optimizer = _make_optimizer(cfg, params)
@@ -188,6 +191,7 @@ def unlearn(
         streams["r"] = (BatchStream(len(split.retain), cfg.batch_size, cfg.seed + 1, world, "retain"),
                         ImageBank(split.retain.records, bundle.preprocess_eval), split.retain)
 
+    text_mode = {"f": cfg.forget_text or cfg.text, "r": cfg.text}
     # The frozen original is only needed where a loss compares with it: CM uses retain batches only.
     frozen_keys = {"r"} if cfg.method == "cliperase" else {"f", "r"}
     ckpt = Path(out_dir) / CHECKPOINT_DIR if out_dir is not None else None
@@ -209,7 +213,7 @@ def unlearn(
                 batch = stream.at(step)
                 local[key] = batch[rank::world]
                 images.append(bank(local[key]))
-                texts_local += [pair_text(data.records[i], data, cfg.text, (cfg.seed, step, ord(key), i))
+                texts_local += [pair_text(data.records[i], data, text_mode[key], (cfg.seed, step, ord(key), i))
                                 for i in local[key]]
             images_t = torch.cat(images).to(device)
             tokens = bundle.tokenizer(texts_local).to(device)
@@ -222,8 +226,9 @@ def unlearn(
                 # Same input shapes as the trained model's forward: at step 0 both give bitwise equal
                 # features, so MSE-to-original terms start with exactly zero gradient (no float noise
                 # for Adam to blow up into full-size steps).
+                # A frozen image tower gives the original's image features already: no second image forward.
                 with torch.no_grad():
-                    full_frozen = (frozen.encode_image(images_t, normalize=False),
+                    full_frozen = (img.detach() if image_frozen else frozen.encode_image(images_t, normalize=False),
                                    frozen.encode_text(tokens, normalize=False))
             for key, (stream, _bank, data) in streams.items():
                 k = len(local[key])
@@ -234,14 +239,14 @@ def unlearn(
                 # order-dependent terms (MultiDelete's mismatched pairs) match a 1-process run.
                 pos = {idx: p for p, idx in enumerate(gathered_order(batch, world))}
                 back = torch.tensor([pos[i] for i in batch], device=device)
-                texts = [pair_text(data.records[i], data, cfg.text, (cfg.seed, step, ord(key), i)) for i in batch]
+                texts = [pair_text(data.records[i], data, text_mode[key], (cfg.seed, step, ord(key), i)) for i in batch]
                 feats[key] = Feats(gather_with_grad(img[sl])[back], gather_with_grad(txt[sl])[back], texts)
                 if frozen is not None and key in frozen_keys:
                     if full_frozen is not None:
                         o_img, o_txt = full_frozen[0][sl], full_frozen[1][sl]
                     else:
                         with torch.no_grad():
-                            o_img = frozen.encode_image(images_t[sl], normalize=False)
+                            o_img = img[sl].detach() if image_frozen else frozen.encode_image(images_t[sl], normalize=False)
                             o_txt = frozen.encode_text(tokens[sl], normalize=False)
                     orig[key] = Feats(gather_with_grad(o_img)[back], gather_with_grad(o_txt)[back], texts)
             orig_scale = frozen.logit_scale.exp() if frozen is not None else None
