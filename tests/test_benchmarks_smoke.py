@@ -96,8 +96,9 @@ def test_count_flops_linear_and_lstm() -> None:
 
 
 def test_unlearn_defaults_quick(tmp_path: Path) -> None:
-    from benchmarks import unlearn_defaults
     from cliperase.config import PAPER_SETTING, UnlearnConfig
+
+    from benchmarks import unlearn_defaults
 
     res = unlearn_defaults.main(["--quick", "--out", str(tmp_path), "--classes", "square", "--seeds", "0,1"])
     plan = unlearn_defaults.rows_to_run()
