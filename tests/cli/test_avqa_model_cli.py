@@ -93,3 +93,19 @@ def test_train_eval_predict(world, tmp_path):
     assert r.exit_code == 2 and "unseen.json" in r.output and "unseen in training" in r.output
     r = runner.invoke(app, ["eval", "--checkpoint", str(world), "--data", str(world), "--out", str(tmp_path / "e3")])
     assert r.exit_code == 2 and "not an AVQA checkpoint" in r.output
+
+
+def test_pretrain_grounding_then_train_from_it(world, tmp_path):
+    app = _app()
+    pre = tmp_path / "pre"
+    r = runner.invoke(app, ["pretrain-grounding", "--data", str(world), "--out", str(pre), "--size", "cpu-tiny",
+                            "--epochs", "2", "--set", "batch_size=2"])
+    assert r.exit_code == 0, r.output
+    assert (pre / "model.safetensors").is_file() and "match accuracy" in r.output
+    assert json.loads((pre / "config.json").read_text())["batch_size"] == 2
+    r = runner.invoke(app, ["train", "--model", "sasrnet", "--data", str(world), "--out", str(tmp_path / "s"),
+                            "--size", "cpu-tiny", "--epochs", "1", "--set", "batch_size=4",
+                            "--set", f"init_from={pre / 'model.safetensors'}"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["pretrain-grounding", "--data", str(world), "--out", str(pre), "--size", "cpu-tiny"])
+    assert r.exit_code == 2 and "not empty" in r.output  # never overwritten silently

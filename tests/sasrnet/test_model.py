@@ -156,3 +156,48 @@ def test_input_standardisation_uses_saved_statistics():
     model.set_input_stats(am, ast, vm, vs)
     assert torch.allclose(model(b)["logits"], ref, atol=1e-5)
     assert {"audio_mean", "audio_std", "visual_mean", "visual_std"} <= set(model.state_dict())
+
+
+def test_zero_sasr_init_starts_as_avst_and_its_branches_learn():
+    """sasr_init="zero": the SaSR module returns A'' = A, V'' = V, so SaSR-Net computes AVST's answer from
+    the same shared weights; one optimizer step makes the zeroed branches non-zero."""
+    torch.manual_seed(0)
+    avst = build_model(_cfg("avst")).eval()
+    sasr = build_model(_cfg("sasrnet", sasr_init="zero")).eval()
+    sasr.load_state_dict(avst.state_dict(), strict=False)
+    b = _batch()
+    assert torch.allclose(sasr(b)["logits"], avst(b)["logits"], atol=1e-6)
+    # the paper's init does not (the test can fail)
+    paper = build_model(_cfg("sasrnet")).eval()
+    paper.load_state_dict(avst.state_dict(), strict=False)
+    assert not torch.allclose(paper(b)["logits"], avst(b)["logits"], atol=1e-3)
+    sasr.train()
+    opt = torch.optim.SGD(sasr.parameters(), lr=0.1)
+    compute_loss(sasr.cfg, sasr(b), b)["loss"].backward()
+    opt.step()
+    assert sasr.sasr.v_back.attn.out_proj.weight.abs().sum() > 0
+    assert sasr.sasr.a_blocks[0].mlp[-1].weight.abs().sum() > 0
+    with pytest.raises(ValueError, match="sasr_init"):
+        build_model(_cfg("sasrnet", sasr_init="ones"))
+
+
+@pytest.mark.parametrize("kind", ["sasrnet", "avst"])
+def test_negatives_by_batch_index_equal_explicit_negative_frames(kind):
+    """neg_index reuses the partner's stem output: same loss and gradients as stacking its frames."""
+    cfg = _cfg(kind)
+    torch.manual_seed(0)
+    model = build_model(cfg).train()
+    b = _batch()
+    idx = torch.tensor([1, 2, 2, 0])  # item 2's partner is itself: the loss masks that pair
+    explicit = {**b, "visual_neg": b["visual"][idx], "neg_valid": torch.tensor([True, True, False, True])}
+    by_index = {k: v for k, v in explicit.items() if k != "visual_neg"} | {"neg_index": idx}
+    losses, grads = [], []
+    for batch in (explicit, by_index):
+        model.zero_grad()
+        torch.manual_seed(1)  # dropout / drop-path draw the same masks
+        loss = compute_loss(cfg, model(batch), batch)
+        loss["loss"].backward()
+        losses.append(loss["match"].detach())
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
+    assert torch.allclose(losses[0], losses[1], atol=1e-6)
+    assert torch.allclose(grads[0], grads[1], atol=1e-5)

@@ -164,3 +164,49 @@ def test_init_from_loads_shared_weights_and_never_ignores_a_missing_file(trained
     assert m["interrupted"]
     src, dst = load_safetensors(out / "model.safetensors"), load_safetensors(tmp_path / "b/checkpoint/model.safetensors")
     assert all(np.array_equal(src[k].numpy(), v.numpy()) for k, v in dst.items())
+
+
+def test_answer_prior_init_sets_the_bias_to_log_training_frequencies(avqa_dir, tmp_path):
+    import torch
+    from mmcore.io import load_safetensors
+
+    m = train(tiny_config(model="blind", epochs=1, answer_bias_init="prior"), avqa_dir, tmp_path / "p", max_steps=0)
+    assert m["interrupted"]
+    bias = load_safetensors(tmp_path / "p/checkpoint/model.safetensors")["answer.bias"]
+    av = json.loads((tmp_path / "p/answer_vocab.json").read_text())
+    tokens = av["tokens"] if isinstance(av, dict) else av
+    answers = [q["anser"] for q in json.loads((avqa_dir / "annotations/avqa-train.json").read_text())]
+    freq = torch.tensor([answers.count(t) / len(answers) for t in tokens])
+    assert torch.allclose(bias, freq.log(), atol=1e-6)  # softmax(bias) = the training answer frequencies
+    with pytest.raises(MMError, match="answer_bias_init"):
+        train(tiny_config(model="blind", epochs=1, answer_bias_init="uniform"), avqa_dir, tmp_path / "q")
+
+
+def test_grounding_pretraining_learns_the_match_and_feeds_init_from(tmp_path):
+    """The match loss falls (on 32 videos the head learns to tell a video's own frames from another's), and
+    the file holds only the grounding weights, which init_from loads into SaSR-Net."""
+    import torch
+    from mmcore.io import load_safetensors
+    from sasrnet.config import GroundingConfig
+    from sasrnet.train import pretrain_grounding
+
+    data = make_avqa_dir(tmp_path / "d", n_videos=48, c=4, hw=2)
+    for f in (data / "features/audio").glob("*.npy"):  # the frames carry the audio's cue
+        a = np.load(f)
+        v = np.random.default_rng(int(f.stem)).normal(size=(a.shape[0], 4, 2, 2)).astype(np.float32) * 0.3
+        v[:, int(a[0].argmax()) % 3] += 2.0
+        np.save(data / "features/visual" / f.name, v)
+    cfg = GroundingConfig(size="cpu-tiny", epochs=60, batch_size=8, lr=3e-3, step_size=1000, cache_features=True)
+    m = pretrain_grounding(cfg, data, tmp_path / "g")
+    assert m["train_videos"] == 32 and m["steps"] == 240
+    losses = [h["train_match_loss"] for h in m["history"]]
+    assert losses[0] > 0.65 and sum(losses[-10:]) / 10 < 0.55, losses  # ln 2 = 0.693: chance
+    assert 0 <= m["val_match_accuracy"] <= 100
+    w = load_safetensors(tmp_path / "g/model.safetensors")
+    assert {k.split(".")[0] for k in w} == {"audio", "audio_mean", "audio_std", "visual_mean", "visual_std",
+                                             "visual_proj", "ground", "match"}
+    r = train(tiny_config(model="sasrnet", epochs=1, init_from=str(tmp_path / "g/model.safetensors")), data,
+              tmp_path / "s", max_steps=0)
+    assert r["interrupted"]
+    s = load_safetensors(tmp_path / "s/checkpoint/model.safetensors")
+    assert all(torch.equal(s[k], v) for k, v in w.items())

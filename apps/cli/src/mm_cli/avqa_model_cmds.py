@@ -1,4 +1,4 @@
-"""`mm avqa train | eval | predict`: SaSR-Net, AVST and the question-only baseline.
+"""`mm avqa pretrain-grounding | train | eval | predict`: SaSR-Net, AVST and the question-only baseline.
 
 Nothing heavy is imported at module level (`mm --help` stays fast)."""
 
@@ -74,6 +74,36 @@ def train(
 
 
 @user_errors
+def pretrain_grounding(
+    data: Path | None = typer.Option(None, "--data", help=_DATA_HELP),
+    out: Path = typer.Option(..., "--out", help="Output dir (model.safetensors for --set init_from=..., metrics.json, log.jsonl)."),
+    train_ann: Path | None = typer.Option(None, "--train-ann", help="Training annotations (its videos are used)."),
+    val_ann: Path | None = typer.Option(None, "--val-ann", help="Validation annotations (match accuracy per epoch)."),
+    features: Path | None = typer.Option(None, "--features", help="Feature root (audio/, visual/ in the ST-AVQA layout)."),
+    size: str | None = typer.Option(None, "--size", help="Model size preset of the later training run: paper (default) | cpu-small | cpu-tiny."),
+    epochs: int | None = typer.Option(None, "--epochs", help="Epochs (ST-AVQA: 30)."),
+    config: Path | None = typer.Option(None, "--config", help="TOML/YAML config (keys of sasrnet.config.GroundingConfig)."),
+    set_: list[str] | None = typer.Option(None, "--set", help="Override a config key, e.g. --set lr=5e-4 (repeatable)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty --out."),
+) -> None:
+    """ST-AVQA's grounding pre-training (audio-visual match only); start `train` from it with
+    `--set init_from=OUT/model.safetensors`."""
+    from mmcore.config import parse_set_options, resolve_config
+    from sasrnet.config import GroundingConfig
+    from sasrnet.train import pretrain_grounding as run
+
+    explicit = {"size": size, "epochs": epochs}
+    overrides = {**parse_set_options(set_), **{k: v for k, v in explicit.items() if v is not None}}
+    cfg = resolve_config(GroundingConfig, config, overrides)
+    m = run(cfg, _paths(data, train_ann, val_ann, None, features), out, overwrite=overwrite)
+    from mmcore.distributed import is_main_process
+
+    if is_main_process():
+        typer.echo(f"{m['steps']} steps on {m['train_videos']} videos; validation match accuracy "
+                   f"{m['val_match_accuracy']}%; wrote {out}/model.safetensors")
+
+
+@user_errors
 def eval_cmd(
     checkpoint: Path = typer.Option(..., "--checkpoint", help="Output dir of `mm avqa train`."),
     data: Path | None = typer.Option(None, "--data", help=_DATA_HELP),
@@ -121,7 +151,8 @@ def predict(
 
 
 def register(app: typer.Typer) -> None:
-    """Add `train`, `eval` and `predict` to the `mm avqa` group."""
+    """Add `pretrain-grounding`, `train`, `eval` and `predict` to the `mm avqa` group."""
+    app.command("pretrain-grounding")(pretrain_grounding)
     app.command("train")(train)
     app.command("eval")(eval_cmd)
     app.command("predict")(predict)

@@ -30,6 +30,10 @@ class ModelConfig:
     temporal_heads: int = 4
     dropout: float = 0.1  # temporal-attention dropout
     gumbel_tau: float = 1.0
+    # "default": PyTorch's layer init everywhere (the public code). "zero": the residual branches of the
+    # SaSR module start at zero (SaSRModule.zero_init_residuals), so SaSR-Net starts as AVST (A''=A, V''=V).
+    # With the default init the random blocks make V'' 8x larger than V at step 0 (norms 8.2 vs 1.06)
+    sasr_init: str = "default"
     audio_dim: int = 128
     visual_channels: int = 512  # C of the [T, C, H, W] grid; taken from the features at training time
     grid_h: int = 14  # H and W of the grid; taken from the features at training time
@@ -84,6 +88,16 @@ class TrainConfig:
     lr: float = 1e-4
     step_size: int = 16  # StepLR, per epoch
     gamma: float = 0.3
+    # "default": PyTorch's init of the answer classifier (the paper's). "prior": its bias starts at the log
+    # frequency of each training answer (AVQAModel.set_answer_prior); no effect on multiple-choice heads.
+    # Why: with the default, SaSR-Net learned the answer prior through a sample-independent offset written
+    # by its source branches into A'' (norm 27.6 vs 0.4 sample-dependent, synthetic dev world), and its match
+    # loss stayed at ln 2 for all 12 epochs; with "prior" it fell to 0.21 (val 43.1 -> 48.5)
+    answer_bias_init: str = "default"
+    # learning-rate multiplier of the SaSR module's parameters (the paper: 1). Adam moves every parameter by
+    # ~lr per step, and the module's block updates outgrew the small cpu-small inputs (|V'-V| 19 vs |V| 1);
+    # synthetic dev world, 12 epochs, val: 1.0 -> 48.5, 0.3 -> 54.2, 0.1 -> 55.7 (AVST 55.6)
+    sasr_lr_scale: float = 1.0
     warmup_steps: int = 0  # linear learning-rate warm-up (optimizer steps); the paper has none
     grad_clip: float = 0.0  # max global gradient norm; 0 = no clipping (the paper's)
     seed: int = 1
@@ -95,4 +109,31 @@ class TrainConfig:
     init_from: str = ""  # weights to start from (e.g. a grounding-trained AVST's model.safetensors); a missing file is an error
     skip_bad: bool = False  # skip (and count) missing / malformed feature files instead of failing
     multiple_choice: bool = False  # AVQA-Yang style 4-way questions
+    accelerator: AcceleratorConfig = field(default_factory=AcceleratorConfig)
+
+
+@dataclass
+class GroundingConfig:
+    """ST-AVQA's grounding pre-training (the paper starts from it): only the audio-visual match task
+    (does this audio belong to these frames, or to another video's?) on one sample per training video.
+    It trains the audio embedding, the visual stem, the spatial grounding and the match head; the
+    weights it writes are meant for ``TrainConfig.init_from`` of AVST and SaSR-Net alike. The defaults
+    are ST-AVQA's. Measured on the synthetic dev world (260 training videos): 30 epochs at lr 1e-4 did not
+    learn (val match accuracy 52 %); 40 epochs at 5e-4 reached 58 %, and AVST started from it got val 54.9
+    vs 55.6 from scratch, so the CPU benchmark does not use it."""
+
+    size: str = "paper"  # a key of PRESETS (use the size of the later training run)
+    arch: dict[str, Any] = field(default_factory=dict)  # ModelConfig field overrides, as in TrainConfig
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = 1e-4
+    step_size: int = 8  # StepLR, per epoch
+    gamma: float = 0.1
+    warmup_steps: int = 0
+    grad_clip: float = 0.0
+    seed: int = 1
+    n_segments: int = 10
+    max_question_len: int = 14
+    cache_features: bool = False
+    skip_bad: bool = False
     accelerator: AcceleratorConfig = field(default_factory=AcceleratorConfig)

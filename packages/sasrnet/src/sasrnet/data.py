@@ -89,8 +89,12 @@ def feature_dataset(questions, features: Path, qv, av, *, n_segments: int, max_q
                               skip_bad=skip_bad, multiple_choice=multiple_choice, cache=cache)
 
 
-def collate(items: list[dict], negatives: list[dict] | None = None, noise_seeds: list[int] | None = None) -> dict:
-    """Stack items; ``negatives[i]`` supplies the other-video frames of item i for the match loss."""
+def collate(items: list[dict], negatives: list[dict] | None = None, noise_seeds: list[int] | None = None,
+            neg_index: list[int] | None = None) -> dict:
+    """Stack items; ``negatives[i]`` supplies the other-video frames of item i for the match loss.
+
+    ``neg_index[i]`` instead names the item of THIS batch whose frames are item i's negative: the model
+    then reuses that item's visual stem output (same values and gradients, half the stem's compute)."""
     import torch
 
     batch: dict[str, Any] = {}
@@ -101,6 +105,11 @@ def collate(items: list[dict], negatives: list[dict] | None = None, noise_seeds:
             batch[k] = torch.tensor([it[k] for it in items])
         else:
             batch[k] = [it[k] for it in items]
+    if neg_index is not None:
+        if negatives is not None:
+            raise ValueError("pass negatives or neg_index, not both")
+        batch["neg_index"] = torch.tensor(neg_index, dtype=torch.long)
+        batch["neg_valid"] = torch.tensor([items[j]["video_id"] != it["video_id"] for j, it in zip(neg_index, items, strict=True)])
     if negatives is not None:
         batch["visual_neg"] = torch.stack([n["visual"] for n in negatives])
         batch["neg_valid"] = torch.tensor([n["video_id"] != it["video_id"] for n, it in zip(negatives, items, strict=True)])

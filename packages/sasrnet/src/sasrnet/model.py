@@ -184,6 +184,21 @@ class SaSRModule(nn.Module):
         self.v_presence = nn.Linear(d, 1)
         self.a_presence = nn.Linear(d, 1)
         self.cls = nn.Linear(d, k)  # token i must predict source i
+        if cfg.sasr_init == "zero":
+            self.zero_init_residuals()
+        elif cfg.sasr_init != "default":
+            raise ValueError(f"unknown sasr_init {cfg.sasr_init!r} (default | zero)")
+
+    @torch.no_grad()
+    def zero_init_residuals(self) -> None:
+        """Zero the last layer of every residual branch that writes into the segment stream (the blocks'
+        attention and MLP outputs, v_back / a_back): the module then returns A'' = A, V'' = V exactly, so
+        SaSR-Net starts as AVST and the source-token branches grow from zero (zero-γ / ReZero style).
+        Their out-projections still get gradients, so the branches start learning at the first step."""
+        layers = [m for blk in (*self.v_blocks, *self.a_blocks) for m in (blk.attn.out_proj, blk.mlp[-1])]
+        for m in (*layers, self.v_back.attn.out_proj, self.a_back.attn.out_proj):
+            m.weight.zero_()
+            m.bias.zero_()
 
     def _encode(self, x: torch.Tensor, blocks: nn.ModuleList) -> tuple[torch.Tensor, torch.Tensor]:
         t = x.shape[1]
@@ -311,13 +326,43 @@ class AVQAModel(nn.Module):
             val = torch.as_tensor(val, dtype=buf.dtype).reshape(buf.shape)
             buf.copy_(val.clamp_min(1e-3) if name.endswith("std") else val)
 
+    @torch.no_grad()
+    def set_answer_prior(self, counts: torch.Tensor) -> None:
+        """Answer-classifier bias = log of the training answers' frequencies (weights unchanged): the model
+        starts out predicting the answer prior, so early gradients do not have to learn that prior
+        through whatever path grows fastest (in SaSR-Net: a sample-independent offset written by the
+        source-token branches into A'' and V'', which drowned their audio-visual content)."""
+        if self.cfg.multiple_choice:
+            raise ValueError("a multiple-choice head has no answer bias")
+        counts = torch.as_tensor(counts, dtype=torch.float64).clamp_min(1.0)
+        if counts.shape != self.answer.bias.shape:
+            raise ValueError(f"{len(counts)} answer counts for {self.answer.bias.shape[0]} answers")
+        self.answer.bias.copy_((counts / counts.sum()).log().to(self.answer.bias.dtype))
+
     def _grid(self, visual: torch.Tensor) -> torch.Tensor:  # [B,T,C,H,W] -> [B,T,H*W,D]
         visual = (visual - self.visual_mean[:, None, None]) / self.visual_std[:, None, None]
         if isinstance(self.visual_proj, ConvStem):
             return self.visual_proj(visual)
         return self.visual_proj(visual.flatten(3).transpose(2, 3))
 
+    # the parameters (and input statistics) that grounding pre-training trains and saves
+    GROUNDING_PREFIXES = ("audio.", "audio_", "visual_", "ground.", "match.")
+
+    def grounding_forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """ST-AVQA's grounding pre-training path: match logits of positive and negative frames, computed
+        as in :meth:`forward` without the question, the temporal attention and the SaSR module."""
+        if self.cfg.kind == "blind":
+            raise ValueError("the question-only model has no audio-visual grounding")
+        a = self.audio((batch["audio"] - self.audio_mean) / self.audio_std)
+        grid = self._grid(batch["visual"])
+        v_star = self._grounding(a, grid.mean(2), grid)
+        grid_neg = grid[batch["neg_index"]] if "neg_index" in batch else self._grid(batch["visual_neg"])
+        v_neg = self._grounding(a, grid_neg.mean(2), grid_neg)
+        return {"match_pos": self.match(torch.cat([a, v_star], -1)), "match_neg": self.match(torch.cat([a, v_neg], -1))}
+
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        if batch.get("grounding_only"):
+            return self.grounding_forward(batch)
         q = self.question(batch["question"])
         out: dict[str, torch.Tensor] = {}
         if self.cfg.kind == "blind":
@@ -331,9 +376,10 @@ class AVQAModel(nn.Module):
                 a, v = s["a"], s["v"]
                 out.update({k: s[k] for k in ("a_prob", "v_prob", "cls_logits", "assign_a", "assign_v")})
             v_star = self._grounding(a, v, grid)
-            if "visual_neg" in batch:
-                # negatives: frames of another video; the audio stays, so the pair does not match
-                grid_neg = self._grid(batch["visual_neg"])
+            if "visual_neg" in batch or "neg_index" in batch:
+                # negatives: frames of another video; the audio stays, so the pair does not match. When that
+                # video is in this batch (neg_index) its stem output is reused: the stem is deterministic
+                grid_neg = grid[batch["neg_index"]] if "neg_index" in batch else self._grid(batch["visual_neg"])
                 v_neg = grid_neg.mean(2)
                 if self.sasr is not None:
                     # negative frames take the same visual path as positives; otherwise "went through
@@ -357,18 +403,23 @@ class AVQAModel(nn.Module):
         return out
 
 
+def match_loss(out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """2-way CE of the match head: positive frames → 1, another video's frames → 0."""
+    pos, neg = out["match_pos"].flatten(0, 1), out["match_neg"]
+    valid = batch["neg_valid"][:, None].expand(-1, neg.shape[1]).flatten().float()
+    ce_pos = F.cross_entropy(pos, torch.ones(len(pos), dtype=torch.long, device=pos.device), reduction="none")
+    ce_neg = F.cross_entropy(neg.flatten(0, 1), torch.zeros(len(pos), dtype=torch.long, device=pos.device),
+                             reduction="none")
+    # a same-video "negative" contributes 0; the fixed denominator keeps the per-process means of
+    # equal shards averaging to the global mean (1- vs 2-process equality)
+    return (ce_pos.sum() + (ce_neg * valid).sum()) / (2 * len(pos))
+
+
 def compute_loss(cfg: ModelConfig, out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """L = CE(answer) + w_match·L_match + w_source·(BCE(v_prob) + BCE(a_prob)) + w_cls·CE(cls(S), 0..K-1)."""
     terms = {"answer": F.cross_entropy(out["logits"], batch["answer"])}
     if "match_pos" in out:
-        pos, neg = out["match_pos"].flatten(0, 1), out["match_neg"]
-        valid = batch["neg_valid"][:, None].expand(-1, neg.shape[1]).flatten().float()
-        ce_pos = F.cross_entropy(pos, torch.ones(len(pos), dtype=torch.long, device=pos.device), reduction="none")
-        ce_neg = F.cross_entropy(neg.flatten(0, 1), torch.zeros(len(pos), dtype=torch.long, device=pos.device),
-                                 reduction="none")
-        # a same-video "negative" contributes 0; the fixed denominator keeps the per-process means of
-        # equal shards averaging to the global mean (1- vs 2-process equality)
-        terms["match"] = (ce_pos.sum() + (ce_neg * valid).sum()) / (2 * len(pos))
+        terms["match"] = match_loss(out, batch)
     if "v_prob" in out:
         y = batch["sources"].float()
         terms["source"] = F.binary_cross_entropy(out["v_prob"].clamp(1e-6, 1 - 1e-6), y) + F.binary_cross_entropy(
