@@ -139,3 +139,44 @@ def test_readme_set_overrides_give_the_paper_setting():
     sets = dict(s.split("=", 1) for s in re.findall(r"--set (\S+)", block))
     cfg = resolve_config(UnlearnConfig, None, sets)
     assert {k: getattr(cfg, k) for k in PAPER_SETTING} == PAPER_SETTING
+
+
+def test_row_subset_embedding_looks_up_like_the_full_table_and_merges_back():
+    from cliperase.trainer import RowSubsetEmbedding
+    from mmcore.errors import MMError
+
+    torch.manual_seed(0)
+    emb = torch.nn.Embedding(50, 4)
+    sub = RowSubsetEmbedding(emb, torch.tensor([[3, 7, 7], [0, 3, 12]]))
+    tokens = torch.tensor([[0, 12, 3], [7, 7, 0]])
+    assert torch.equal(sub(tokens), emb(tokens))
+    with pytest.raises(MMError, match="outside"):
+        sub(torch.tensor([[5]]))
+    with torch.no_grad():
+        sub.rows[1] += 1.0  # row of token 3 (ids are sorted: 0, 3, 7, 12)
+    merged = sub.merged()
+    expect = emb.weight.detach().clone()
+    expect[3] += 1.0
+    assert torch.equal(merged.weight, expect) and merged.weight.requires_grad
+
+
+def test_unlearning_with_the_row_subset_equals_the_dense_embedding(monkeypatch):
+    from cliperase import trainer
+
+    cfg = tiny_config(steps=3, checkpoint_every=0)
+    acc = build_accelerator(AcceleratorConfig(cpu=True, log_with="none"))
+    states = []
+    for use_subset in (True, False):
+        monkeypatch.setattr(trainer, "_row_subset_applies", lambda emb, cfg, use=use_subset: use)
+        torch.manual_seed(0)
+        bundle = create_clip("mm-micro-clip")
+        train, test = load_data(cfg, bundle.image_size)
+        split = split_forget_retain(train, test, cfg.forget)
+        model = unlearn(bundle, split, cfg, acc).model
+        assert isinstance(model.token_embedding, torch.nn.Embedding)
+        states.append(model.state_dict())
+    torch.manual_seed(0)
+    init = create_clip("mm-micro-clip").model.token_embedding.weight
+    moved = (states[0]["token_embedding.weight"] != init).any(1)
+    assert 0 < int(moved.sum()) < 200  # only the rows of tokens in the texts moved
+    assert all(torch.allclose(states[0][k], states[1][k], atol=1e-6) for k in states[0])

@@ -87,12 +87,14 @@ class UnlearnConfig:
     lambda_consistency: float = 3.0
     similarity: str = "cosine"  # FM on L2-normalised features (the doc's safer default) or raw "dot"
     # Which encoders unlearning updates. The paper fine-tunes both ("both", also PAPER_SETTING); the default
-    # "text" keeps the image tower (weights and BatchNorm statistics) as it was. Measured on validation forget
-    # classes (square, star, ring; benchmark unlearn_defaults), both towers move the images of neighbouring
-    # classes along with the forgotten ones (forgetting circle: square retain accuracy -14.6 points) and, with
-    # "square" forgotten, a text-to-image model with the unlearned text encoder still drew squares (detection
-    # 100 % -> 97 %, the other shapes 100 % -> 77 %); the text tower alone: 100 % -> 0 %, others 98 %. It also
-    # halves the step (no image backward, the original's image features are the model's own).
+    # "text" keeps the image tower (weights and BatchNorm statistics) as it was. On validation forget classes
+    # (square, star, ring x 3 seeds; benchmark unlearn_defaults) both towers move the images of neighbouring
+    # classes along with the forgotten ones: median retain accuracy -1.12 points (forgetting square: cross
+    # -4.4) and retain i2t R@1 -6.2, vs -0.24 and -2.0 with the text tower alone. With "square" forgotten, a
+    # text-to-image model given the unlearned text encoder still drew squares after "both" (detection
+    # 100 % -> 97 %, the other shapes 100 % -> 77 %; benchmark diffusion_shapes, validation block); after
+    # "text": 100 % -> 0 %, the others 98 %. It also halves the step (no image backward, and the original's
+    # image features are the model's own).
     towers: str = "text"
     # FM hinge at m: mean relu(sim - m) (pushed "to zero or below", then left alone); None: the plain mean
     # similarity of the paper's description, pushed on towards -1.
@@ -107,8 +109,9 @@ class UnlearnConfig:
     text: str = "caption"  # forget/retain pair text: record "caption", class "prompt" (template), or "mixed"
     # Forget-pair text where it differs from ``text`` (None: the same). "mixed" (default): half the forget pairs
     # use a class prompt, so FM targets the concept's name more than the attribute words its captions share
-    # with retain captions; measured on the validation classes (3 seeds) retain i2t R@1 -2.1 points vs -4.3
-    # with captions, zero-shot retain accuracy -0.26 vs -0.18. Records without a class use their captions.
+    # with retain captions. On the validation classes (unlearn_defaults, medians of 9 runs): retain i2t R@1
+    # -2.0 points vs -3.6 with captions, for zero-shot retain accuracy -0.24 vs -0.13. Records without a class
+    # (keyword / id forget sets on caption data) use their captions.
     forget_text: str | None = "mixed"
 
     # Optimisation. The paper used Adam lr 1e-6, batch 16, 20 epochs on a pretrained ViT-B/32. The tiny
