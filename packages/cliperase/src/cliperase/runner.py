@@ -430,14 +430,17 @@ def plot_comparison(comp: dict[str, Any], path: str | Path) -> Path:
     rows = comp["rows"]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
     pts = [comp["original"], *rows]
-    for r in pts:
+    markers = "*osD^vP<>Xhp"
+    for i, r in enumerate(pts):
         x, y = r.get("forget_accuracy"), r.get("retain_accuracy")
         if x is None or y is None:
             x, y = r.get("forget_i2t_R@1"), r.get("retain_i2t_R@1")
         if x is None or y is None:
             continue
-        ax1.scatter([x], [y], marker="*" if r["method"] == "original" else "o", s=80)
-        ax1.annotate(r["method"], (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        # a legend, not text labels: the good methods crowd into one corner
+        ax1.scatter([x], [y], marker=markers[i % len(markers)], s=110 if i == 0 else 60, label=r["method"],
+                    color=f"C{i % 10}", alpha=0.85, edgecolors="k", linewidths=0.5)
+    ax1.legend(fontsize=7, loc="lower right", ncol=2)
     ax1.set_xlabel("forget accuracy (%) ↓")
     ax1.set_ylabel("retain accuracy (%) ↑")
     ax1.set_title(f"forget vs retain — {comp['forget']}")
