@@ -92,8 +92,8 @@ class UnlearnConfig:
     # classes along with the forgotten ones: median retain accuracy -1.12 points (forgetting square: cross
     # -4.4) and retain i2t R@1 -6.2, vs -0.24 and -2.0 with the text tower alone. With "square" forgotten, a
     # text-to-image model given the unlearned text encoder still drew squares after "both" (detection
-    # 100 % -> 97 %, the other shapes 100 % -> 77 %; benchmark diffusion_shapes, validation block); after
-    # "text": 100 % -> 0 %, the others 98 %. It also halves the step (no image backward, and the original's
+    # 100 % -> 94 %, the other shapes 100 % -> 85 %; benchmark diffusion_shapes, validation block); after
+    # "text": 100 % -> 0 %, the others 97 %. It also halves the step (no image backward, and the original's
     # image features are the model's own).
     towers: str = "text"
     # FM hinge at m: mean relu(sim - m) (pushed "to zero or below", then left alone); None: the plain mean
