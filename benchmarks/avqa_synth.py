@@ -1,13 +1,13 @@
 """SaSR-Net vs AVST vs the question-only model on a fixed, seeded synthetic Music-AVQA-style world.
 
-    uv run python -m benchmarks avqa_synth            # full run (400 videos), writes results/avqa_synth.json + .png
+    uv run python -m benchmarks avqa_synth            # full run (800 videos), writes results/avqa_synth.json + .png
     uv run python -m benchmarks avqa_synth --quick    # smoke run (tiny), writes results/avqa_synth_quick.json
 
 Pipeline: ``mmcore.data.synth_avqa.synthesize`` (mp4 + AAC, real Music-AVQA JSON) →
 ``mmcore.features.extract_features`` (default mmcore encoders: ``pixels`` grid + ``logmel`` audio) →
 ``sasrnet.train.train`` for each model with the SAME hyper-parameters (cpu-small size: conv stem + cell
 position embedding on the pixel grid, inputs standardised with TRAIN statistics; Adam lr 5e-4, 150-step warm-up,
-gradient clipping at 1.0, StepLR, 20 epochs, best-validation checkpoint; SaSR-Net's own choices: zero-initialised
+gradient clipping at 1.0, StepLR, 10 epochs, best-validation checkpoint; SaSR-Net's own choices: zero-initialised
 source-token branches and its SaSR module at 0.1x the learning rate, both chosen on a dev world's validation
 split, see sasrnet.config) → per-type test accuracy,
 training samples/s and single-question inference latency. The trainings run in 2 processes of 1 torch thread
@@ -71,10 +71,12 @@ def _train_one(kind: str, cfg_kwargs: dict[str, Any], data: Path, out: Path, thr
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(prog="python -m benchmarks avqa_synth", description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="smoke run: 24 videos, 1 epoch, tiny models")
-    p.add_argument("--videos", type=int, default=400)
+    p.add_argument("--videos", type=int, default=800,
+                   help="synthetic clips (dev world, same compute: 800 clips x 10 epochs gave SaSR-Net val 61.6, "
+                        "400 x 20 gave 56.9)")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic world")
     p.add_argument("--train-seed", type=int, default=1, help="training seed (the paper's: 1)")
-    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--size", default="cpu-small")
