@@ -282,12 +282,7 @@ def train(
                 partner = negative_partner(gb, video_ids) if use_negatives else {}
                 # per-sample Gumbel seeds: the same however the global batch is split over processes
                 seeds = [(cfg.seed * 1_000_003 + epoch) * 1_000_003 + i for i in local]
-                items = [train_ds[i] for i in local]
-                pos = {i: j for j, i in enumerate(local)}
-                if use_negatives and all(partner[i] in pos for i in local):  # always on one process
-                    batch = collate(items, None, seeds, neg_index=[pos[partner[i]] for i in local])
-                else:
-                    batch = collate(items, [train_ds[partner[i]] for i in local] if use_negatives else None, seeds)
+                batch = _batch_with_negatives(train_ds, local, partner if use_negatives else None, seeds)
                 batch = to_device(batch, acc.device)
                 terms = compute_loss(mcfg, model(batch), batch)
                 opt.zero_grad(set_to_none=True)
@@ -371,12 +366,16 @@ def _first_question_per_video(questions: list) -> list:
     return out
 
 
-def _match_batch(ds: Any, local: list[int], partner: dict[int, int]) -> dict:
+def _batch_with_negatives(ds: Any, local: list[int], partner: dict[int, int] | None, seeds: list[int] | None = None) -> dict:
+    """Collate ``local``; with ``partner``, each sample's negative frames come from its partner video: as an
+    index into this batch when every partner is in it (always on one process), else as extra items."""
     items = [ds[i] for i in local]
+    if partner is None:
+        return collate(items, None, seeds)
     pos = {i: j for j, i in enumerate(local)}
     if all(partner[i] in pos for i in local):
-        return collate(items, None, neg_index=[pos[partner[i]] for i in local])
-    return collate(items, [ds[partner[i]] for i in local])
+        return collate(items, None, seeds, neg_index=[pos[partner[i]] for i in local])
+    return collate(items, [ds[partner[i]] for i in local], seeds)
 
 
 def pretrain_grounding(cfg: GroundingConfig, data: str | Path | DataPaths, out_dir: str | Path, *,
@@ -441,7 +440,7 @@ def pretrain_grounding(cfg: GroundingConfig, data: str | Path | DataPaths, out_d
         with torch.no_grad():
             for i in range(0, len(idx), 64):
                 chunk = idx[i:i + 64] if len(idx) - i > 1 else idx[i - 1:]  # a negative needs a second video
-                o = net.grounding_forward(to_device(_match_batch(val_ds, chunk, negative_partner(chunk, vids)),
+                o = net.grounding_forward(to_device(_batch_with_negatives(val_ds, chunk, negative_partner(chunk, vids)),
                                                     acc.device))
                 hits += int((o["match_pos"].argmax(-1) == 1).sum() + (o["match_neg"].argmax(-1) == 0).sum())
                 total += 2 * o["match_pos"].shape[0] * o["match_pos"].shape[1]
@@ -454,7 +453,7 @@ def pretrain_grounding(cfg: GroundingConfig, data: str | Path | DataPaths, out_d
             t0 = time.perf_counter()
             losses = []
             for gb in global_batches(n, cfg.batch_size, cfg.seed, epoch):
-                batch = to_device(_match_batch(train_ds, shard_indices(gb), negative_partner(gb, video_ids)), acc.device)
+                batch = to_device(_batch_with_negatives(train_ds, shard_indices(gb), negative_partner(gb, video_ids)), acc.device)
                 batch["grounding_only"] = True  # through the (possibly DDP-wrapped) module's forward
                 loss = match_loss(model(batch), batch)
                 opt.zero_grad(set_to_none=True)
