@@ -8,6 +8,7 @@ from mmcore.distributed import (
     epoch_permutation,
     gather_with_grad,
     global_batches,
+    grouped_global_batches,
     seed_everything,
 )
 
@@ -19,6 +20,26 @@ def test_global_batches_cover_each_index_once(n, bs, seed, epoch):
     assert sorted(flat) == list(range(n))
     assert all(len(b) == bs for b in batches[:-1])
     assert global_batches(n, bs, seed, epoch, drop_last=False) == batches
+
+
+@given(keys=st.lists(st.integers(0, 9), min_size=1, max_size=120), bs=st.integers(1, 32), k=st.integers(1, 6),
+       seed=st.integers(0, 10**6), epoch=st.integers(0, 50))
+def test_grouped_global_batches_visit_each_sample_once(keys, bs, k, seed, epoch):
+    keys = [f"v{x}" for x in keys]
+    batches = grouped_global_batches(keys, bs, seed, epoch, k)
+    flat = [i for b in batches for i in b]
+    assert len(flat) == (len(keys) // bs) * bs and len(set(flat)) == len(flat)  # only the last partial batch dropped
+    assert all(len(b) == bs for b in batches)
+    assert grouped_global_batches(keys, bs, seed, epoch, k) == batches
+
+
+def test_grouped_batches_share_keys_and_reshuffle_per_epoch():
+    keys = [f"v{i // 8}" for i in range(800)]  # 100 videos x 8 questions
+    b0 = grouped_global_batches(keys, 32, 1, 0, 4)
+    assert max(len({keys[i] for i in b}) for b in b0) <= 9  # ~8 runs of 4 per batch of 32
+    free = global_batches(800, 32, 1, 0)
+    assert min(len({keys[i] for i in b}) for b in free) > 9  # a free shuffle mixes many more videos
+    assert grouped_global_batches(keys, 32, 1, 1, 4) != b0
 
 
 def test_epochs_differ_and_seed_matters():

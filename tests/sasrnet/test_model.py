@@ -181,12 +181,38 @@ def test_zero_sasr_init_starts_as_avst_and_its_branches_learn():
         build_model(_cfg("sasrnet", sasr_init="ones"))
 
 
+def test_cell_grouping_groups_grid_cells_and_reuses_the_partners_groups_for_negatives():
+    """visual_group="cells": the visual source tokens group the cells of the time-averaged grid; with
+    zero init it still starts as AVST; a negative's groups are its partner's (eval: no noise, so equal)."""
+    torch.manual_seed(0)
+    cfg = _cfg("sasrnet", visual_group="cells", sasr_init="zero")
+    model = build_model(cfg).eval()
+    b = _batch()
+    out = model(b)
+    n_cells = model.visual_proj.pos.shape[0]  # the stem's (strided) grid
+    assert out["assign_v"].shape == (B, cfg.n_sources, n_cells) and out["assign_a"].shape == (B, cfg.n_sources, T)
+    assert torch.allclose(out["assign_v"].sum(1), torch.ones(B, n_cells))  # each cell to exactly one token
+    avst = build_model(_cfg("avst")).eval()
+    avst.load_state_dict(model.state_dict(), strict=False)
+    assert torch.allclose(out["logits"], avst(b)["logits"], atol=1e-6)
+    with torch.no_grad():  # make the branch matter, then compare negatives by index vs explicit frames
+        model.sasr.v_back.attn.out_proj.weight.normal_()
+    idx = torch.tensor([1, 2, 3, 0])
+    explicit = model({**b, "visual_neg": b["visual"][idx]})
+    by_index = model({k: v for k, v in b.items() if k != "visual_neg"} | {"neg_index": idx})
+    assert torch.allclose(explicit["match_neg"], by_index["match_neg"], atol=1e-5)
+    with pytest.raises(ValueError, match="visual_group"):
+        build_model(_cfg("sasrnet", visual_group="frames"))
+
+
 @pytest.mark.parametrize("kind", ["sasrnet", "avst"])
 def test_negatives_by_batch_index_equal_explicit_negative_frames(kind):
-    """neg_index reuses the partner's stem output: same loss and gradients as stacking its frames."""
+    """neg_index reuses the partner's stem output (SaSR-Net: also its V''): same loss and gradients as
+    stacking its frames. SaSR-Net is compared without Gumbel noise (eval mode; gradients still flow), since
+    a recomputed V'' draws its own noise where the reused one has the partner's."""
     cfg = _cfg(kind)
     torch.manual_seed(0)
-    model = build_model(cfg).train()
+    model = build_model(cfg).train(kind != "sasrnet")
     b = _batch()
     idx = torch.tensor([1, 2, 2, 0])  # item 2's partner is itself: the loss masks that pair
     explicit = {**b, "visual_neg": b["visual"][idx], "neg_valid": torch.tensor([True, True, False, True])}
@@ -201,3 +227,39 @@ def test_negatives_by_batch_index_equal_explicit_negative_frames(kind):
         grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
     assert torch.allclose(losses[0], losses[1], atol=1e-6)
     assert torch.allclose(grads[0], grads[1], atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["sasrnet", "avst", "blind"])
+def test_questions_about_one_video_share_its_computation(kind):
+    """collate stacks each distinct video once (video_index maps questions to rows); the model's outputs,
+    losses and gradients equal those of the batch with every question carrying its own copy."""
+    from sasrnet.data import collate
+
+    cfg = _cfg(kind)
+    g = torch.Generator().manual_seed(3)
+    vids = ["v0", "v1", "v0", "v2", "v1", "v0"]
+    feats = {v: (torch.randn(T, 128, generator=g), torch.randn(T, C, H, W, generator=g)) for v in set(vids)}
+    items = [{"audio": feats[v][0], "visual": feats[v][1], "question": torch.randint(1, V, (14,), generator=g),
+              "answer": torch.tensor(i % A), "sources": (torch.rand(22, generator=g) > 0.7).float(), "video_id": v,
+              "question_id": i, "type_key": "A-Count"} for i, v in enumerate(vids)]
+    seeds = [100 + int(v[1]) for v in vids]  # per video, as train() draws them
+    neg = [1, 0, 3, 2, 5, 4]
+    shared = collate(items, None, seeds, neg_index=neg)
+    assert shared["audio"].shape[0] == 3 and shared["video_index"].tolist() == [0, 1, 0, 2, 1, 0]
+    copied = {k: v for k, v in shared.items() if k != "video_index"}
+    copied["audio"] = torch.stack([it["audio"] for it in items])
+    copied["visual"] = torch.stack([it["visual"] for it in items])
+    copied["noise_seed"] = torch.tensor(seeds)
+    torch.manual_seed(0)
+    model = build_model(cfg).train()
+    res = []
+    for batch in (shared, copied):
+        model.zero_grad()
+        out = model(batch)
+        loss = compute_loss(cfg, out, batch)
+        loss["loss"].backward()
+        res.append((out["logits"].detach(), loss["loss"].detach(),
+                    torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])))
+    assert torch.allclose(res[0][0], res[1][0], atol=1e-5)
+    assert torch.allclose(res[0][1], res[1][1], atol=1e-6)
+    assert torch.allclose(res[0][2], res[1][2], atol=1e-5)

@@ -64,26 +64,28 @@ def test_sigkill_mid_training_then_resume_equals_straight_run(avqa_dir, tmp_path
     assert _scores(resumed) == _scores(straight)
 
 
-def _worker(data: str, out: str) -> None:
+def _worker(data: str, out: str, questions_per_video: int = 0) -> None:
     import torch
     from accelerate.state import AcceleratorState
 
     # forked from a process that already built a 1-process Accelerator: forget that singleton state
     AcceleratorState._reset_state(reset_partial_state=True)
     torch.set_num_threads(1)
-    train(tiny_config(model="sasrnet"), data, out)
+    train(tiny_config(model="sasrnet", questions_per_video=questions_per_video), data, out)
 
 
 @pytest.mark.slow
-def test_two_processes_match_one_process(avqa_dir, tmp_path):
-    """Global batches are split round-robin over 2 gloo processes; gradients are averaged by DDP.
-    Tolerance: per-type accuracies equal to 1e-6 (they come from argmaxes of float32 logits that
+@pytest.mark.parametrize("questions_per_video", [0, 2])
+def test_two_processes_match_one_process(avqa_dir, tmp_path, questions_per_video):
+    """Global batches are split round-robin over 2 gloo processes; gradients are averaged by DDP. With
+    questions_per_video a video's questions may land on both processes: each computes the video with
+    the same per-video Gumbel seed. Tolerance: per-type accuracies equal to 1e-6 (they come from argmaxes of float32 logits that
     differ by all-reduce rounding only), final training loss within 1e-4 relative."""
     from mmcore.distributed import launch_cpu_processes
 
-    one = train(tiny_config(model="sasrnet"), avqa_dir, tmp_path / "one")
+    one = train(tiny_config(model="sasrnet", questions_per_video=questions_per_video), avqa_dir, tmp_path / "one")
     two_dir = tmp_path / "two"
-    launch_cpu_processes(_worker, (str(avqa_dir), str(two_dir)), num_processes=2)
+    launch_cpu_processes(_worker, (str(avqa_dir), str(two_dir), questions_per_video), num_processes=2)
     two = json.loads((two_dir / "metrics.json").read_text())
     assert two["processes"] == 2 and one["processes"] == 1
     for split in ("val", "test"):

@@ -11,7 +11,7 @@ import json
 import os
 import random
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -129,6 +129,24 @@ def global_batches(n: int, batch_size: int, seed: int, epoch: int, drop_last: bo
     perm = epoch_permutation(n, seed, epoch)
     stop = (n // batch_size) * batch_size if drop_last else n
     return [perm[i : i + batch_size] for i in range(0, stop, batch_size)]
+
+
+def grouped_global_batches(keys: Sequence[str], batch_size: int, seed: int, epoch: int, per_group: int) -> list[list[int]]:
+    """Global batches whose samples come in runs of up to ``per_group`` samples sharing a key (e.g.
+    several questions about one video, whose features the model then computes once per batch).
+
+    Each key's samples are shuffled and cut into runs; the runs are shuffled and concatenated, then cut
+    into batches (the last partial one dropped). Like :func:`global_batches` the order depends only on
+    (seed, epoch); each sample is visited once per epoch."""
+    if per_group < 1:
+        raise ValueError(f"per_group must be >= 1, got {per_group}")
+    by_key: dict[str, list[int]] = {}
+    for i in epoch_permutation(len(keys), seed, epoch):
+        by_key.setdefault(keys[i], []).append(i)
+    runs = [idx[j : j + per_group] for idx in by_key.values() for j in range(0, len(idx), per_group)]
+    order = [i for r in epoch_permutation(len(runs), seed + 1, epoch) for i in runs[r]]
+    stop = (len(order) // batch_size) * batch_size
+    return [order[i : i + batch_size] for i in range(0, stop, batch_size)]
 
 
 class JsonlLogger:

@@ -35,6 +35,9 @@ class ModelConfig:
     # With the default init the random blocks make V'' 8x larger than V at step 0 (norms 8.2 vs 1.06).
     # Synthetic dev world, cpu-small, 12 epochs, answer prior, sasr_lr_scale 0.1, val: default 52.2, zero 55.7
     sasr_init: str = "default"
+    # what the visual source tokens group: "segments" (the paper: the T pooled frame features, one source
+    # per segment) or "cells" (the grid cells of the time-averaged frame: one source per image region)
+    visual_group: str = "segments"
     audio_dim: int = 128
     visual_channels: int = 512  # C of the [T, C, H, W] grid; taken from the features at training time
     grid_h: int = 14  # H and W of the grid; taken from the features at training time
@@ -104,6 +107,10 @@ class TrainConfig:
     warmup_steps: int = 0  # linear learning-rate warm-up (optimizer steps); the paper has none
     grad_clip: float = 0.0  # max global gradient norm; 0 = no clipping (the paper's)
     seed: int = 1
+    # 0: batches shuffle questions freely (the paper). k > 0: batches are built from runs of up to k
+    # questions about one video (mmcore.distributed.grouped_global_batches); the model computes each
+    # video's features once per batch, so a batch of 32 with k=4 runs the video part for ~8 videos, not 32
+    questions_per_video: int = 0
     n_segments: int = 10
     max_question_len: int = 14
     checkpoint_every_steps: int = 200  # periodic resumable checkpoint (also written at every epoch end)

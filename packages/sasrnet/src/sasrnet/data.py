@@ -94,12 +94,28 @@ def collate(items: list[dict], negatives: list[dict] | None = None, noise_seeds:
     """Stack items; ``negatives[i]`` supplies the other-video frames of item i for the match loss.
 
     ``neg_index[i]`` instead names the item of THIS batch whose frames are item i's negative: the model
-    then reuses that item's visual stem output (same values and gradients, half the stem's compute)."""
+    then reuses that item's visual stem output (same values and gradients, half the stem's compute).
+
+    Several questions about one video carry its features once: ``audio`` / ``visual`` are stacked per
+    distinct video (first-appearance order) and ``video_index[i]`` is item i's row, so the model computes
+    everything that does not depend on the question once per video. ``noise_seeds`` (per item) then
+    seed per video, from the video's first item."""
     import torch
 
     batch: dict[str, Any] = {}
+    per_video = ("audio", "visual")
+    rows: dict[str, int] = {}
+    first: list[int] = []
+    if "audio" in items[0]:
+        for i, it in enumerate(items):
+            if it["video_id"] not in rows:
+                rows[it["video_id"]] = len(first)
+                first.append(i)
+        batch["video_index"] = torch.tensor([rows[it["video_id"]] for it in items], dtype=torch.long)
     for k, v in items[0].items():
-        if isinstance(v, torch.Tensor):
+        if k in per_video and first:
+            batch[k] = torch.stack([items[i][k] for i in first])
+        elif isinstance(v, torch.Tensor):
             batch[k] = torch.stack([it[k] for it in items])
         elif isinstance(v, int | float) and not isinstance(v, bool):
             batch[k] = torch.tensor([it[k] for it in items])
@@ -114,7 +130,7 @@ def collate(items: list[dict], negatives: list[dict] | None = None, noise_seeds:
         batch["visual_neg"] = torch.stack([n["visual"] for n in negatives])
         batch["neg_valid"] = torch.tensor([n["video_id"] != it["video_id"] for n, it in zip(negatives, items, strict=True)])
     if noise_seeds is not None:
-        batch["noise_seed"] = torch.tensor(noise_seeds, dtype=torch.long)
+        batch["noise_seed"] = torch.tensor([noise_seeds[i] for i in first] if first else noise_seeds, dtype=torch.long)
     return batch
 
 

@@ -184,6 +184,9 @@ class SaSRModule(nn.Module):
         self.v_presence = nn.Linear(d, 1)
         self.a_presence = nn.Linear(d, 1)
         self.cls = nn.Linear(d, k)  # token i must predict source i
+        if cfg.visual_group not in ("segments", "cells"):
+            raise ValueError(f"unknown visual_group {cfg.visual_group!r} (segments | cells)")
+        self.group_cells = cfg.visual_group == "cells"
         if cfg.sasr_init == "zero":
             self.zero_init_residuals()
         elif cfg.sasr_init != "default":
@@ -207,14 +210,28 @@ class SaSRModule(nn.Module):
             h = blk(h)
         return h[:, :t], h[:, t:]
 
-    def visual_branch(self, v: torch.Tensor, noise_seed: torch.Tensor | None = None):
-        """V' (after the blocks), V'' = V' + CrossAttn(V', G_v), G_v and the segment assignment."""
+    def visual_groups(self, v: torch.Tensor, grid: torch.Tensor | None, noise_seed: torch.Tensor | None = None):
+        """V' and the visual groups G_v with their assignment. ``visual_group="segments"`` (the paper): the
+        blocks run over the T pooled segments, which are grouped. ``"cells"``: they run over the N cells of
+        the time-averaged grid, which are grouped (where an instrument is, not when); V' = V."""
+        if self.group_cells:
+            if grid is None:
+                raise ValueError("visual_group='cells' needs the visual grid")
+            c1, v_tok = self._encode(grid.mean(1), self.v_blocks)
+            g_v, assign_v = self.v_group(c1, v_tok, noise_seed)
+            return v, g_v, assign_v
         v1, v_tok = self._encode(v, self.v_blocks)
         g_v, assign_v = self.v_group(v1, v_tok, noise_seed)
+        return v1, g_v, assign_v
+
+    def visual_branch(self, v: torch.Tensor, noise_seed: torch.Tensor | None = None, grid: torch.Tensor | None = None):
+        """V', V'' = V' + CrossAttn(V', G_v), G_v and the assignment."""
+        v1, g_v, assign_v = self.visual_groups(v, grid, noise_seed)
         return v1, v1 + self.v_back(v1, g_v), g_v, assign_v
 
-    def forward(self, a: torch.Tensor, v: torch.Tensor, noise_seed: torch.Tensor | None = None) -> dict:
-        v1, v2, g_v, assign_v = self.visual_branch(v, noise_seed)
+    def forward(self, a: torch.Tensor, v: torch.Tensor, noise_seed: torch.Tensor | None = None,
+                grid: torch.Tensor | None = None) -> dict:
+        v1, v2, g_v, assign_v = self.visual_branch(v, noise_seed, grid)
         a1, a_tok = self._encode(a, self.a_blocks)
         a_soft = a1 + self.a_regroup(v1, a1)  # query = visual segments, key/value = audio segments
         g_a, assign_a = self.a_group(a_soft, a_tok, None if noise_seed is None else noise_seed + 7919)
@@ -353,8 +370,11 @@ class AVQAModel(nn.Module):
         as in :meth:`forward` without the question, the temporal attention and the SaSR module."""
         if self.cfg.kind == "blind":
             raise ValueError("the question-only model has no audio-visual grounding")
+        rows = batch.get("video_index")
         a = self.audio((batch["audio"] - self.audio_mean) / self.audio_std)
         grid = self._grid(batch["visual"])
+        if rows is not None:  # one question per video here: expand to the questions, nothing to save
+            a, grid = a[rows], grid[rows]
         v_star = self._grounding(a, grid.mean(2), grid)
         grid_neg = grid[batch["neg_index"]] if "neg_index" in batch else self._grid(batch["visual_neg"])
         v_neg = self._grounding(a, grid_neg.mean(2), grid_neg)
@@ -368,27 +388,39 @@ class AVQAModel(nn.Module):
         if self.cfg.kind == "blind":
             z = torch.tanh(q)
         else:
-            a = self.audio((batch["audio"] - self.audio_mean) / self.audio_std)
+            # everything up to the question-guided temporal attention depends only on the video: it runs
+            # once per distinct video of the batch (rows), then each question takes its video's row
+            n_q = q.shape[0]
+            rows = batch.get("video_index")
+            if rows is None:
+                rows = torch.arange(n_q, device=q.device)
+            a = self.audio((batch["audio"] - self.audio_mean) / self.audio_std)  # [U, T, D]
             grid = self._grid(batch["visual"])
             v = grid.mean(2)  # pooled frame feature
             if self.sasr is not None:
-                s = self.sasr(a, v, batch.get("noise_seed") if self.training else None)
+                s = self.sasr(a, v, batch.get("noise_seed") if self.training else None, grid)
                 a, v = s["a"], s["v"]
-                out.update({k: s[k] for k in ("a_prob", "v_prob", "cls_logits", "assign_a", "assign_v")})
+                out.update({k: s[k][rows] for k in ("a_prob", "v_prob", "assign_a", "assign_v")})
+                out["cls_logits"] = s["cls_logits"]
             v_star = self._grounding(a, v, grid)
             if "visual_neg" in batch or "neg_index" in batch:
-                # negatives: frames of another video; the audio stays, so the pair does not match. When that
-                # video is in this batch (neg_index) its stem output is reused: the stem is deterministic
-                grid_neg = grid[batch["neg_index"]] if "neg_index" in batch else self._grid(batch["visual_neg"])
-                v_neg = grid_neg.mean(2)
-                if self.sasr is not None:
-                    # negative frames take the same visual path as positives; otherwise "went through
-                    # the SaSR module or not" would give the match head a shortcut
-                    seed = batch.get("noise_seed") if self.training else None
-                    v_neg = self.sasr.visual_branch(v_neg, None if seed is None else seed + 104729)[1]
-                v_neg = self._grounding(a, v_neg, grid_neg)
-                out["match_pos"] = self.match(torch.cat([a, v_star], -1))  # [B, T, 2]
-                out["match_neg"] = self.match(torch.cat([a, v_neg], -1))
+                # negatives: frames of another video; the audio stays, so the pair does not match
+                a_q = a[rows]
+                if "neg_index" in batch:
+                    # the partner is in this batch: its stem output and V'' (the same visual path as the
+                    # positives, so "went through the SaSR module or not" gives the match head no shortcut)
+                    neg_rows = rows[batch["neg_index"]]
+                    v_neg = self._grounding(a_q, v[neg_rows], grid[neg_rows])
+                else:
+                    grid_neg = self._grid(batch["visual_neg"])
+                    v_neg = grid_neg.mean(2)
+                    if self.sasr is not None:
+                        seed = batch.get("noise_seed") if self.training else None
+                        v_neg = self.sasr.visual_branch(v_neg, None if seed is None else seed[rows] + 104729, grid_neg)[1]
+                    v_neg = self._grounding(a_q, v_neg, grid_neg)
+                out["match_pos"] = self.match(torch.cat([a, v_star], -1))[rows]  # [B, T, 2]
+                out["match_neg"] = self.match(torch.cat([a_q, v_neg], -1))
+            a, v_star = a[rows], v_star[rows]
             h_a, w_a = self.temporal_a(q, a)
             h_v, w_v = self.temporal_v(q, v_star)
             out["temporal_a"], out["temporal_v"] = w_a, w_v

@@ -26,6 +26,7 @@ from mmcore.distributed import (
     JsonlLogger,
     build_accelerator,
     global_batches,
+    grouped_global_batches,
     is_main_process,
     progress_bar,
     rank,
@@ -214,6 +215,7 @@ def train(
         raise MMError(f"batch_size={cfg.batch_size} must be divisible by the number of processes ({world_size()})")
     # the feature key of each item (video_id; AVQA-Yang: video_name), to pick negatives from other videos
     video_ids = [getattr(q, "video_name", None) or q.video_id for q in train_ds.questions]
+    video_number = {v: k for k, v in enumerate(dict.fromkeys(video_ids))}
 
     first = train_ds[0]
     c = int(first["visual"].shape[1]) if "visual" in first else 512
@@ -273,15 +275,17 @@ def train(
         advance(state["step"])
         for epoch in range(state["epoch"], cfg.epochs):
             model.train()
-            batches = global_batches(n, cfg.batch_size, cfg.seed, epoch)
+            batches = (grouped_global_batches(video_ids, cfg.batch_size, cfg.seed, epoch, cfg.questions_per_video)
+                       if cfg.questions_per_video > 0 else global_batches(n, cfg.batch_size, cfg.seed, epoch))
             start = state["batch"] if epoch == state["epoch"] else 0
             t0 = time.perf_counter()
             for b in range(start, len(batches)):
                 gb = batches[b]
                 local = shard_indices(gb)
                 partner = negative_partner(gb, video_ids) if use_negatives else {}
-                # per-sample Gumbel seeds: the same however the global batch is split over processes
-                seeds = [(cfg.seed * 1_000_003 + epoch) * 1_000_003 + i for i in local]
+                # Gumbel seeds per video and epoch (a batch computes each video once): the same however
+                # the global batch is split over processes
+                seeds = [(cfg.seed * 1_000_003 + epoch) * 1_000_003 + video_number[video_ids[i]] for i in local]
                 batch = _batch_with_negatives(train_ds, local, partner if use_negatives else None, seeds)
                 batch = to_device(batch, acc.device)
                 terms = compute_loss(mcfg, model(batch), batch)
