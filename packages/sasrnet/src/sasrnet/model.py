@@ -210,23 +210,19 @@ class SaSRModule(nn.Module):
             h = blk(h)
         return h[:, :t], h[:, t:]
 
-    def visual_groups(self, v: torch.Tensor, grid: torch.Tensor | None, noise_seed: torch.Tensor | None = None):
-        """V' and the visual groups G_v with their assignment. ``visual_group="segments"`` (the paper): the
-        blocks run over the T pooled segments, which are grouped. ``"cells"``: they run over the N cells of
-        the time-averaged grid, which are grouped (where an instrument is, not when); V' = V."""
+    def visual_branch(self, v: torch.Tensor, noise_seed: torch.Tensor | None = None, grid: torch.Tensor | None = None):
+        """V', V'' = V' + CrossAttn(V', G_v), the groups G_v and the assignment. ``visual_group="segments"``
+        (the paper): the blocks run over the T pooled segments, which are grouped. ``"cells"``: they run over
+        the N cells of the time-averaged grid, which are grouped (where an instrument is, not when); V' = V."""
         if self.group_cells:
             if grid is None:
                 raise ValueError("visual_group='cells' needs the visual grid")
-            c1, v_tok = self._encode(grid.mean(1), self.v_blocks)
-            g_v, assign_v = self.v_group(c1, v_tok, noise_seed)
-            return v, g_v, assign_v
-        v1, v_tok = self._encode(v, self.v_blocks)
-        g_v, assign_v = self.v_group(v1, v_tok, noise_seed)
-        return v1, g_v, assign_v
-
-    def visual_branch(self, v: torch.Tensor, noise_seed: torch.Tensor | None = None, grid: torch.Tensor | None = None):
-        """V', V'' = V' + CrossAttn(V', G_v), G_v and the assignment."""
-        v1, g_v, assign_v = self.visual_groups(v, grid, noise_seed)
+            v1 = v
+            h, v_tok = self._encode(grid.mean(1), self.v_blocks)
+        else:
+            v1, v_tok = self._encode(v, self.v_blocks)
+            h = v1
+        g_v, assign_v = self.v_group(h, v_tok, noise_seed)
         return v1, v1 + self.v_back(v1, g_v), g_v, assign_v
 
     def forward(self, a: torch.Tensor, v: torch.Tensor, noise_seed: torch.Tensor | None = None,
@@ -390,10 +386,9 @@ class AVQAModel(nn.Module):
         else:
             # everything up to the question-guided temporal attention depends only on the video: it runs
             # once per distinct video of the batch (rows), then each question takes its video's row
-            n_q = q.shape[0]
             rows = batch.get("video_index")
             if rows is None:
-                rows = torch.arange(n_q, device=q.device)
+                rows = torch.arange(q.shape[0], device=q.device)
             a = self.audio((batch["audio"] - self.audio_mean) / self.audio_std)  # [U, T, D]
             grid = self._grid(batch["visual"])
             v = grid.mean(2)  # pooled frame feature
