@@ -287,6 +287,11 @@ class ConvStem(nn.Module):
         return (h + self.pos).view(b, t, *h.shape[1:])
 
 
+def unit_cells(grid: torch.Tensor) -> torch.Tensor:
+    """The grid [..., N, D] with each cell's feature L2-normalised (the grounding's F_t)."""
+    return F.normalize(grid, dim=-1)
+
+
 class AVQAModel(nn.Module):
     """SaSR-Net (``kind="sasrnet"``), AVST (``"avst"``) or the question-only model (``"blind"``).
 
@@ -323,12 +328,22 @@ class AVQAModel(nn.Module):
         else:
             self.answer = nn.Linear(d, cfg.n_answers)
 
-    def _grounding(self, a: torch.Tensor, v: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
-        """Audio-guided spatial attention: a [B,T,D] weighs the N cells of grid [B,T,N,D] per segment."""
-        f = F.normalize(grid, dim=-1)
+    def _grounding(self, a: torch.Tensor, v: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+        """Audio-guided spatial attention: a [B,T,D] weighs the N cells of f [B,T,N,D] (the L2-normalised
+        grid, see :func:`unit_cells`) per segment."""
         alpha = torch.softmax(f @ F.normalize(a, dim=-1)[..., None], dim=2)  # [B, T, N, 1]
-        g = (alpha * f).sum(2)
+        g = (alpha.transpose(2, 3) @ f).squeeze(2)  # the alpha-weighted sum of cells, as one matmul
         return self.ground(torch.tanh(torch.cat([v, g], dim=-1)))
+
+    def _match_negatives(self, a: torch.Tensor, v: torch.Tensor, f: torch.Tensor, rows: torch.Tensor,
+                         neg_rows: torch.Tensor) -> torch.Tensor:
+        """Match logits [B, T, 2] of question i's audio (video rows[i]) against the frames of video
+        neg_rows[i]. They depend only on that pair of videos, and the questions about one video share
+        their partner, so each distinct pair is computed once and gathered back (same values and gradients)."""
+        pair, inv = torch.unique(rows * a.shape[0] + neg_rows, return_inverse=True)
+        pa, pn = pair // a.shape[0], pair % a.shape[0]
+        v_neg = self._grounding(a[pa], v[pn], f[pn])
+        return self.match(torch.cat([a[pa], v_neg], -1))[inv]
 
     @torch.no_grad()
     def set_input_stats(self, audio_mean, audio_std, visual_mean, visual_std) -> None:
@@ -371,9 +386,9 @@ class AVQAModel(nn.Module):
         grid = self._grid(batch["visual"])
         if rows is not None:  # one question per video here: expand to the questions, nothing to save
             a, grid = a[rows], grid[rows]
-        v_star = self._grounding(a, grid.mean(2), grid)
+        v_star = self._grounding(a, grid.mean(2), unit_cells(grid))
         grid_neg = grid[batch["neg_index"]] if "neg_index" in batch else self._grid(batch["visual_neg"])
-        v_neg = self._grounding(a, grid_neg.mean(2), grid_neg)
+        v_neg = self._grounding(a, grid_neg.mean(2), unit_cells(grid_neg))
         return {"match_pos": self.match(torch.cat([a, v_star], -1)), "match_neg": self.match(torch.cat([a, v_neg], -1))}
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -397,24 +412,24 @@ class AVQAModel(nn.Module):
                 a, v = s["a"], s["v"]
                 out.update({k: s[k][rows] for k in ("a_prob", "v_prob", "assign_a", "assign_v")})
                 out["cls_logits"] = s["cls_logits"]
-            v_star = self._grounding(a, v, grid)
+            cells = unit_cells(grid)  # once per video: the positives and the in-batch negatives share it
+            v_star = self._grounding(a, v, cells)
             if "visual_neg" in batch or "neg_index" in batch:
                 # negatives: frames of another video; the audio stays, so the pair does not match
-                a_q = a[rows]
                 if "neg_index" in batch:
                     # the partner is in this batch: its stem output and V'' (the same visual path as the
                     # positives, so "went through the SaSR module or not" gives the match head no shortcut)
-                    neg_rows = rows[batch["neg_index"]]
-                    v_neg = self._grounding(a_q, v[neg_rows], grid[neg_rows])
+                    out["match_neg"] = self._match_negatives(a, v, cells, rows, rows[batch["neg_index"]])
                 else:
+                    a_q = a[rows]
                     grid_neg = self._grid(batch["visual_neg"])
                     v_neg = grid_neg.mean(2)
                     if self.sasr is not None:
                         seed = batch.get("noise_seed") if self.training else None
                         v_neg = self.sasr.visual_branch(v_neg, None if seed is None else seed[rows] + 104729, grid_neg)[1]
-                    v_neg = self._grounding(a_q, v_neg, grid_neg)
+                    v_neg = self._grounding(a_q, v_neg, unit_cells(grid_neg))
+                    out["match_neg"] = self.match(torch.cat([a_q, v_neg], -1))
                 out["match_pos"] = self.match(torch.cat([a, v_star], -1))[rows]  # [B, T, 2]
-                out["match_neg"] = self.match(torch.cat([a_q, v_neg], -1))
             a, v_star = a[rows], v_star[rows]
             h_a, w_a = self.temporal_a(q, a)
             h_v, w_v = self.temporal_v(q, v_star)
