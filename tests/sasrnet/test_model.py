@@ -263,3 +263,27 @@ def test_questions_about_one_video_share_its_computation(kind):
     assert torch.allclose(res[0][0], res[1][0], atol=1e-5)
     assert torch.allclose(res[0][1], res[1][1], atol=1e-6)
     assert torch.allclose(res[0][2], res[1][2], atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["sasrnet", "avst"])
+def test_match_head_runs_once_per_video_and_once_per_distinct_negative_pair(kind):
+    """6 questions about 3 videos whose negatives form 4 distinct (audio video, frame video) pairs: the
+    match head scores 3 positive rows and 4 negative rows, and the per-question logits are gathered back."""
+    from sasrnet.data import collate
+
+    g = torch.Generator().manual_seed(4)
+    vids = ["v0", "v1", "v0", "v2", "v1", "v0"]
+    feats = {v: (torch.randn(T, 128, generator=g), torch.randn(T, C, H, W, generator=g)) for v in sorted(set(vids))}
+    items = [{"audio": feats[v][0], "visual": feats[v][1], "question": torch.randint(1, V, (14,), generator=g),
+              "answer": torch.tensor(0), "sources": torch.zeros(22), "video_id": v, "question_id": i,
+              "type_key": "A-Count"} for i, v in enumerate(vids)]
+    # partners: v0->v1 (questions 0, 5), v1->v0 (1, 4), v0->v2 (2), v2->v0 (3)
+    batch = collate(items, None, [0] * len(items), neg_index=[1, 0, 3, 2, 5, 4])
+    model = build_model(_cfg(kind)).eval()
+    seen: list[int] = []
+    model.match.register_forward_hook(lambda m, inp, out: seen.append(inp[0].shape[0]))
+    out = model(batch)
+    assert seen == [4, 3]  # negatives (distinct pairs), then positives (distinct videos)
+    assert out["match_neg"].shape[0] == out["match_pos"].shape[0] == len(items)
+    assert torch.equal(out["match_neg"][0], out["match_neg"][5]) and torch.equal(out["match_neg"][1], out["match_neg"][4])
+    assert not torch.equal(out["match_neg"][0], out["match_neg"][2])
