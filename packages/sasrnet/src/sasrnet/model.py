@@ -287,11 +287,6 @@ class ConvStem(nn.Module):
         return (h + self.pos).view(b, t, *h.shape[1:])
 
 
-def unit_cells(grid: torch.Tensor) -> torch.Tensor:
-    """The grid [..., N, D] with each cell's feature L2-normalised (the grounding's F_t)."""
-    return F.normalize(grid, dim=-1)
-
-
 class AVQAModel(nn.Module):
     """SaSR-Net (``kind="sasrnet"``), AVST (``"avst"``) or the question-only model (``"blind"``).
 
@@ -329,8 +324,8 @@ class AVQAModel(nn.Module):
             self.answer = nn.Linear(d, cfg.n_answers)
 
     def _grounding(self, a: torch.Tensor, v: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
-        """Audio-guided spatial attention: a [B,T,D] weighs the N cells of f [B,T,N,D] (the L2-normalised
-        grid, see :func:`unit_cells`) per segment."""
+        """Audio-guided spatial attention: a [B,T,D] weighs the N cells of f [B,T,N,D] (the grid with each
+        cell's feature L2-normalised: F_t) per segment."""
         alpha = torch.softmax(f @ F.normalize(a, dim=-1)[..., None], dim=2)  # [B, T, N, 1]
         g = (alpha.transpose(2, 3) @ f).squeeze(2)  # the alpha-weighted sum of cells, as one matmul
         return self.ground(torch.tanh(torch.cat([v, g], dim=-1)))
@@ -386,9 +381,9 @@ class AVQAModel(nn.Module):
         grid = self._grid(batch["visual"])
         if rows is not None:  # one question per video here: expand to the questions, nothing to save
             a, grid = a[rows], grid[rows]
-        v_star = self._grounding(a, grid.mean(2), unit_cells(grid))
+        v_star = self._grounding(a, grid.mean(2), F.normalize(grid, dim=-1))
         grid_neg = grid[batch["neg_index"]] if "neg_index" in batch else self._grid(batch["visual_neg"])
-        v_neg = self._grounding(a, grid_neg.mean(2), unit_cells(grid_neg))
+        v_neg = self._grounding(a, grid_neg.mean(2), F.normalize(grid_neg, dim=-1))
         return {"match_pos": self.match(torch.cat([a, v_star], -1)), "match_neg": self.match(torch.cat([a, v_neg], -1))}
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -412,7 +407,7 @@ class AVQAModel(nn.Module):
                 a, v = s["a"], s["v"]
                 out.update({k: s[k][rows] for k in ("a_prob", "v_prob", "assign_a", "assign_v")})
                 out["cls_logits"] = s["cls_logits"]
-            cells = unit_cells(grid)  # once per video: the positives and the in-batch negatives share it
+            cells = F.normalize(grid, dim=-1)  # once per video: the positives and the in-batch negatives share it
             v_star = self._grounding(a, v, cells)
             if "visual_neg" in batch or "neg_index" in batch:
                 # negatives: frames of another video; the audio stays, so the pair does not match
@@ -427,7 +422,7 @@ class AVQAModel(nn.Module):
                     if self.sasr is not None:
                         seed = batch.get("noise_seed") if self.training else None
                         v_neg = self.sasr.visual_branch(v_neg, None if seed is None else seed[rows] + 104729, grid_neg)[1]
-                    v_neg = self._grounding(a_q, v_neg, unit_cells(grid_neg))
+                    v_neg = self._grounding(a_q, v_neg, F.normalize(grid_neg, dim=-1))
                     out["match_neg"] = self.match(torch.cat([a_q, v_neg], -1))
                 out["match_pos"] = self.match(torch.cat([a, v_star], -1))[rows]  # [B, T, 2]
             a, v_star = a[rows], v_star[rows]
