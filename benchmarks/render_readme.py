@@ -60,9 +60,14 @@ def _adapt(name: str, data: dict[str, Any]) -> tuple[dict[str, Any] | None, list
     elif name == "avqa_synth":
         keys = ["A-Count", "A-Comp", "A-Avg", "V-Count", "V-Loc", "V-Avg", "AV-Ext", "AV-Count", "AV-Loc",
                 "AV-Comp", "AV-Temp", "AV-Avg", "overall"]
-        table = [{"model": m, **{k: r["test"][k] for k in keys}, "train samples/s": r.get("train_samples_per_s"),
+        table = [{"model": m, **{k: r["test"][k] for k in keys},
+                  **({"overall per seed": list(r["overall_per_seed"].values())} if "overall_per_seed" in r else {}),
+                  "train samples/s": r.get("train_samples_per_s"),
                   "ms/question": r.get("latency_ms_per_question")} for m, r in data["models"].items()]
         summary = dict(data.get("verdict", {}))
+        if "training_seeds" in summary:
+            seeds = data["settings"]["train_seeds"]
+            summary = {"accuracies": f"test %, median over training seeds {seeds} (per seed in the JSON)", **summary}
     elif name == "unlearn_shapes":
         cols = ["method", "forget_accuracy", "retain_accuracy", "test_accuracy", "retain_i2t_R@1", "mia_efficacy",
                 "wall_seconds", "time_ratio_to_retrain", "relearn_steps"]

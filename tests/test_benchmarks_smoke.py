@@ -113,3 +113,36 @@ def test_unlearn_defaults_quick(tmp_path: Path) -> None:
         vals = [r["retain_accuracy"] for r in row["runs"]]
         assert row["mean_delta"]["retain_accuracy"] == pytest.approx(sum(vals) / 2, abs=1e-3)
     assert (tmp_path / "unlearn_defaults_quick.json").is_file() and (tmp_path / "unlearn_defaults_quick.png").is_file()
+
+
+@pytest.mark.slow
+def test_avqa_synth_quick_reports_medians_over_training_seeds(tmp_path: Path) -> None:
+    from benchmarks import avqa_synth
+
+    res = avqa_synth.main(["--quick", "--train-seeds", "1,2,3", "--jobs", "1", "--out", str(tmp_path),
+                           "--work", str(tmp_path / "work")])
+    data = json.loads((tmp_path / "avqa_synth_quick.json").read_text())
+    assert (tmp_path / "avqa_synth_quick.png").is_file()
+    assert data["verdict"] == json.loads(json.dumps(res["verdict"]))
+    for kind, m in data["models"].items():
+        per_seed = [m["seeds"][s]["test"]["overall"] for s in ("1", "2", "3")]
+        assert m["overall_per_seed"] == dict(zip(("1", "2", "3"), per_seed, strict=True))
+        assert m["test"]["overall"] == pytest.approx(sorted(per_seed)[1]), kind  # the median of three
+        assert m["test_min"]["overall"] == min(per_seed) and m["test_max"]["overall"] == max(per_seed)
+        assert (tmp_path / "work" / "runs" / f"{kind}-seed3" / "model.safetensors").is_file()
+    v = data["verdict"]
+    assert v["training_seeds"] == 3
+    assert v["sasrnet_minus_avst"] == pytest.approx(
+        data["models"]["sasrnet"]["test"]["overall"] - data["models"]["avst"]["test"]["overall"], abs=0.01)
+    assert v["beats_avst_by_3"] == (v["sasrnet_minus_avst"] >= 3)
+    assert len(v["sasrnet_minus_avst_per_seed"]) == 3
+    assert v["single_seed_minutes"] <= v["total_minutes"]
+    assert v["within_20_minutes"] == (v["single_seed_minutes"] <= 20)
+
+
+def test_avqa_synth_rejects_bad_seed_lists() -> None:
+    from benchmarks import avqa_synth
+
+    for bad in ("1,x", "1,1", ""):
+        with pytest.raises(SystemExit):
+            avqa_synth.main(["--quick", "--train-seeds", bad, "--no-write"])

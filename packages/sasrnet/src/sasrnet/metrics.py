@@ -37,8 +37,10 @@ def type_accuracies(type_keys: Sequence[str], correct: Sequence[bool]) -> dict[s
     return out
 
 
-def plot_type_accuracies(results: dict[str, dict], path: str | Path, title: str = "Accuracy per question type") -> Path:
-    """Grouped bar chart: one group per report key, one bar per model."""
+def plot_type_accuracies(results: dict[str, dict], path: str | Path, title: str = "Accuracy per question type",
+                         spread: dict[str, tuple[dict, dict]] | None = None) -> Path:
+    """Grouped bar chart: one group per report key, one bar per model. ``spread[model] = (low, high)``
+    (per-key dicts, e.g. the min and max over training seeds) draws an error bar from low to high."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -50,7 +52,13 @@ def plot_type_accuracies(results: dict[str, dict], path: str | Path, title: str 
     fig, ax = plt.subplots(figsize=(max(8, len(keys) * 0.9), 4))
     for j, (name, r) in enumerate(results.items()):
         xs = [i + (j - (n - 1) / 2) * width for i in range(len(keys))]
-        ax.bar(xs, [r.get(k) or 0.0 for k in keys], width, label=name)
+        ys = [r.get(k) or 0.0 for k in keys]
+        yerr = None
+        if spread and name in spread:
+            lo, hi = spread[name]
+            yerr = [[max(y - (lo.get(k) if lo.get(k) is not None else y), 0.0) for y, k in zip(ys, keys, strict=True)],
+                    [max((hi.get(k) if hi.get(k) is not None else y) - y, 0.0) for y, k in zip(ys, keys, strict=True)]]
+        ax.bar(xs, ys, width, label=name, yerr=yerr, capsize=2 if yerr else 0)
     ax.set_xticks(range(len(keys)), keys, rotation=45, ha="right")
     ax.set_ylabel("accuracy (%)")
     ax.set_ylim(0, 100)
