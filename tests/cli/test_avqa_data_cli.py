@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,8 @@ import typer
 from mm_cli import avqa_data_cmds
 from typer.testing import CliRunner
 
-REAL = Path("/work/shared/data/music-avqa")
+# the real annotation files sit in shared/ beside the checkout (MM_MUSIC_AVQA_DIR points elsewhere)
+REAL = Path(os.environ.get("MM_MUSIC_AVQA_DIR", Path(__file__).resolve().parents[3] / "shared/data/music-avqa"))
 needs_real = pytest.mark.skipif(not (REAL / "avqa-test.json").is_file(), reason="real Music-AVQA files not present")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -20,7 +21,8 @@ from mmcore.data.synth_avqa import (
 )
 from mmcore.errors import MMError
 
-REAL = Path("/work/shared/data/music-avqa")
+# the real annotation files sit in shared/ beside the checkout (MM_MUSIC_AVQA_DIR points elsewhere)
+REAL = Path(os.environ.get("MM_MUSIC_AVQA_DIR", Path(__file__).resolve().parents[3] / "shared/data/music-avqa"))
 SR, DUR, FPS, SIZE = 16000, 5, 4, (96, 64)
 
 
