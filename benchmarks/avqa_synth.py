@@ -77,21 +77,22 @@ def _train_one(kind: str, cfg_kwargs: dict[str, Any], data: Path, out: Path, thr
     return m, round(time.perf_counter() - t, 2)
 
 
+def _run_dir(work: Path, kind: str, seed: int) -> Path:
+    return work / "runs" / f"{kind}-seed{seed}"
+
+
 def _run_trainings(jobs: list[tuple[str, int]], common: dict[str, Any], data: Path, work: Path, n_procs: int,
                    threads: int) -> dict[tuple[str, int], tuple[dict, float]]:
     """Train each (model, seed) of ``jobs``, in ``n_procs`` worker processes when > 1; the slowest model is
     submitted first, so the cheaper ones share the other process."""
-    def run_dir(kind: str, seed: int) -> Path:
-        return work / "runs" / f"{kind}-seed{seed}"
-
     if n_procs <= 1:
-        return {(k, s): _train_one(k, {**common, "seed": s}, data, run_dir(k, s), threads) for k, s in jobs}
+        return {(k, s): _train_one(k, {**common, "seed": s}, data, _run_dir(work, k, s), threads) for k, s in jobs}
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
     order = sorted(jobs, key=lambda j: (MODELS.index(j[0]) if j[0] in MODELS else len(MODELS), j[1]))
     with ProcessPoolExecutor(n_procs, mp_context=mp.get_context("spawn")) as pool:
-        futs = {j: pool.submit(_train_one, j[0], {**common, "seed": j[1]}, data, run_dir(*j), threads) for j in order}
+        futs = {j: pool.submit(_train_one, j[0], {**common, "seed": j[1]}, data, _run_dir(work, *j), threads) for j in order}
         return {j: f.result() for j, f in futs.items()}
 
 
@@ -192,7 +193,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         kinds = args.models.split(",")
         # the first seed alone: the pipeline the issue times, measured as wall time (latency runs included)
         runs = _run_trainings([(k, seeds[0]) for k in kinds], common, data, work, args.jobs, args.threads)
-        latency = {k: _latency(work / "runs" / f"{k}-seed{seeds[0]}", data) for k in kinds}
+        latency = {k: _latency(_run_dir(work, k, seeds[0]), data) for k in kinds}
         single_seed_s = time.perf_counter() - t_start
         if len(seeds) > 1:
             runs |= _run_trainings([(k, s) for s in seeds[1:] for k in kinds], common, data, work, args.jobs,

@@ -119,7 +119,7 @@ def eval_cmd(
 
     m = evaluate(checkpoint, _paths(data, None, None, None, features), out, annotations=ann, batch_size=batch_size,
                  skip_bad=skip_bad, overwrite=overwrite)
-    _type_table(f"accuracy (%) on {m['annotations']}", {m["model"]: m})
+    _type_table(f"accuracy (%) on {Path(m['annotations']).name}", {m["model"]: m})  # the full path: metrics.json
     if any(m["skipped"].values()):
         typer.echo(f"skipped: {m['skipped']}", err=True)
     typer.echo(f"wrote {out}/metrics.json")
