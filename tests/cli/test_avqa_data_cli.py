@@ -11,10 +11,7 @@ import typer
 from mm_cli import avqa_data_cmds
 from typer.testing import CliRunner
 
-# the real annotation files: $MM_MUSIC_AVQA_DIR, else shared/ beside the checkout, else the workplace's copy
-_CANDIDATES = [os.environ.get("MM_MUSIC_AVQA_DIR", ""), Path(__file__).resolve().parents[3] / "shared/data/music-avqa",
-               "/work/shared/data/music-avqa"]
-REAL = next((Path(c) for c in _CANDIDATES if c and (Path(c) / "avqa-test.json").is_file()), Path(_CANDIDATES[-1]))
+REAL = Path(os.environ["MM_MUSIC_AVQA_DIR"])  # set by tests/conftest.py
 needs_real = pytest.mark.skipif(not (REAL / "avqa-test.json").is_file(), reason="real Music-AVQA files not present")
 
 

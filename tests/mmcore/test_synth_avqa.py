@@ -21,10 +21,7 @@ from mmcore.data.synth_avqa import (
 )
 from mmcore.errors import MMError
 
-# the real annotation files: $MM_MUSIC_AVQA_DIR, else shared/ beside the checkout, else the workplace's copy
-_CANDIDATES = [os.environ.get("MM_MUSIC_AVQA_DIR", ""), Path(__file__).resolve().parents[3] / "shared/data/music-avqa",
-               "/work/shared/data/music-avqa"]
-REAL = next((Path(c) for c in _CANDIDATES if c and (Path(c) / "avqa-test.json").is_file()), Path(_CANDIDATES[-1]))
+REAL = Path(os.environ["MM_MUSIC_AVQA_DIR"])  # set by tests/conftest.py
 SR, DUR, FPS, SIZE = 16000, 5, 4, (96, 64)
 
 

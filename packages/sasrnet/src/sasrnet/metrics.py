@@ -56,8 +56,8 @@ def plot_type_accuracies(results: dict[str, dict], path: str | Path, title: str 
         yerr = None
         if spread and name in spread:
             lo, hi = spread[name]
-            yerr = [[max(y - (lo.get(k) if lo.get(k) is not None else y), 0.0) for y, k in zip(ys, keys, strict=True)],
-                    [max((hi.get(k) if hi.get(k) is not None else y) - y, 0.0) for y, k in zip(ys, keys, strict=True)]]
+            yerr = [[y - (y if lo.get(k) is None else lo[k]) for y, k in zip(ys, keys, strict=True)],
+                    [(y if hi.get(k) is None else hi[k]) - y for y, k in zip(ys, keys, strict=True)]]
         ax.bar(xs, ys, width, label=name, yerr=yerr, capsize=2 if yerr else 0)
     ax.set_xticks(range(len(keys)), keys, rotation=45, ha="right")
     ax.set_ylabel("accuracy (%)")
