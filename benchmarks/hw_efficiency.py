@@ -137,7 +137,6 @@ def sasrnet_train_step(size: str, batch_size: int | None, seed: int = 0) -> tupl
         "audio": torch.randn(bs, t, a_dim, generator=g),
         "visual": torch.rand(bs, t, c, hw, hw, generator=g),
         "visual_neg": torch.rand(bs, t, c, hw, hw, generator=g),
-        "neg_valid": torch.ones(bs, dtype=torch.bool),
         "question": torch.randint(1, cfg.word_vocab, (bs, qlen), generator=g),
         "answer": torch.randint(0, cfg.n_answers, (bs,), generator=g),
         "sources": (torch.rand(bs, cfg.n_sources, generator=g) < 0.15).float(),

@@ -135,7 +135,13 @@ def test_avqa_synth_quick_reports_medians_over_training_seeds(tmp_path: Path) ->
     assert v["sasrnet_minus_avst"] == pytest.approx(
         data["models"]["sasrnet"]["test"]["overall"] - data["models"]["avst"]["test"]["overall"], abs=0.01)
     assert v["beats_avst_by_3"] == (v["sasrnet_minus_avst"] >= 3)
-    assert len(v["sasrnet_minus_avst_per_seed"]) == 3
+    gap = data["gaps"]["sasrnet_minus_avst"]
+    assert len(gap["per_seed"]) == 3 and gap["median_gap"] == v["sasrnet_minus_avst"]
+    boot = gap["seed_mean_paired_bootstrap"]
+    assert boot["ci95"][0] <= boot["gap"] <= boot["ci95"][1] and boot["questions"] == data["models"]["avst"]["test"]["n_questions"]
+    assert set(data["models"]) == {"sasrnet", "avst", "avst-sasr-recipe", "blind"}
+    assert data["models"]["avst"]["recipe"] == "configs/avqa/avst-cpu-benchmark.yaml"
+    assert {r["template"] for r in data["per_template"]} and all(r["questions"] > 0 for r in data["per_template"])
     assert v["single_seed_minutes"] <= v["total_minutes"]
     assert v["within_20_minutes"] == (v["single_seed_minutes"] <= 20)
 
@@ -146,3 +152,14 @@ def test_avqa_synth_rejects_bad_seed_lists() -> None:
     for bad in ("1,x", "1,1", ""):
         with pytest.raises(SystemExit):
             avqa_synth.main(["--quick", "--train-seeds", bad, "--no-write"])
+
+
+def test_paired_bootstrap_gap_and_interval_move_with_the_models() -> None:
+    from benchmarks.avqa_synth import paired_bootstrap
+
+    better = [[True] * 80 + [False] * 20]
+    worse = [[True] * 50 + [False] * 50]
+    res = paired_bootstrap(better, worse, n_boot=500)
+    assert res["gap"] == 30.0 and res["ci95"][0] > 0 and res["ci95"][1] < 60
+    same = paired_bootstrap(better, better, n_boot=200)
+    assert same["gap"] == 0.0 and same["ci95"] == [0.0, 0.0]

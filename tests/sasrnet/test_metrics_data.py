@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from hypothesis import given
 from hypothesis import strategies as st
-from sasrnet.data import negative_partner
 from sasrnet.metrics import AVG_GROUPS, REPORT_KEYS, type_accuracies
 
 TYPES = ["A-Count", "A-Comp", "V-Count", "V-Loc", "AV-Ext", "AV-Count", "AV-Loc", "AV-Comp", "AV-Temp"]
@@ -21,13 +20,3 @@ def test_type_accuracies_match_brute_force(pairs):
         assert m[key] == expected, key
 
 
-@given(st.lists(st.integers(0, 4), min_size=1, max_size=20))
-def test_negative_partner_is_another_video_whenever_one_exists(video_of_item):
-    videos = [f"v{x}" for x in video_of_item]
-    batch = list(range(len(videos)))[::-1]
-    partner = negative_partner(batch, videos)
-    assert set(partner) == set(batch)
-    for i, p in partner.items():
-        assert p in batch
-        others = [j for j in batch if videos[j] != videos[i]]
-        assert (videos[p] != videos[i]) if others else p == i

@@ -6,7 +6,8 @@ import pytest
 import torch
 from mmcore.errors import ConfigError
 from sasrnet.config import PRESETS, ModelConfig, model_config
-from sasrnet.model import SaSRModule, build_model, compute_loss, hard_assignment
+from sasrnet.model import build_model, compute_loss
+from sasrnet.sasr import SaSRModule, assign
 
 B, T, C, H, W, V, A = 4, 5, 6, 3, 3, 30, 12
 
@@ -17,7 +18,6 @@ def _batch(multiple_choice: bool = False) -> dict:
         "audio": torch.randn(B, T, 128, generator=g),
         "visual": torch.randn(B, T, C, H, W, generator=g),
         "visual_neg": torch.randn(B, T, C, H, W, generator=g),
-        "neg_valid": torch.tensor([True, True, False, True]),
         "question": torch.randint(1, V, (B, 14), generator=g),
         "answer": torch.randint(0, 4 if multiple_choice else A, (B,), generator=g),
         "sources": (torch.rand(B, 22, generator=g) > 0.7).float(),
@@ -30,7 +30,7 @@ def _batch(multiple_choice: bool = False) -> dict:
 
 def _cfg(kind: str, **kw) -> ModelConfig:
     return model_config(kind, "cpu-tiny", {"visual_channels": C, "grid_h": H, "grid_w": W, "word_vocab": V,
-                                           "n_answers": A, **kw})
+                                           "n_answers": A, "n_segments": T, **kw})
 
 
 def test_paper_config_matches_the_doc():
@@ -87,16 +87,20 @@ def test_sasr_outputs_source_heads_and_one_hot_grouping():
     assert build_model(_cfg("avst")).sasr is None
 
 
-def test_hard_gumbel_assignment_is_straight_through_and_seeded():
+def test_hard_gumbel_assignment_is_straight_through_seeded_and_fresh_per_seed():
     logits = torch.randn(3, 22, 7, requires_grad=True)
-    a = hard_assignment(logits, 1.0, training=True, noise_seed=torch.tensor([1, 2, 3]))
+    a = assign(logits, hard=True, training=True, seeds=torch.tensor([1, 2, 3]))
     assert torch.allclose(a.sum(1), torch.ones(3, 7))
     (a * torch.randn_like(a)).sum().backward()
     assert logits.grad is not None and logits.grad.abs().sum() > 0  # the gradient flows through the softmax
-    again = hard_assignment(logits.detach(), 1.0, training=True, noise_seed=torch.tensor([1, 2, 3]))
+    again = assign(logits.detach(), hard=True, training=True, seeds=torch.tensor([1, 2, 3]))
     assert torch.equal(a.detach(), again)
-    eval_a = hard_assignment(logits.detach(), 1.0, training=False, noise_seed=None)
+    other = assign(logits.detach(), hard=True, training=True, seeds=torch.tensor([4, 5, 6]))
+    assert not torch.equal(a.detach(), other)  # a new seed (every step has one) draws new noise
+    eval_a = assign(logits.detach(), hard=True, training=False)
     assert torch.equal(eval_a.argmax(1), logits.detach().argmax(1))
+    soft = assign(logits.detach(), hard=False, training=True)
+    assert torch.allclose(soft, logits.detach().softmax(1))
 
 
 def test_batch_split_gives_the_same_outputs_as_the_full_batch():
@@ -158,75 +162,44 @@ def test_input_standardisation_uses_saved_statistics():
     assert {"audio_mean", "audio_std", "visual_mean", "visual_std"} <= set(model.state_dict())
 
 
-def test_zero_sasr_init_starts_as_avst_and_its_branches_learn():
-    """sasr_init="zero": the SaSR module returns A'' = A, V'' = V, so SaSR-Net computes AVST's answer from
-    the same shared weights; one optimizer step makes the zeroed branches non-zero."""
+def test_published_negatives_rerun_the_sasr_module_on_the_other_frames():
+    """negative_pass="full" (the public code): the audio branch regroups by the NEGATIVE frames, so the
+    negatives' match logits differ from "reuse_audio" (positive A'' kept); the positive outputs do not.
+    The audio output itself depends on the frames."""
     torch.manual_seed(0)
-    avst = build_model(_cfg("avst")).eval()
-    sasr = build_model(_cfg("sasrnet", sasr_init="zero")).eval()
-    sasr.load_state_dict(avst.state_dict(), strict=False)
+    full = build_model(_cfg("sasrnet")).eval()
+    reuse = build_model(_cfg("sasrnet", negative_pass="reuse_audio")).eval()
+    reuse.load_state_dict(full.state_dict())
     b = _batch()
-    assert torch.allclose(sasr(b)["logits"], avst(b)["logits"], atol=1e-6)
-    # the paper's init does not (the test can fail)
-    paper = build_model(_cfg("sasrnet")).eval()
-    paper.load_state_dict(avst.state_dict(), strict=False)
-    assert not torch.allclose(paper(b)["logits"], avst(b)["logits"], atol=1e-3)
-    sasr.train()
-    opt = torch.optim.SGD(sasr.parameters(), lr=0.1)
-    compute_loss(sasr.cfg, sasr(b), b)["loss"].backward()
-    opt.step()
-    assert sasr.sasr.v_back.attn.out_proj.weight.abs().sum() > 0
-    assert sasr.sasr.a_blocks[0].mlp[-1].weight.abs().sum() > 0
-    with pytest.raises(ValueError, match="sasr_init"):
-        build_model(_cfg("sasrnet", sasr_init="ones"))
+    of, orr = full(b), reuse(b)
+    assert torch.equal(of["logits"], orr["logits"]) and torch.equal(of["match_pos"], orr["match_pos"])
+    assert not torch.allclose(of["match_neg"], orr["match_neg"], atol=1e-4)
+    a = torch.randn(B, T, 32)
+    v1, v2 = torch.randn(B, T, 32), torch.randn(B, T, 32)
+    out1, out2 = full.sasr(a, v1), full.sasr(a, v2)
+    assert (out1["a"] - out2["a"]).norm() / out1["a"].norm() > 0.01
+    with pytest.raises(ValueError, match="negative_pass"):
+        build_model(_cfg("sasrnet", negative_pass="none"))
 
 
-def test_cell_grouping_groups_grid_cells_and_reuses_the_partners_groups_for_negatives():
-    """visual_group="cells": the visual source tokens group the cells of the time-averaged grid; with
-    zero init it still starts as AVST; a negative's groups are its partner's (eval: no noise, so equal)."""
+def test_sasr_init_is_the_public_truncated_normal():
     torch.manual_seed(0)
-    cfg = _cfg("sasrnet", visual_group="cells", sasr_init="zero")
-    model = build_model(cfg).eval()
-    b = _batch()
-    out = model(b)
-    n_cells = model.visual_proj.pos.shape[0]  # the stem's (strided) grid
-    assert out["assign_v"].shape == (B, cfg.n_sources, n_cells) and out["assign_a"].shape == (B, cfg.n_sources, T)
-    assert torch.allclose(out["assign_v"].sum(1), torch.ones(B, n_cells))  # each cell to exactly one token
-    avst = build_model(_cfg("avst")).eval()
-    avst.load_state_dict(model.state_dict(), strict=False)
-    assert torch.allclose(out["logits"], avst(b)["logits"], atol=1e-6)
-    with torch.no_grad():  # make the branch matter, then compare negatives by index vs explicit frames
-        model.sasr.v_back.attn.out_proj.weight.normal_()
-    idx = torch.tensor([1, 2, 3, 0])
-    explicit = model({**b, "visual_neg": b["visual"][idx]})
-    by_index = model({k: v for k, v in b.items() if k != "visual_neg"} | {"neg_index": idx})
-    assert torch.allclose(explicit["match_neg"], by_index["match_neg"], atol=1e-5)
-    with pytest.raises(ValueError, match="visual_group"):
-        build_model(_cfg("sasrnet", visual_group="frames"))
+    sasr = build_model(model_config("sasrnet", "paper", {"word_vocab": V, "n_answers": A})).sasr
+    w = torch.cat([m.weight.detach().flatten() for m in sasr.modules() if isinstance(m, torch.nn.Linear)])
+    # std 0.02, cut at +-2 (absolute, as timm's trunc_normal_: a sample of the uniform's end point lands on 2)
+    assert abs(float(w.std()) - 0.02) < 0.001 and float((w.abs() > 0.12).float().mean()) < 1e-6
+    assert all(float(m.bias.detach().abs().max()) == 0 for m in sasr.modules() if isinstance(m, torch.nn.Linear))
+    assert torch.equal(sasr.tokens, torch.zeros_like(sasr.tokens))
+    # drop-path 0.1 on every transformer block and back-projection (not a rising schedule), none before assignment
+    from sasrnet.sasr import CrossAttnBlock, DropPath, GroupingBlock, SelfAttnBlock
 
-
-@pytest.mark.parametrize("kind", ["sasrnet", "avst"])
-def test_negatives_by_batch_index_equal_explicit_negative_frames(kind):
-    """neg_index reuses the partner's stem output (SaSR-Net: also its V''): same loss and gradients as
-    stacking its frames. SaSR-Net is compared without Gumbel noise (eval mode; gradients still flow), since
-    a recomputed V'' draws its own noise where the reused one has the partner's."""
-    cfg = _cfg(kind)
-    torch.manual_seed(0)
-    model = build_model(cfg).train(kind != "sasrnet")
-    b = _batch()
-    idx = torch.tensor([1, 2, 2, 0])  # item 2's partner is itself: the loss masks that pair
-    explicit = {**b, "visual_neg": b["visual"][idx], "neg_valid": torch.tensor([True, True, False, True])}
-    by_index = {k: v for k, v in explicit.items() if k != "visual_neg"} | {"neg_index": idx}
-    losses, grads = [], []
-    for batch in (explicit, by_index):
-        model.zero_grad()
-        torch.manual_seed(1)  # dropout / drop-path draw the same masks
-        loss = compute_loss(cfg, model(batch), batch)
-        loss["loss"].backward()
-        losses.append(loss["match"].detach())
-        grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
-    assert torch.allclose(losses[0], losses[1], atol=1e-6)
-    assert torch.allclose(grads[0], grads[1], atol=1e-5)
+    rates = {type(m).__name__: {blk.drop_path.p for blk in sasr.modules() if isinstance(blk, type(m))}
+             for m in sasr.modules() if isinstance(m, SelfAttnBlock | CrossAttnBlock)}
+    assert rates["SelfAttnBlock"] == {0.1}
+    grouping = [m for m in sasr.modules() if isinstance(m, GroupingBlock)]
+    assert {g.pre_assign.drop_path.p for g in grouping} == {0.0}
+    assert {sasr.audio.back.drop_path.p, sasr.visual.back.drop_path.p} == {0.1}
+    assert all(isinstance(m.drop_path, DropPath) for m in sasr.modules() if isinstance(m, SelfAttnBlock))
 
 
 @pytest.mark.parametrize("kind", ["sasrnet", "avst", "blind"])
@@ -238,17 +211,19 @@ def test_questions_about_one_video_share_its_computation(kind):
     cfg = _cfg(kind)
     g = torch.Generator().manual_seed(3)
     vids = ["v0", "v1", "v0", "v2", "v1", "v0"]
-    feats = {v: (torch.randn(T, 128, generator=g), torch.randn(T, C, H, W, generator=g)) for v in set(vids)}
+    feats = {v: (torch.randn(T, 128, generator=g), torch.randn(T, C, H, W, generator=g),
+                 torch.randn(T, C, H, W, generator=g)) for v in sorted(set(vids))}
     items = [{"audio": feats[v][0], "visual": feats[v][1], "question": torch.randint(1, V, (14,), generator=g),
               "answer": torch.tensor(i % A), "sources": (torch.rand(22, generator=g) > 0.7).float(), "video_id": v,
               "question_id": i, "type_key": "A-Count"} for i, v in enumerate(vids)]
     seeds = [100 + int(v[1]) for v in vids]  # per video, as train() draws them
-    neg = [1, 0, 3, 2, 5, 4]
-    shared = collate(items, None, seeds, neg_index=neg)
+    rows = ["v0", "v1", "v2"]
+    shared = collate(items, seeds, torch.stack([feats[v][2] for v in rows]))
     assert shared["audio"].shape[0] == 3 and shared["video_index"].tolist() == [0, 1, 0, 2, 1, 0]
     copied = {k: v for k, v in shared.items() if k != "video_index"}
     copied["audio"] = torch.stack([it["audio"] for it in items])
     copied["visual"] = torch.stack([it["visual"] for it in items])
+    copied["visual_neg"] = torch.stack([feats[v][2] for v in vids])
     copied["noise_seed"] = torch.tensor(seeds)
     torch.manual_seed(0)
     model = build_model(cfg).train()
@@ -265,25 +240,21 @@ def test_questions_about_one_video_share_its_computation(kind):
     assert torch.allclose(res[0][2], res[1][2], atol=1e-5)
 
 
-@pytest.mark.parametrize("kind", ["sasrnet", "avst"])
-def test_match_head_runs_once_per_video_and_once_per_distinct_negative_pair(kind):
-    """6 questions about 3 videos whose negatives form 4 distinct (audio video, frame video) pairs: the
-    match head scores 3 positive rows and 4 negative rows, and the per-question logits are gathered back."""
-    from sasrnet.data import collate
+def test_negative_frames_come_from_other_videos_and_depend_only_on_the_seed():
+    import numpy as np
+    from sasrnet.data import negative_frames
 
-    g = torch.Generator().manual_seed(4)
-    vids = ["v0", "v1", "v0", "v2", "v1", "v0"]
-    feats = {v: (torch.randn(T, 128, generator=g), torch.randn(T, C, H, W, generator=g)) for v in sorted(set(vids))}
-    items = [{"audio": feats[v][0], "visual": feats[v][1], "question": torch.randint(1, V, (14,), generator=g),
-              "answer": torch.tensor(0), "sources": torch.zeros(22), "video_id": v, "question_id": i,
-              "type_key": "A-Count"} for i, v in enumerate(vids)]
-    # partners: v0->v1 (questions 0, 5), v1->v0 (1, 4), v0->v2 (2), v2->v0 (3)
-    batch = collate(items, None, [0] * len(items), neg_index=[1, 0, 3, 2, 5, 4])
-    model = build_model(_cfg(kind)).eval()
-    seen: list[int] = []
-    model.match.register_forward_hook(lambda m, inp, out: seen.append(inp[0].shape[0]))
-    out = model(batch)
-    assert seen == [4, 3]  # negatives (distinct pairs), then positives (distinct videos)
-    assert out["match_neg"].shape[0] == out["match_pos"].shape[0] == len(items)
-    assert torch.equal(out["match_neg"][0], out["match_neg"][5]) and torch.equal(out["match_neg"][1], out["match_neg"][4])
-    assert not torch.equal(out["match_neg"][0], out["match_neg"][2])
+    class Videos:  # each video's frame t is filled with 100 * video + t
+        def video_features(self, key):
+            k = int(key[1:])
+            return np.zeros((T, 1)), np.stack([np.full((C, H, W), 100.0 * k + t, dtype=np.float32) for t in range(T)])
+
+    videos = [f"v{i}" for i in range(6)]
+    neg = negative_frames(Videos(), ["v0", "v3"], videos, [11, 12])
+    assert neg.shape == (2, T, C, H, W)
+    src = neg[:, :, 0, 0, 0].numpy()
+    assert (src[0] // 100 != 0).all() and (src[1] // 100 != 3).all()  # never the video's own frames
+    assert len({int(x) // 100 for x in src.flatten()}) > 2  # each segment draws its own video
+    again = negative_frames(Videos(), ["v3"], videos, [12])
+    assert torch.equal(again[0], neg[1])  # a row's draw depends on its seed only, not on its batch-mates
+    assert not torch.equal(negative_frames(Videos(), ["v3"], videos, [13])[0], neg[1])

@@ -92,11 +92,16 @@ def test_bad_inputs_fail_clearly(trained, avqa_dir, tmp_path):
     ann[0]["anser"] = "seventeen"
     bad_ann = tmp_path / "bad-test.json"
     bad_ann.write_text(json.dumps(ann))
-    with pytest.raises(DataError, match="unseen in training") as e:
-        evaluate(out, avqa_dir, tmp_path / "e1", annotations=bad_ann)
-    assert str(bad_ann) in str(e.value)
-    m = evaluate(out, avqa_dir, tmp_path / "e2", annotations=bad_ann, skip_bad=True)
-    assert m["skipped"]["unseen_answers"] == 1 and m["n_questions"] == len(ann) - 1
+    # it is answered wrongly and stays in the denominator (counted), never dropped
+    good = evaluate(out, avqa_dir, tmp_path / "e1")
+    m = evaluate(out, avqa_dir, tmp_path / "e2", annotations=bad_ann)
+    assert m["unseen_answers"] == 1 and good["unseen_answers"] == 0
+    assert m["n_questions"] == good["n_questions"] == len(ann)
+    first_good = json.loads((tmp_path / "e1/predictions.jsonl").read_text().splitlines()[0])
+    first_bad = json.loads((tmp_path / "e2/predictions.jsonl").read_text().splitlines()[0])
+    assert first_bad["answer"] == "seventeen" and first_bad["question"] and first_bad["video_id"] == ann[0]["video_id"]
+    was_right = first_good["prediction"] == first_good["answer"]
+    assert m["overall"] == pytest.approx(good["overall"] - (100.0 / len(ann) if was_right else 0.0), abs=1e-3)
     # a checkpoint of another architecture
     other = tmp_path / "other"
     shutil.copytree(out, other)

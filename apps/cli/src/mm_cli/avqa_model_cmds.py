@@ -111,7 +111,7 @@ def eval_cmd(
     ann: Path | None = typer.Option(None, "--ann", help="Annotations to evaluate (default: DATA/annotations/avqa-test.json)."),
     features: Path | None = typer.Option(None, "--features", help="Feature root (default: DATA/features)."),
     batch_size: int = typer.Option(64, "--batch-size", help="Questions per batch."),
-    skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip and count bad entries, missing features and answers unseen in training."),
+    skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip and count bad entries and missing features (answers unseen in training always count as wrong)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty --out."),
 ) -> None:
     """Per-type accuracy (A-Count ... AV-Temp, group averages, overall) of a trained model."""
@@ -122,6 +122,8 @@ def eval_cmd(
     _type_table(f"accuracy (%) on {Path(m['annotations']).name}", {m["model"]: m})  # the full path: metrics.json
     if any(m["skipped"].values()):
         typer.echo(f"skipped: {m['skipped']}", err=True)
+    if m["unseen_answers"]:
+        typer.echo(f"{m['unseen_answers']} question(s) have answers never seen in training: counted as wrong", err=True)
     typer.echo(f"wrote {out}/metrics.json")
 
 
@@ -150,9 +152,26 @@ def predict(
         typer.echo(f"words not in the training vocabulary: {', '.join(res['unknown_words'])}", err=True)
 
 
+@user_errors
+def import_official(
+    checkpoint: Path = typer.Argument(..., help="A state dict of the public SaSR-Net code (torch.save of SaSR_Net)."),
+    train_ann: Path = typer.Option(..., "--train-ann", help="The avqa-train.json it was trained on (the public code "
+                                                            "builds its vocabularies from it)."),
+    out: Path = typer.Option(..., "--out", help="Model dir to write (for `mm avqa eval --checkpoint`)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty --out."),
+) -> None:
+    """Convert a checkpoint of the authors' public SaSR-Net code into a model dir of this project."""
+    from sasrnet.official import import_official as run
+
+    info = run(checkpoint, train_ann, out, overwrite=overwrite)
+    cfg = info["model_config"]
+    typer.echo(f"wrote {out}: SaSR-Net (paper sizes), {cfg['word_vocab']} question words, {cfg['n_answers']} answers")
+
+
 def register(app: typer.Typer) -> None:
-    """Add `pretrain-grounding`, `train`, `eval` and `predict` to the `mm avqa` group."""
+    """Add `pretrain-grounding`, `train`, `eval`, `predict` and `import-official` to the `mm avqa` group."""
     app.command("pretrain-grounding")(pretrain_grounding)
     app.command("train")(train)
     app.command("eval")(eval_cmd)
     app.command("predict")(predict)
+    app.command("import-official")(import_official)

@@ -30,16 +30,11 @@ class ModelConfig:
     temporal_heads: int = 4
     dropout: float = 0.1  # temporal-attention dropout
     gumbel_tau: float = 1.0
-    # "default": PyTorch's layer init everywhere (the public code). "zero": the residual branches of the
-    # SaSR module start at zero (SaSRModule.zero_init_residuals), so SaSR-Net starts as AVST (A''=A, V''=V).
-    # With the default init the random blocks make V'' 8x larger than V at step 0 (norms 8.2 vs 1.06).
-    # Synthetic dev world, cpu-small, 12 epochs, answer prior, sasr_lr_scale 0.1, val: default 52.2, zero 55.7
-    sasr_init: str = "default"
-    # what the visual source tokens group: "segments" (the paper: the T pooled frame features, one source
-    # per segment) or "cells" (the grid cells of the time-averaged frame: one source per image region).
-    # Synthetic dev world (static frames, so all segments went to one token), 800 clips x 10 epochs, val:
-    # cells raised the visual presence heads' mAP from 0.73 to 0.80 but answers fell, 61.6 -> 59.0
-    visual_group: str = "segments"
+    n_segments: int = 10  # T; the audio branch regroups by the T visual segments (set from the training data)
+    # the match loss's negatives: "full" (the public code) runs the whole network, SaSR module included,
+    # again on the other videos' frames; "reuse_audio" keeps the positive pass's A'' and reruns only the
+    # visual branch (cheaper, but the negative's audio features then carry the positive frames' regrouping)
+    negative_pass: str = "full"
     audio_dim: int = 128
     visual_channels: int = 512  # C of the [T, C, H, W] grid; taken from the features at training time
     grid_h: int = 14  # H and W of the grid; taken from the features at training time
@@ -101,6 +96,9 @@ class TrainConfig:
     # loss stayed at ln 2 for all 12 epochs; with "prior" it fell to 0.21 (val 43.1 -> 48.5). With
     # sasr_lr_scale 0.1 it no longer matters (val 56.7 default vs 55.7 prior; AVST 55.4 vs 55.6)
     answer_bias_init: str = "default"
+    # standardise audio and visual features per channel with TRAIN statistics (saved with the weights);
+    # off in the paper. The CPU recipe turns it on: the synthetic pixel-statistics grids are not unit-scale
+    standardize_inputs: bool = False
     # learning-rate multiplier of the SaSR module's parameters (the paper: 1). Adam moves every parameter by
     # ~lr per step, and the module's block updates outgrew the small cpu-small inputs (|V'-V| 19 vs |V| 1);
     # at 0.1 they stay at the inputs' scale (0.48 vs 1.0). Synthetic dev world, 12 epochs, sasr_init zero,
@@ -149,6 +147,7 @@ class GroundingConfig:
     seed: int = 1
     n_segments: int = 10
     max_question_len: int = 14
+    standardize_inputs: bool = False  # as TrainConfig.standardize_inputs
     cache_features: bool = False
     skip_bad: bool = False
     accelerator: AcceleratorConfig = field(default_factory=AcceleratorConfig)

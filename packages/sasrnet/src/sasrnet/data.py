@@ -82,24 +82,19 @@ def build_vocabs(train_questions: list, multiple_choice: bool = False):
 
 
 def feature_dataset(questions, features: Path, qv, av, *, n_segments: int, max_question_len: int,
-                    skip_bad: bool, multiple_choice: bool, cache: bool = False):
+                    skip_bad: bool, multiple_choice: bool, cache: bool = False, unseen_answers: str = "error"):
     from mmcore.data.avqa_features import AVQAFeatureDataset
 
     return AVQAFeatureDataset(questions, features, qv, av, n_segments=n_segments, max_question_len=max_question_len,
-                              skip_bad=skip_bad, multiple_choice=multiple_choice, cache=cache)
+                              skip_bad=skip_bad, multiple_choice=multiple_choice, cache=cache,
+                              unseen_answers=unseen_answers)
 
 
-def collate(items: list[dict], negatives: list[dict] | None = None, noise_seeds: list[int] | None = None,
-            neg_index: list[int] | None = None) -> dict:
-    """Stack items; ``negatives[i]`` supplies the other-video frames of item i for the match loss.
-
-    ``neg_index[i]`` instead names the item of THIS batch whose frames are item i's negative: the model
-    then reuses that item's visual stem output (same values and gradients, half the stem's compute).
-
-    Several questions about one video carry its features once: ``audio`` / ``visual`` are stacked per
-    distinct video (first-appearance order) and ``video_index[i]`` is item i's row, so the model computes
-    everything that does not depend on the question once per video. ``noise_seeds`` (per item) then
-    seed per video, from the video's first item."""
+def collate(items: list[dict], noise_seeds: list[int] | None = None, visual_neg: Any = None) -> dict:
+    """Stack items. Several questions about one video carry its features once: ``audio`` / ``visual`` are
+    stacked per distinct video (first-appearance order) and ``video_index[i]`` is item i's row, so the
+    model computes everything that does not depend on the question once per video. ``noise_seeds`` (per
+    item) and ``visual_neg`` (per distinct video, [U, T, C, H, W]: see :func:`negative_frames`) are per row."""
     import torch
 
     batch: dict[str, Any] = {}
@@ -121,38 +116,42 @@ def collate(items: list[dict], negatives: list[dict] | None = None, noise_seeds:
             batch[k] = torch.tensor([it[k] for it in items])
         else:
             batch[k] = [it[k] for it in items]
-    if neg_index is not None:
-        if negatives is not None:
-            raise ValueError("pass negatives or neg_index, not both")
-        batch["neg_index"] = torch.tensor(neg_index, dtype=torch.long)
-        batch["neg_valid"] = torch.tensor([items[j]["video_id"] != it["video_id"] for j, it in zip(neg_index, items, strict=True)])
-    if negatives is not None:
-        batch["visual_neg"] = torch.stack([n["visual"] for n in negatives])
-        batch["neg_valid"] = torch.tensor([n["video_id"] != it["video_id"] for n, it in zip(negatives, items, strict=True)])
+    if visual_neg is not None:
+        batch["visual_neg"] = torch.as_tensor(visual_neg)
     if noise_seeds is not None:
         batch["noise_seed"] = torch.tensor([noise_seeds[i] for i in first] if first else noise_seeds, dtype=torch.long)
     return batch
 
 
+def negative_frames(ds: Any, row_keys: list[str], videos: list[str], draw_seeds: list[int]) -> Any:
+    """The match loss's negatives, drawn as the public code draws them: for each video of a batch (its
+    feature key in ``row_keys``), each of its T segments is replaced by a frame of another video of
+    ``videos`` (uniform over the other videos, then over that video's segments). ``draw_seeds[u]`` seeds
+    row u's draw, so the negatives do not depend on how a batch is split over processes."""
+    import random
+
+    import numpy as np
+    import torch
+
+    if len(videos) < 2:
+        raise MMError("the match loss needs at least 2 training videos (negatives come from other videos)")
+    number = {v: i for i, v in enumerate(videos)}
+    out = []
+    for key, seed in zip(row_keys, draw_seeds, strict=True):
+        rng = random.Random(seed)
+        own = number.get(key)  # None: a video outside ``videos`` (e.g. validation), any of them will do
+        t = ds.video_features(key)[1].shape[0]
+        frames = []
+        for _ in range(t):
+            j = rng.randrange(len(videos) - (own is not None))
+            other = ds.video_features(videos[j + (own is not None and j >= own)])[1]
+            frames.append(other[rng.randrange(other.shape[0])])
+        out.append(np.stack(frames))
+    return torch.from_numpy(np.stack(out))
+
+
 def to_device(batch: dict, device: Any) -> dict:
     return {k: (v.to(device) if hasattr(v, "to") else v) for k, v in batch.items()}
-
-
-def negative_partner(global_batch: list[int], video_ids: list[str]) -> dict[int, int]:
-    """For each index of a global batch, the next index in the batch from a different video
-    (itself when the whole batch is one video; the loss then masks that pair out). Computed on the
-    global batch, so the pairs are the same however the batch is split over processes."""
-    out = {}
-    n = len(global_batch)
-    for j, i in enumerate(global_batch):
-        partner = i
-        for step in range(1, n):
-            cand = global_batch[(j + step) % n]
-            if video_ids[cand] != video_ids[i]:
-                partner = cand
-                break
-        out[i] = partner
-    return out
 
 
 def input_statistics(ds: Any, max_videos: int = 512) -> dict[str, Any]:

@@ -9,7 +9,7 @@ Output / checkpoint directory of :func:`train`:
     question_vocab.json    answer_vocab.json   (built from the training split, saved with the model)
     model.safetensors      best-validation weights (last epoch's if there is no validation split)
     checkpoint/            resumable state (weights, Adam, StepLR, RNG, epoch + batch position)
-    log.jsonl  metrics.json  accuracy.png
+    log.jsonl  metrics.json  accuracy.png  test_predictions.jsonl (with a test split)
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ from sasrnet.data import (
     feature_dataset,
     input_statistics,
     load_questions,
-    negative_partner,
+    negative_frames,
     to_device,
 )
 from sasrnet.metrics import plot_type_accuracies, type_accuracies
@@ -57,31 +57,30 @@ MODEL_FILE = "model.safetensors"
 CKPT_DIR = "checkpoint"
 
 
-def _answer_of(q: Any) -> str:
-    # Music-AVQA questions carry the answer word; AVQA-Yang questions the index of the right choice
-    return q.answer if isinstance(q.answer, str) else str(q.answer)
-
-
-def _drop_unseen_answers(questions: list, av: Any, path: Path, skip: bool) -> tuple[list, int]:
-    """An answer the model cannot output (unseen in training) is an error, or skipped and counted."""
-    bad = [q for q in questions if _answer_of(q) not in av]
-    if bad and not skip:
-        ex = sorted({_answer_of(q) for q in bad})[:5]
-        raise DataError(path, f"{len(bad)} question(s) have answers unseen in training ({', '.join(map(repr, ex))}); "
-                              "the model cannot output them. Pass --skip-bad to skip and count them")
-    return [q for q in questions if _answer_of(q) in av], len(bad)
-
-
 def _init_from(model: AVQAModel, path: Path) -> int:
     """Initialise the parameters whose names exist in ``path`` (the paper starts SaSR-Net from ST-AVQA's
-    grounding weights). Unlike the public code, a missing or unrelated file is an error, never ignored."""
+    grounding weights): a safetensors file of this package, or the authors' PyTorch grounding checkpoint
+    (``.pt`` / ``.pth``: its audio embedding, grounding and match-head tensors, see
+    :func:`sasrnet.official.grounding_init_weights`). Unlike the public code, a missing or unrelated file
+    is an error, never ignored."""
     from mmcore.io import load_safetensors
 
+    if not path.is_file():
+        raise DataError(path, "init_from file not found")
+    if path.suffix in (".pt", ".pth"):
+        from sasrnet.official import grounding_init_weights
+
+        tensors = grounding_init_weights(path)
+    else:
+        tensors = load_safetensors(path)
     own = model.state_dict()
-    matched = [k for k in load_safetensors(path) if k in own]
+    matched = {k: v for k, v in tensors.items() if k in own}
     if not matched:
         raise DataError(path, "no parameter of this file matches the model; wrong --set init_from?")
-    load_model_weights(model, path, strict=False)  # still raises on a shape mismatch of a shared name
+    bad = [f"{k}: {list(v.shape)} vs {list(own[k].shape)}" for k, v in matched.items() if v.shape != own[k].shape]
+    if bad:
+        raise DataError(path, f"shape mismatch with the model: {'; '.join(bad[:5])}")
+    model.load_state_dict(matched, strict=False)
     return len(matched)
 
 
@@ -117,7 +116,8 @@ def _gather_objects(obj: list) -> list:
 
 def predict_split(model: AVQAModel, ds: Any, batch_size: int, description: str = "eval") -> list[dict]:
     """Batched inference over a dataset (sharded over processes, gathered); one record per question,
-    in dataset order: question_id, type_key, answer index, prediction index."""
+    in dataset order: question_id, video_id, question, type_key, answer index (-1: unseen in training),
+    answer_text, prediction index."""
     import torch
 
     model = unwrap(model)
@@ -133,8 +133,11 @@ def predict_split(model: AVQAModel, ds: Any, batch_size: int, description: str =
                 batch = collate([ds[i] for i in local])
                 pred = model(to_device(batch, device))["logits"].argmax(-1).cpu()
                 for j, i in enumerate(local):
-                    recs.append({"index": i, "question_id": int(batch["question_id"][j]),
-                                 "type_key": batch["type_key"][j], "answer": int(batch["answer"][j]),
+                    q = ds.questions[i]
+                    recs.append({"index": i, "question_id": int(batch["question_id"][j]), "video_id": batch["video_id"][j],
+                                 "question": " ".join(q.words), "template": getattr(q, "template", None),
+                                 "type_key": batch["type_key"][j],
+                                 "answer": int(batch["answer"][j]), "answer_text": str(q.answer),
                                  "prediction": int(pred[j])})
             advance()
     model.train(was_training)
@@ -195,6 +198,7 @@ def train(
         raise DataError(paths.train_ann, "no training questions")
     qv, av = build_vocabs(train_q, cfg.multiple_choice)
     skipped: dict[str, int] = {"train_annotations": getattr(train_q, "skipped", 0)}
+    unseen: dict[str, int] = {}  # questions whose answer never occurs in training: counted wrong, per split
     common = dict(n_segments=cfg.n_segments, max_question_len=cfg.max_question_len, skip_bad=cfg.skip_bad,
                   multiple_choice=cfg.multiple_choice)
     train_ds = feature_dataset(train_q, paths.features, qv, av, **common, cache=cfg.cache_features)
@@ -203,11 +207,12 @@ def train(
     if paths.val_ann is not None:
         val_q = load_questions(paths.val_ann, multiple_choice=cfg.multiple_choice, skip_bad=cfg.skip_bad)
         skipped["val_annotations"] = getattr(val_q, "skipped", 0)
-        # a validation answer never seen in training cannot be predicted: count it, do not crash training
-        val_q, skipped["val_unseen_answers"] = _drop_unseen_answers(val_q, av, paths.val_ann, skip=True)
         if val_q:
-            val_ds = feature_dataset(val_q, paths.features, qv, av, **common, cache=cfg.cache_features)
+            # a validation answer never seen in training cannot be predicted: it stays, counted as wrong
+            val_ds = feature_dataset(val_q, paths.features, qv, av, **common, cache=cfg.cache_features,
+                                     unseen_answers="wrong")
             skipped["val_features"] = val_ds.skipped
+            unseen["val"] = val_ds.n_unseen_answers
     n = len(train_ds)
     if n < cfg.batch_size:
         raise MMError(f"{paths.train_ann}: {n} usable training questions, fewer than batch_size={cfg.batch_size}")
@@ -215,22 +220,23 @@ def train(
         raise MMError(f"batch_size={cfg.batch_size} must be divisible by the number of processes ({world_size()})")
     # the feature key of each item (video_id; AVQA-Yang: video_name), to pick negatives from other videos
     video_ids = [getattr(q, "video_name", None) or q.video_id for q in train_ds.questions]
-    video_number = {v: k for k, v in enumerate(dict.fromkeys(video_ids))}
+    videos = list(dict.fromkeys(video_ids))
+    video_number = {v: k for k, v in enumerate(videos)}
 
     first = train_ds[0]
     c = int(first["visual"].shape[1]) if "visual" in first else 512
     hw = tuple(int(x) for x in first["visual"].shape[2:4]) if "visual" in first else (14, 14)
     a_dim = int(first["audio"].shape[-1]) if "audio" in first else 128
     mcfg = model_config(cfg.model, cfg.size, {**cfg.arch, "visual_channels": c, "grid_h": hw[0], "grid_w": hw[1],
-                                              "audio_dim": a_dim,
+                                              "audio_dim": a_dim, "n_segments": cfg.n_segments,
                                               "word_vocab": len(qv), "n_answers": len(av),
                                               "multiple_choice": cfg.multiple_choice})
     model = build_model(mcfg)
-    if mcfg.kind != "blind":  # input standardisation from the TRAIN features (saved with the weights)
+    if mcfg.kind != "blind" and cfg.standardize_inputs:  # TRAIN statistics, saved with the weights
         stats = input_statistics(train_ds)
         model.set_input_stats(stats["audio_mean"], stats["audio_std"], stats["visual_mean"], stats["visual_std"])
     if cfg.answer_bias_init == "prior" and not cfg.multiple_choice:
-        counts = Counter(av.index(_answer_of(q)) for q in train_ds.questions)
+        counts = Counter(int(train_ds[i]["answer"]) for i in range(len(train_ds)))
         model.set_answer_prior(torch.tensor([counts.get(i, 0) for i in range(len(av))]))
     elif cfg.answer_bias_init not in ("default", "prior"):
         raise MMError(f"unknown answer_bias_init {cfg.answer_bias_init!r} (default | prior)")
@@ -268,6 +274,8 @@ def train(
     steps_per_epoch = n // cfg.batch_size
     total = steps_per_epoch * cfg.epochs
     use_negatives = mcfg.kind != "blind"
+    if use_negatives and len(videos) < 2:
+        raise DataError(paths.train_ann, "the match loss needs at least 2 training videos")
     if max_steps is not None and state["step"] >= max_steps:
         checkpoint(state["epoch"], state["batch"])
         return {"interrupted": True, "step": state["step"], "epoch": state["epoch"]}
@@ -282,11 +290,10 @@ def train(
             for b in range(start, len(batches)):
                 gb = batches[b]
                 local = shard_indices(gb)
-                partner = negative_partner(gb, video_ids) if use_negatives else {}
-                # Gumbel seeds per video and epoch (a batch computes each video once): the same however
-                # the global batch is split over processes
-                seeds = [(cfg.seed * 1_000_003 + epoch) * 1_000_003 + video_number[video_ids[i]] for i in local]
-                batch = _batch_with_negatives(train_ds, local, partner if use_negatives else None, seeds)
+                # one seed per video and optimizer step: the Gumbel noise and the negative frames are drawn
+                # afresh on every forward, and the same however the global batch is split over processes
+                seeds = [(cfg.seed * 1_000_003 + state["step"]) * 1_000_003 + video_number[video_ids[i]] for i in local]
+                batch = _batch_with_negatives(train_ds, local, videos if use_negatives else None, seeds)
                 batch = to_device(batch, acc.device)
                 terms = compute_loss(mcfg, model(batch), batch)
                 opt.zero_grad(set_to_none=True)
@@ -341,14 +348,18 @@ def train(
         "train_samples_per_s": round(state["samples"] / max(state["train_time"], 1e-9), 2),
         "train_time_s": round(state["train_time"], 2),
         "skipped": skipped,
+        "unseen_answers": unseen,  # per split: questions whose answer never occurs in training (counted wrong)
         "history": state["history"],
     }
     if paths.test_ann is not None:
         best = build_model(mcfg)
         load_model_weights(best, out / MODEL_FILE)
         best.to(acc.device)
-        metrics["test"] = _evaluate_model(best, paths, paths.test_ann, qv, av, cfg.n_segments, cfg.max_question_len,
-                                          cfg.eval_batch_size, cfg.multiple_choice, skip_bad=True)[0]
+        metrics["test"], test_recs = _evaluate_model(best, paths, paths.test_ann, qv, av, cfg.n_segments,
+                                                     cfg.max_question_len, cfg.eval_batch_size, cfg.multiple_choice,
+                                                     skip_bad=True)
+        if acc.is_main_process:
+            write_predictions(out / "test_predictions.jsonl", test_recs, av)
     if acc.is_main_process:
         write_json(out / "metrics.json", metrics)
         results = {mcfg.kind: metrics["test"]} if metrics.get("test") else (
@@ -370,16 +381,16 @@ def _first_question_per_video(questions: list) -> list:
     return out
 
 
-def _batch_with_negatives(ds: Any, local: list[int], partner: dict[int, int] | None, seeds: list[int] | None = None) -> dict:
-    """Collate ``local``; with ``partner``, each sample's negative frames come from its partner video: as an
-    index into this batch when every partner is in it (always on one process), else as extra items."""
+def _batch_with_negatives(ds: Any, local: list[int], videos: list[str] | None, seeds: list[int]) -> dict:
+    """Collate ``local``; with ``videos`` (the training videos), add each row video's negative frames, drawn
+    from the other videos with the row's seed (see :func:`sasrnet.data.negative_frames`)."""
     items = [ds[i] for i in local]
-    if partner is None:
-        return collate(items, None, seeds)
-    pos = {i: j for j, i in enumerate(local)}
-    if all(partner[i] in pos for i in local):
-        return collate(items, None, seeds, neg_index=[pos[partner[i]] for i in local])
-    return collate(items, [ds[partner[i]] for i in local], seeds)
+    if videos is None:
+        return collate(items, seeds)
+    rows: dict[str, int] = {}
+    for it, sd in zip(items, seeds, strict=True):
+        rows.setdefault(it["video_id"], sd)
+    return collate(items, seeds, negative_frames(ds, list(rows), videos, [s + 1 for s in rows.values()]))
 
 
 def pretrain_grounding(cfg: GroundingConfig, data: str | Path | DataPaths, out_dir: str | Path, *,
@@ -409,8 +420,7 @@ def pretrain_grounding(cfg: GroundingConfig, data: str | Path | DataPaths, out_d
     val_ds = None
     if paths.val_ann is not None:
         val_q = _first_question_per_video(load_questions(paths.val_ann, skip_bad=True))
-        val_q, _ = _drop_unseen_answers(val_q, av, paths.val_ann, skip=True)  # the dataset encodes answers
-        val_ds = feature_dataset(val_q, paths.features, qv, av, **common) if len(val_q) > 1 else None
+        val_ds = feature_dataset(val_q, paths.features, qv, av, **common, unseen_answers="wrong") if len(val_q) > 1 else None
     n = len(train_ds)
     if n < cfg.batch_size or cfg.batch_size % world_size():
         raise MMError(f"{paths.train_ann}: {n} training videos for batch_size={cfg.batch_size} on "
@@ -422,8 +432,9 @@ def pretrain_grounding(cfg: GroundingConfig, data: str | Path | DataPaths, out_d
                                            "audio_dim": int(first["audio"].shape[-1]), "word_vocab": len(qv),
                                            "n_answers": len(av)})
     model = build_model(mcfg)
-    stats = input_statistics(train_ds)
-    model.set_input_stats(stats["audio_mean"], stats["audio_std"], stats["visual_mean"], stats["visual_std"])
+    if cfg.standardize_inputs:
+        stats = input_statistics(train_ds)
+        model.set_input_stats(stats["audio_mean"], stats["audio_std"], stats["visual_mean"], stats["visual_std"])
     names = [k for k in model.state_dict() if k.startswith(AVQAModel.GROUNDING_PREFIXES)]
     opt = adam([p for k, p in model.named_parameters() if k.startswith(AVQAModel.GROUNDING_PREFIXES)], lr=cfg.lr)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.step_size, gamma=cfg.gamma)
@@ -431,21 +442,20 @@ def pretrain_grounding(cfg: GroundingConfig, data: str | Path | DataPaths, out_d
         save_config(cfg, out / "config.json")
     model, opt = acc.prepare(model, opt)
     log = JsonlLogger(out / "log.jsonl")
-    video_ids = [q.video_id for q in train_ds.questions]
+    video_ids = [q.video_id for q in train_ds.questions]  # one question per video here
+    val_videos = [q.video_id for q in val_ds.questions] if val_ds is not None else []
     step, history, t_train = 0, [], 0.0
 
     def val_accuracy() -> float | None:
         if val_ds is None:
             return None
         net = unwrap(model).eval()
-        vids = [q.video_id for q in val_ds.questions]
         idx = list(range(len(val_ds)))
         hits = total = 0
         with torch.no_grad():
-            for i in range(0, len(idx), 64):
-                chunk = idx[i:i + 64] if len(idx) - i > 1 else idx[i - 1:]  # a negative needs a second video
-                o = net.grounding_forward(to_device(_batch_with_negatives(val_ds, chunk, negative_partner(chunk, vids)),
-                                                    acc.device))
+            for i in range(0, len(idx), 64):  # fixed negatives: validation video i's seed is i
+                chunk = idx[i:i + 64]
+                o = net.grounding_forward(to_device(_batch_with_negatives(val_ds, chunk, val_videos, chunk), acc.device))
                 hits += int((o["match_pos"].argmax(-1) == 1).sum() + (o["match_neg"].argmax(-1) == 0).sum())
                 total += 2 * o["match_pos"].shape[0] * o["match_pos"].shape[1]
         net.train()
@@ -457,9 +467,12 @@ def pretrain_grounding(cfg: GroundingConfig, data: str | Path | DataPaths, out_d
             t0 = time.perf_counter()
             losses = []
             for gb in global_batches(n, cfg.batch_size, cfg.seed, epoch):
-                batch = to_device(_batch_with_negatives(train_ds, shard_indices(gb), negative_partner(gb, video_ids)), acc.device)
+                local = shard_indices(gb)
+                batch = to_device(_batch_with_negatives(train_ds, local, video_ids,
+                                                        [(cfg.seed * 1_000_003 + step) * 1_000_003 + i for i in local]),
+                                  acc.device)
                 batch["grounding_only"] = True  # through the (possibly DDP-wrapped) module's forward
-                loss = match_loss(model(batch), batch)
+                loss = match_loss(model(batch))
                 opt.zero_grad(set_to_none=True)
                 acc.backward(loss)
                 if cfg.grad_clip > 0:
@@ -494,17 +507,31 @@ def pretrain_grounding(cfg: GroundingConfig, data: str | Path | DataPaths, out_d
 def _evaluate_model(model: AVQAModel, paths: DataPaths, ann: Path, qv: Any, av: Any, n_segments: int,
                     max_question_len: int, batch_size: int, multiple_choice: bool, skip_bad: bool,
                     ) -> tuple[dict, list[dict]]:
+    """Accuracies over EVERY question of ``ann``: one whose answer never occurs in training is answered
+    wrongly (counted in ``unseen_answers``), never dropped from the denominator."""
     qs = load_questions(ann, multiple_choice=multiple_choice, skip_bad=skip_bad)
     n_bad_ann = getattr(qs, "skipped", 0)
-    qs, n_unseen = _drop_unseen_answers(qs, av, ann, skip=skip_bad)
     if not qs:
         raise DataError(ann, "no questions to evaluate")
     ds = feature_dataset(qs, paths.features, qv, av, n_segments=n_segments, max_question_len=max_question_len,
-                         skip_bad=skip_bad, multiple_choice=multiple_choice)
+                         skip_bad=skip_bad, multiple_choice=multiple_choice, unseen_answers="wrong")
     recs = predict_split(model, ds, batch_size, "eval")
     m = _accuracies(recs)
-    m["skipped"] = {"annotations": n_bad_ann, "unseen_answers": n_unseen, "features": getattr(ds, "skipped", 0)}
+    m["unseen_answers"] = ds.n_unseen_answers
+    m["skipped"] = {"annotations": n_bad_ann, "features": getattr(ds, "skipped", 0)}
     return m, recs
+
+
+def write_predictions(path: Path, recs: list[dict], av: Any) -> None:
+    """One JSON line per question: ids, text, template, type, true answer, predicted answer."""
+    import json
+
+    from mmcore.io import atomic_write_text
+
+    lines = [json.dumps({"question_id": r["question_id"], "video_id": r["video_id"], "question": r["question"],
+                         "template": r["template"], "type": r["type_key"], "answer": r["answer_text"],
+                         "prediction": av.tokens[r["prediction"]]}) for r in recs]
+    atomic_write_text(path, "\n".join(lines) + "\n")
 
 
 def load_trained(checkpoint_dir: str | Path) -> tuple[AVQAModel, dict, Any, Any]:
@@ -540,19 +567,18 @@ def evaluate(
 ) -> dict:
     """Batched evaluation of a trained model on ``annotations`` (default: the data dir's test split).
 
-    Writes ``metrics.json`` (per-type accuracies in the paper's keys, see :mod:`sasrnet.metrics`),
-    ``predictions.jsonl`` and ``accuracy.png``. An answer unseen in training raises DataError naming
-    the annotation file (``skip_bad`` skips and counts such questions and bad feature files)."""
-    import json
-
-    from mmcore.io import atomic_write_text
-
+    Writes ``config.json`` (what was evaluated, on what), ``metrics.json`` (per-type accuracies in the
+    paper's keys, see :mod:`sasrnet.metrics`; every question counts, one whose answer never occurs in
+    training as wrong, their number in ``unseen_answers``), ``predictions.jsonl`` and ``accuracy.png``.
+    ``skip_bad`` skips and counts malformed annotations and bad feature files."""
     model, info, qv, av = load_trained(checkpoint_dir)
     paths = data_paths(data)
     ann = Path(annotations) if annotations is not None else paths.test_ann
     if ann is None:
         raise MMError("no evaluation annotations: the data dir has no annotations/avqa-test.json; pass --ann FILE")
     out = prepare_output_dir(out_dir, overwrite=overwrite)
+    write_json(out / "config.json", {"checkpoint": str(checkpoint_dir), "features": str(paths.features),
+                                     "annotations": str(ann), "batch_size": batch_size, "skip_bad": skip_bad})
     t0 = time.perf_counter()
     m, recs = _evaluate_model(model, paths, ann, qv, av, info["n_segments"], info["max_question_len"], batch_size,
                               info.get("multiple_choice", False), skip_bad)
@@ -560,9 +586,7 @@ def evaluate(
     metrics = {"model": info["kind"], "checkpoint": str(checkpoint_dir), "annotations": str(ann), **m,
                "eval_s_per_question": round(elapsed / max(len(recs), 1), 6)}
     write_json(out / "metrics.json", metrics)
-    lines = [json.dumps({"question_id": r["question_id"], "type": r["type_key"], "answer": av.tokens[r["answer"]],
-                         "prediction": av.tokens[r["prediction"]]}) for r in recs]
-    atomic_write_text(out / "predictions.jsonl", "\n".join(lines) + "\n")
+    write_predictions(out / "predictions.jsonl", recs, av)
     plot_type_accuracies({info["kind"]: m}, out / "accuracy.png")
     return metrics
 

@@ -81,8 +81,15 @@ class AVQAFeatureDataset(Dataset):
         multiple_choice: bool = False,
         sources: Mapping[str, Sequence[str]] | None = None,
         cache: bool = False,
+        unseen_answers: str = "error",
     ):
         self.root = Path(feature_root)
+        if unseen_answers not in ("error", "wrong"):
+            raise ValueError(f"unseen_answers must be 'error' or 'wrong', got {unseen_answers!r}")
+        # "wrong": a question whose answer never occurs in training stays in the set with answer index -1
+        # (no prediction can match it), so accuracies keep every question in the denominator
+        self.unseen_answers = unseen_answers
+        self.n_unseen_answers = 0
         if not self.root.is_dir():
             raise DataError(self.root, "feature root not found (expected audio/ and visual/ folders inside)")
         if not multiple_choice and answer_vocab is None:
@@ -109,8 +116,8 @@ class AVQAFeatureDataset(Dataset):
                 if key in bad_videos:
                     raise DataError(None, bad_videos[key])
                 self._check_video(key, bad_videos)
-                if not multiple_choice:
-                    self._answer_index(q)
+                if not multiple_choice and self._answer_index(q) < 0:
+                    self.n_unseen_answers += 1
             except DataError as e:
                 if not skip_bad:
                     raise
@@ -157,6 +164,8 @@ class AVQAFeatureDataset(Dataset):
         if self.multiple_choice:
             return q.answer  # type: ignore[return-value]
         assert self.answer_vocab is not None
+        if self.unseen_answers == "wrong" and q.answer not in self.answer_vocab:
+            return -1
         try:
             return self.answer_vocab.index(q.answer)  # type: ignore[arg-type]
         except DataError:
@@ -182,6 +191,10 @@ class AVQAFeatureDataset(Dataset):
         if self.cache:
             self._cache[key] = (a, v)
         return a, v
+
+    def video_features(self, key: str) -> tuple[np.ndarray, np.ndarray]:
+        """(audio [S, A], visual [S, C, H, W]) of one video: its kept segments."""
+        return self._features(key)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         q = self.questions[i]

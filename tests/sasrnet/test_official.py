@@ -1,0 +1,111 @@
+"""Checkpoints of the authors' public SaSR-Net code: the key mapping (always), and equality of the outputs
+with the public code itself (only where MM_SASRNET_PUBLIC_DIR points to a checkout of it, with timm
+and einops importable; the suite never contains that code)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from mmcore.errors import DataError
+from sasrnet.model import count_parameters
+from sasrnet.official import UNUSED_PREFIXES, load_official, official_key, official_outputs
+
+SHAPES = json.loads((Path(__file__).parent / "data/public_sasr_net_state_dict_shapes.json").read_text())["state_dict"]
+
+
+def _public_layout_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return {k: torch.randn(shape, generator=g) * 0.05 if shape else torch.tensor(3) for k, shape in SHAPES.items()}
+
+
+def test_every_public_tensor_maps_to_ours_with_its_shape_and_every_parameter_is_loaded():
+    sd = _public_layout_state_dict()
+    model = load_official(sd)
+    own = model.state_dict()
+    loaded = 0
+    for k, v in sd.items():
+        ours = official_key(k)
+        if ours is None:
+            assert k.startswith(UNUSED_PREFIXES)
+            continue
+        assert torch.equal(own[ours], v), k
+        loaded += 1
+    params = {n for n, _ in model.named_parameters()}
+    assert loaded == len(params)  # one public tensor per parameter of ours, nothing left at its init
+    assert not model.training
+
+
+def test_parameter_count_is_the_public_modules_less_its_unused_presence_head():
+    model = load_official(_public_layout_state_dict())
+    public_sasr = sum(torch.Size(s).numel() for k, s in SHAPES.items() if k.startswith("sasr."))
+    assert public_sasr == 45_506_895
+    unused = sum(torch.Size(s).numel() for k, s in SHAPES.items() if k.startswith("sasr.fc_prob."))
+    assert count_parameters(model.sasr) == public_sasr - unused == 45_506_382
+
+
+def test_module_prefix_and_saved_checkpoints_load(tmp_path):
+    sd = _public_layout_state_dict(1)
+    a = load_official({f"module.{k}": v for k, v in sd.items()})
+    path = tmp_path / "sasr_net.pt"
+    torch.save(sd, path)
+    b = load_official(path)  # read with weights_only=True
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+
+
+def test_unknown_missing_and_misshaped_keys_are_named():
+    sd = _public_layout_state_dict()
+    with pytest.raises(DataError, match=r"missing key.*sasr\.audio\.regroup\.q\.weight"):
+        load_official({k: v for k, v in sd.items() if k != "sasr.audio_cug.han_encoder.assign.q_proj.weight"})
+    with pytest.raises(DataError, match=r"unknown key.*extra_head\.weight"):
+        load_official({**sd, "extra_head.weight": torch.zeros(2)})
+    bad = dict(sd)
+    bad["fc_gl.weight"] = torch.zeros(512, 10)
+    with pytest.raises(DataError, match=r"wrong shape.*fc_gl\.weight"):
+        load_official(bad)
+    with pytest.raises(DataError, match="not a SaSR_Net state dict"):
+        load_official({"weight": torch.zeros(1)})
+
+
+PUBLIC = os.environ.get("MM_SASRNET_PUBLIC_DIR")
+
+
+@pytest.mark.skipif(not PUBLIC, reason="MM_SASRNET_PUBLIC_DIR (a checkout of the public SaSR-Net code) not set")
+@pytest.mark.parametrize("weight_scale", [None, 0.08])
+def test_outputs_equal_the_public_code_at_equal_weights(weight_scale):
+    """Random weights, eval mode, paper sizes: our qa logits, match logits and presence probabilities equal
+    the public SaSR_Net.forward's to 1e-5 (abs) and 1e-4 (relative) at the public init. A larger random
+    draw (std 0.08) drives the match logits to ~50, where float32 rounding alone is ~4e-6: there the abs
+    bound is 1e-5 per unit of the largest |value|."""
+    pytest.importorskip("timm")
+    pytest.importorskip("einops")
+    root = Path(PUBLIC)
+    sys.path[:0] = [str(root / "sasr_net"), str(root / "sasr_net/modules")]
+    import models as public  # the public code's module name
+
+    torch.manual_seed(0)
+    ref = public.SaSR_Net().eval()
+    if weight_scale:
+        with torch.no_grad():
+            for p in ref.parameters():
+                if p.dim() > 1:
+                    p.normal_(0, weight_scale)
+    ours = load_official(ref.state_dict())
+    g = torch.Generator().manual_seed(1)
+    b, t = 3, 10
+    audio = torch.randn(b, t, 128, generator=g)
+    vp, vn = (torch.randn(b, t, 512, 14, 14, generator=g).relu() for _ in range(2))
+    q = torch.randint(0, 93, (b, 14), generator=g)
+    with torch.no_grad():
+        qa, m_pos, m_neg, _, v_prob, a_prob, _ = ref(audio, vp, vn, q)
+        out = official_outputs(ours, audio, vp, vn, q)
+    for name, want in (("qa", qa), ("match_posi", m_pos), ("match_nega", m_neg), ("v_prob", v_prob), ("a_prob", a_prob)):
+        got = out[name]
+        assert got.shape == want.shape, name
+        assert (got - want).abs().max() <= 1e-5 * max(1.0, float(want.abs().max()) if weight_scale else 1.0), name
+        assert (got - want).norm() / want.norm() <= 1e-4, name
+    assert torch.equal(out["qa"].argmax(-1), qa.argmax(-1))
