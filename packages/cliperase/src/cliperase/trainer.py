@@ -207,7 +207,7 @@ def unlearn(
         frozen = copy.deepcopy(model).to(device).eval().requires_grad_(False)
     model.logit_scale.requires_grad_(cfg.train_logit_scale)
     train_mode(model, cfg.freeze_norm_stats)
-    image_frozen = cfg.towers == "text"
+    image_frozen = cfg.resolved_towers() == "text"
     if image_frozen:  # eval mode too: BatchNorm statistics must not drift either
         model.visual.requires_grad_(False).eval()
     streams: dict[str, tuple[BatchStream, ImageBank, ImageTextData]] = {}
@@ -291,7 +291,8 @@ def unlearn(
                             o_txt = frozen.encode_text(tokens[sl], normalize=False)
                     orig[key] = Feats(gather_with_grad(o_img)[back], gather_with_grad(o_txt)[back], texts)
             orig_scale = frozen.logit_scale.exp() if frozen is not None else None
-            loss, parts = method_loss(cfg, scale, feats.get("f"), feats.get("r"), orig.get("f"), orig.get("r"), orig_scale)
+            loss, parts = method_loss(cfg, scale, feats.get("f"), feats.get("r"), orig.get("f"), orig.get("r"), orig_scale,
+                                      step=step)
             accelerator.backward(loss)
             if cfg.grad_clip > 0:
                 accelerator.clip_grad_norm_(params, cfg.grad_clip)
