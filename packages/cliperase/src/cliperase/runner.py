@@ -33,7 +33,7 @@ from cliperase.forget_sets import ForgetSplit, split_forget_retain
 # Accuracy/recall keys shown in tables (all percentages).
 SUMMARY_KEYS = (
     "forget_accuracy", "retain_accuracy", "test_accuracy", "test_forget_accuracy",
-    "forget_i2t_R@1", "forget_t2i_R@1", "retain_i2t_R@1", "retain_t2i_R@1", "mia_efficacy",
+    "forget_i2t_R@1", "forget_t2i_R@1", "retain_i2t_R@1", "retain_t2i_R@1", "mia_efficacy", "mia_attack_accuracy",
 )
 # `mm unlearn compare` method variants: the ablations of the paper as named entries.
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -211,6 +211,11 @@ def _report(metrics: dict[str, Any]) -> str:
         "|---|---|---|",
     ]
     lines += [f"| {k} | {fmt(b.get(k))} | {fmt(a.get(k))} |" for k in SUMMARY_KEYS]
+    for name, m in (("before", b), ("after", a)):
+        if m.get("mia") and not m.get("mia_informative"):
+            lines += ["", f"MIA {name}: uninformative (attack held-out balanced accuracy "
+                          f"{fmt(m.get('mia_attack_accuracy'))} % < {m['mia']['min_informative_accuracy']:g} %), "
+                          "efficacy not reported."]
     rl = metrics.get("relearn")
     if rl:
         lines += ["", f"Relearn: {'cap of ' + str(rl['max_steps']) + ' steps hit' if rl['cap_hit'] else str(rl['steps']) + ' steps'}"
@@ -381,6 +386,7 @@ def compare_methods(
     for n, m in results.items():
         row: dict[str, Any] = {"method": n}
         row.update({k: m["after"].get(k) for k in SUMMARY_KEYS})
+        row["mia_informative"] = m["after"].get("mia_informative")
         row["wall_seconds"] = m["wall_seconds"]
         row["time_ratio_to_retrain"] = m["wall_seconds"] / retrain_s if retrain_s else None
         rl = m.get("relearn")
@@ -406,13 +412,15 @@ def compare_methods(
 
 def comparison_markdown(comp: dict[str, Any]) -> str:
     cols = ["method", "forget_accuracy", "retain_accuracy", "test_accuracy", "retain_i2t_R@1", "forget_i2t_R@1",
-            "mia_efficacy", "wall_seconds", "time_ratio_to_retrain", "relearn_steps"]
+            "mia_efficacy", "mia_attack_accuracy", "wall_seconds", "time_ratio_to_retrain", "relearn_steps"]
 
     def fmt(v: Any) -> str:
         return "–" if v is None else f"{v:.3g}" if isinstance(v, float) else str(v)
 
     lines = [f"# Unlearning comparison — forget {comp['forget']}", "",
-             f"Sizes: {comp['sizes']}. Accuracies/recalls in %, wall time of the unlearning (or retraining) itself.", "",
+             f"Sizes: {comp['sizes']}. Accuracies/recalls in %, wall time of the unlearning (or retraining) itself. "
+             "mia_efficacy is left out (–) where the attack's held-out balanced accuracy (mia_attack_accuracy) "
+             "is below 55 %.", "",
              "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in [comp["original"], *comp["rows"]]:
         lines.append("| " + " | ".join(fmt(r.get(c)) for c in cols) + " |")
