@@ -174,7 +174,7 @@ def compare(
     methods: str = typer.Option(
         "cliperase,ga,graddiff,ft,multidelete", "--methods",
         help="Comma-separated methods; also cliperase-fm, cliperase-fm+rm, cliperase-negce, cliperase-dot, cliperase-paper (the paper's setting: both encoders trained, forget pairs with captions). "
-        "Retrain is always added (time ratios).",
+        "Retrain is added (time ratios) where it can run: not for weights pretrained elsewhere (--pretrained).",
     ),
     model: str = _MODEL,
     pretrained: str = _PRETRAINED,

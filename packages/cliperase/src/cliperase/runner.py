@@ -68,6 +68,48 @@ def pretrain_config(model: str, _depth: int = 0) -> dict[str, Any] | None:
     return raw
 
 
+def retrain_unavailable(cfg: UnlearnConfig) -> str | None:
+    """Why Retrain cannot be run for ``cfg.model`` / ``cfg.pretrained`` (None when it can). Reads only the
+    configs recorded next to saved models: nothing is loaded or downloaded.
+
+    Retrain is the original model trained again, by its own recipe, on its training data without D_f. That
+    is possible for a model trained here from random weights (`mm clip pretrain`, or a random-init model
+    name), not for weights trained elsewhere on data this project does not have: an open_clip pretrained tag
+    or checkpoint, or a saved model that started from one (fine-tuned or unlearned from it)."""
+    if cfg.pretrained:
+        return f"model {cfg.model!r} with pretrained weights {cfg.pretrained!r}"
+    model, seen = cfg.model, 0
+    while seen < 8:
+        path = Path(model) / "config.json"
+        if not path.is_file():
+            return None
+        try:
+            raw = read_json(path)
+        except MMError:
+            return None
+        if not isinstance(raw, dict):
+            return None
+        if raw.get("pretrained"):
+            return (f"model {cfg.model!r}, which started from pretrained weights {raw['pretrained']!r} "
+                    f"(recorded in {path})")
+        if "method" in raw and isinstance(raw.get("model"), str):
+            model, seen = raw["model"], seen + 1  # an unlearning run: look at the model it started from
+            continue
+        return None
+    return None
+
+
+def _retrain_error(reason: str) -> MMError:
+    return MMError(
+        f"Retrain is unavailable for {reason}. Retrain means the original model trained again, with its own "
+        "recipe, on its training data without the forget set D_f (the reference that unlearning approximates). "
+        "These weights were trained on data this project does not have, so that training cannot be repeated "
+        "without D_f, and training from random weights on D_r alone would be a different, much weaker model, "
+        "not Retrain. Compare against the original and FT instead, or use a model trained here "
+        "(`mm clip pretrain`), for which Retrain re-runs the recorded recipe."
+    )
+
+
 def load_data(cfg: UnlearnConfig, image_size: int | None = None) -> tuple[ImageTextData, ImageTextData]:
     """Training and held-out data for ``cfg.dataset`` (see ``test_split`` / ``holdout_fraction``).
 
@@ -245,6 +287,8 @@ def run_unlearning(
     from cliperase.trainer import CHECKPOINT_DIR, unlearn
 
     cfg.validate()
+    if cfg.method == "retrain" and (why := retrain_unavailable(cfg)):
+        raise _retrain_error(why)  # before the output directory is touched or any weights are loaded
     out = Path(out_dir)
     acc = _accelerator(cfg, accelerator)
     if _is_main(acc):
@@ -360,8 +404,11 @@ def compare_methods(
     if not names:
         raise ConfigError("compare: give at least one method")
     updates = {n: parse_method(n) for n in names}
-    if include_retrain and "retrain" not in names:
-        names.append("retrain")
+    retrain_missing = retrain_unavailable(cfg)
+    if retrain_missing and any(u["method"] == "retrain" for u in updates.values()):
+        raise _retrain_error(retrain_missing)
+    if include_retrain and "retrain" not in names and not retrain_missing:
+        names.append("retrain")  # added for the time ratios; left out (and said so) where it cannot run
         updates["retrain"] = {"method": "retrain"}
     out = Path(out_dir)
     acc = _accelerator(cfg)
@@ -401,6 +448,7 @@ def compare_methods(
         "sizes": prep.split.sizes(),
         "forget": prep.split.description,
         "retrain_seconds": retrain_s,
+        "retrain_unavailable": _retrain_error(retrain_missing).args[0] if retrain_missing else None,
         "config": config_to_dict(cfg),
     }
     if _is_main(acc):
@@ -424,6 +472,8 @@ def comparison_markdown(comp: dict[str, Any]) -> str:
              "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in [comp["original"], *comp["rows"]]:
         lines.append("| " + " | ".join(fmt(r.get(c)) for c in cols) + " |")
+    if comp.get("retrain_unavailable"):
+        lines += ["", "No Retrain row (no time ratios): " + comp["retrain_unavailable"]]
     return "\n".join(lines) + "\n"
 
 
