@@ -35,8 +35,19 @@ def _encode(model, images, tokens):
     return img.float(), txt.float()
 
 
+@pytest.fixture
+def fresh_accelerate_state():
+    """accelerate keeps one process-wide state: a bf16 Accelerator needs a fresh one, and the tests after
+    this one must not inherit bf16."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(True)
+    yield
+    AcceleratorState._reset_state(True)
+
+
 @pytest.mark.parametrize("method", ["cliperase", "multidelete"])
-def test_bf16_step0_losses_match_a_hand_computation_under_the_same_autocast(method):
+def test_bf16_step0_losses_match_a_hand_computation_under_the_same_autocast(method, fresh_accelerate_state):
     cfg = tiny_config(method=method, steps=1, checkpoint_every=0, towers="both",
                       accelerator=AcceleratorConfig(cpu=True, log_with="none", mixed_precision="bf16"))
     acc = build_accelerator(cfg.accelerator)
