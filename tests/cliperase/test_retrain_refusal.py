@@ -54,6 +54,8 @@ def test_retrain_decision_follows_the_recorded_configs(tmp_path):
         (un / "config.json").write_text(json.dumps({"method": "cliperase", "model": start, "pretrained": pretrained}))
         got = retrain_unavailable(tiny_config(model=str(un)))
         assert got is None if expect is None else expect in got
+        # the recipe Retrain re-runs: that of the model the unlearning started from, none for an open_clip name
+        assert runner.pretrain_config(str(un)) == (json.loads((pre / "config.json").read_text()) if expect is None else None)
     unlearned_ft = tmp_path / "un-ft"  # two levels: unlearned from a fine-tune of pretrained weights
     unlearned_ft.mkdir()
     (unlearned_ft / "config.json").write_text(json.dumps({"method": "ft", "model": str(ft), "pretrained": None}))

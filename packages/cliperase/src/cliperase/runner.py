@@ -51,20 +51,39 @@ _SKIP_BAD_OK = {"flickr30k", "cc12m", "wds"}
 # --------------------------------------------------------------------------- data
 
 
-def pretrain_config(model: str, _depth: int = 0) -> dict[str, Any] | None:
+_MAX_CHAIN = 9  # recorded configs followed from a model to the one it started from
+
+
+def _config_chain(model: str) -> list[tuple[Path, dict[str, Any]]]:
+    """The readable ``config.json`` records from a saved model back towards the model it started from: an
+    `mm unlearn run` record (it has ``method``) leads on to its ``model``; any other record ends the chain."""
+    chain: list[tuple[Path, dict[str, Any]]] = []
+    while len(chain) < _MAX_CHAIN:
+        path = Path(model) / "config.json"
+        if not path.is_file():
+            break
+        try:
+            raw = read_json(path)
+        except MMError:
+            break
+        if not isinstance(raw, dict):
+            break
+        chain.append((path, raw))
+        if not ("method" in raw and isinstance(raw.get("model"), str)):
+            break
+        model = raw["model"]
+    return chain
+
+
+def pretrain_config(model: str) -> dict[str, Any] | None:
     """The training config recorded next to a saved model (``config.json`` of `mm clip pretrain`);
     for a model written by `mm unlearn run`, that of the model it started from."""
-    path = Path(model) / "config.json"
-    if not path.is_file():
+    chain = _config_chain(model)
+    if not chain:
         return None
-    try:
-        raw = read_json(path)
-    except MMError:
-        return None
-    if not isinstance(raw, dict):
-        return None
-    if "method" in raw and isinstance(raw.get("model"), str) and _depth < 8:
-        return pretrain_config(raw["model"], _depth + 1)
+    raw = chain[-1][1]
+    if "method" in raw and isinstance(raw.get("model"), str) and len(chain) < _MAX_CHAIN:
+        return None  # an unlearning run of a model with no recorded training (an open_clip name)
     return raw
 
 
@@ -78,24 +97,10 @@ def retrain_unavailable(cfg: UnlearnConfig) -> str | None:
     or checkpoint, or a saved model that started from one (fine-tuned or unlearned from it)."""
     if cfg.pretrained:
         return f"model {cfg.model!r} with pretrained weights {cfg.pretrained!r}"
-    model, seen = cfg.model, 0
-    while seen < 8:
-        path = Path(model) / "config.json"
-        if not path.is_file():
-            return None
-        try:
-            raw = read_json(path)
-        except MMError:
-            return None
-        if not isinstance(raw, dict):
-            return None
+    for path, raw in _config_chain(cfg.model):
         if raw.get("pretrained"):
             return (f"model {cfg.model!r}, which started from pretrained weights {raw['pretrained']!r} "
                     f"(recorded in {path})")
-        if "method" in raw and isinstance(raw.get("model"), str):
-            model, seen = raw["model"], seen + 1  # an unlearning run: look at the model it started from
-            continue
-        return None
     return None
 
 
