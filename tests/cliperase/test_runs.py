@@ -17,7 +17,8 @@ from mmcore.errors import MMError
 from mmcore.io import load_safetensors
 
 RUN_KEYS = {"forget_accuracy", "retain_accuracy", "test_accuracy", "test_forget_accuracy", "per_class_accuracy",
-            "retrieval", "forget_i2t_R@1", "retain_t2i_R@10", "mia", "mia_efficacy"}
+            "retrieval", "forget_i2t_R@1", "retain_t2i_R@10", "mia", "mia_efficacy", "mia_informative",
+            "mia_attack_accuracy"}
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +35,11 @@ def test_run_writes_files_and_metrics(cliperase_run):
     saved = json.loads((out / "metrics.json").read_text())
     assert RUN_KEYS <= set(saved["before"]) and RUN_KEYS <= set(saved["after"])
     assert saved["sizes"]["forget"] == 8 and saved["sizes"]["retain"] == 72 and saved["sizes"]["test"] == 40
-    assert saved["after"]["mia"]["score"] == "neg_zero_shot_ce"
-    assert 0 <= saved["after"]["mia_efficacy"] <= 100
+    mia = saved["after"]["mia"]
+    assert mia["features"] == ["loss", "confidence", "entropy"] and 0 <= mia["efficacy"] <= 100
+    assert saved["after"]["mia_attack_accuracy"] == mia["attack_balanced_accuracy"]
+    assert saved["after"]["mia_informative"] is (mia["attack_balanced_accuracy"] >= 55.0)
+    assert saved["after"]["mia_efficacy"] == (mia["efficacy"] if saved["after"]["mia_informative"] else None)
     assert saved["wall_seconds"] > 0 and saved["relearn"]["max_steps"] == 4
     assert set(saved["after"]["per_class_accuracy"]["forget"]) == {"circle"}
     cfg = json.loads((out / "config.json").read_text())

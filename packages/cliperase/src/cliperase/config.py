@@ -58,7 +58,12 @@ class RetrainConfig:
 # `mm unlearn compare` variant "cliperase-paper": the paper's setting where it differs from the defaults
 # (both encoders fine-tuned, forget pairs with their captions); see the comment block in UnlearnConfig.
 PAPER_SETTING: dict[str, object] = {"towers": "both", "forget_text": "caption"}
-TOWERS = ("text", "both")
+TOWERS = ("auto", "text", "both")
+# "auto": each method's own setting. MultiDelete's public code (CLU-UML/MultiDelete, vl_unlearn/runner_unlearn.py)
+# fine-tunes every parameter of the model (AdamW over all requires_grad parameters), so it trains both towers;
+# with the image tower frozen its unimodal image term would be identically zero. The others: CLIPErase's default.
+METHOD_TOWERS: dict[str, str] = {"multidelete": "both"}
+MULTIDELETE_UNIMODAL = ("image+text", "image")
 
 
 @dataclass
@@ -86,8 +91,8 @@ class UnlearnConfig:
     lambda_forget: float = 3.0
     lambda_consistency: float = 3.0
     similarity: str = "cosine"  # FM on L2-normalised features (the doc's safer default) or raw "dot"
-    # Which encoders unlearning updates. The paper fine-tunes both ("both", also PAPER_SETTING); the default
-    # "text" keeps the image tower (weights and BatchNorm statistics) as it was. On validation forget classes
+    # Which encoders unlearning updates. The paper fine-tunes both ("both", also PAPER_SETTING); CLIPErase's
+    # default ("auto" -> "text") keeps the image tower (weights and BatchNorm statistics) as it was. On validation forget classes
     # (square, star, ring x 3 seeds; benchmark unlearn_defaults) both towers move the images of neighbouring
     # classes along with the forgotten ones: median retain accuracy -1.12 points (forgetting square: cross
     # -4.4) and retain i2t R@1 -6.2, vs -0.24 and -2.0 with the text tower alone. With "square" forgotten, a
@@ -95,7 +100,9 @@ class UnlearnConfig:
     # 100 % -> 94 %, the other shapes 100 % -> 85 %; benchmark diffusion_shapes, validation block); after
     # "text": 100 % -> 0 %, the others 97 %. It also halves the step (no image backward, and the original's
     # image features are the model's own).
-    towers: str = "text"
+    # "auto" (default) is "text" for CLIPErase and the other baselines and "both" for MultiDelete (its published
+    # setting, METHOD_TOWERS); see :meth:`resolved_towers`.
+    towers: str = "auto"
     # FM hinge at m: mean relu(sim - m) (pushed "to zero or below", then left alone); None: the plain mean
     # similarity of the paper's description, pushed on towards -1.
     fm_margin: float | None = None
@@ -113,6 +120,10 @@ class UnlearnConfig:
     # -2.0 points vs -3.6 with captions, for zero-shot retain accuracy -0.24 vs -0.13. Records without a class
     # (keyword / id forget sets on caption data) use their captions.
     forget_text: str | None = "mixed"
+    # MultiDelete's unimodal retention on D_f: "image+text" keeps f'(I) ~ f(I) and f'(T) ~ f(T) (the form of the
+    # public retrieval task and the comment of its classification task); "image": the image term alone, which is
+    # what the public classification task's code computes (its 'image' flag).
+    multidelete_unimodal: str = "image+text"
 
     # Optimisation. The paper used Adam lr 1e-6, batch 16, 20 epochs on a pretrained ViT-B/32. The tiny
     # CPU CLIP (8M parameters, pretrained in a few hundred steps at lr 2e-3) needs a far larger step to
@@ -141,6 +152,12 @@ class UnlearnConfig:
     retrain: RetrainConfig = field(default_factory=RetrainConfig)
     accelerator: AcceleratorConfig = field(default_factory=lambda: AcceleratorConfig(log_with="none"))
 
+    def resolved_towers(self) -> str:
+        """The towers unlearning updates: ``towers``, or the method's own setting when it is "auto"."""
+        if self.towers != "auto":
+            return self.towers
+        return METHOD_TOWERS.get(self.method, "text")
+
     def validate(self) -> None:
         """Raise :class:`ConfigError` for an invalid combination."""
         checks = [
@@ -151,6 +168,7 @@ class UnlearnConfig:
             ("text", self.text, TEXT_SOURCES),
             ("forget_text", self.forget_text or self.text, TEXT_SOURCES),
             ("towers", self.towers, TOWERS),
+            ("multidelete_unimodal", self.multidelete_unimodal, MULTIDELETE_UNIMODAL),
             ("optimizer", self.optimizer, ("adam", "adamw")),
             ("lr_schedule", self.lr_schedule, ("constant", "cosine")),
         ]

@@ -100,6 +100,55 @@ def graddiff_loss(
     return ga_loss(img_f, txt_f, logit_scale, texts_f) + contrastive_loss(img_r, txt_r, logit_scale, texts_r)
 
 
+def decouple_loss(
+    img_f: torch.Tensor, txt_f: torch.Tensor, orig_img_f: torch.Tensor, orig_txt_perm: torch.Tensor
+) -> torch.Tensor:
+    """MultiDelete modality decoupling: the unlearned model's in-batch cosine similarity matrices on the
+    forget pairs, image→text ``S' = n(I') n(T')ᵀ`` and text→image ``S'ᵀ``, matched (MSE over all n² entries)
+    to the original model's on the same images with randomly permuted texts, ``S = n(I) n(T_π)ᵀ``:
+    ``MSE(S, S') + MSE(Sᵀ, S'ᵀ)``. ``orig_txt_perm`` are the original's text features already permuted."""
+    n = lambda x: F.normalize(x, dim=-1)  # noqa: E731
+    sim_new = n(img_f) @ n(txt_f).T
+    sim_orig = (n(orig_img_f) @ n(orig_txt_perm).T).detach()
+    return F.mse_loss(sim_new, sim_orig) + F.mse_loss(sim_new.T, sim_orig.T)
+
+
+def multimodal_retention_loss(
+    img_r: torch.Tensor, txt_r: torch.Tensor, orig_img_r: torch.Tensor, orig_txt_r: torch.Tensor
+) -> torch.Tensor:
+    """MultiDelete multimodal knowledge retention on D_r: MSE of the fused embedding to the original's.
+    CLIP has no fusion encoder (MultiDelete's ALBEF/BLIP use the fusion [CLS] output), so the fused
+    embedding is the mean of the normalised image and text features, ``(n(I) + n(T)) / 2``."""
+    n = lambda x: F.normalize(x, dim=-1)  # noqa: E731
+    return F.mse_loss((n(img_r) + n(txt_r)) / 2, ((n(orig_img_r) + n(orig_txt_r)) / 2).detach())
+
+
+def unimodal_retention_loss(
+    img_f: torch.Tensor,
+    txt_f: torch.Tensor,
+    orig_img_f: torch.Tensor,
+    orig_txt_f: torch.Tensor,
+    modalities: str = "image+text",
+) -> torch.Tensor:
+    """MultiDelete unimodal knowledge retention on D_f (forget images with their own texts):
+    ``MSE(n(I'), n(I)) + MSE(n(T'), n(T))``, or the image term alone with ``modalities="image"``."""
+    n = lambda x: F.normalize(x, dim=-1)  # noqa: E731
+    loss = F.mse_loss(n(img_f), n(orig_img_f).detach())
+    if modalities == "image+text":
+        loss = loss + F.mse_loss(n(txt_f), n(orig_txt_f).detach())
+    elif modalities != "image":
+        raise ValueError(f"modalities must be 'image+text' or 'image', got {modalities!r}")
+    return loss
+
+
+def decouple_permutation(n: int, seed: int, step: int) -> torch.Tensor:
+    """The random text permutation of MultiDelete's decoupling term at one step (``torch.randperm`` as
+    published: fixed points allowed). Depends only on (seed, step), so resumed and multi-process runs
+    permute alike."""
+    g = torch.Generator().manual_seed((seed * 1_000_003 + step + 0x3D) % 2**63)  # ints only: str hashes vary per process
+    return torch.randperm(n, generator=g)
+
+
 def multidelete_losses(
     img_f: torch.Tensor,
     txt_f: torch.Tensor,
@@ -109,20 +158,19 @@ def multidelete_losses(
     orig_txt_f: torch.Tensor,
     orig_img_r: torch.Tensor,
     orig_txt_r: torch.Tensor,
+    perm: torch.Tensor,
+    unimodal: str = "image+text",
 ) -> dict[str, torch.Tensor]:
-    """MultiDelete (ECCV 2024), three MSE terms on normalised features:
+    """MultiDelete (Cheng & Amiri, ECCV 2024; CLU-UML/MultiDelete ``vl_unlearn/task_unlearn.py``), its three
+    MSE terms (``nn.MSELoss``, mean reduction), weighted 1 : 1 : 1 there:
 
-    - ``decouple``: each matched forget pair's similarity is matched to the original model's
-      similarity of a mismatched pair (image i with text i+1, a fixed derangement);
-    - ``multimodal``: fused retain embeddings (img + txt) / 2 matched to the original's;
-    - ``unimodal``: retain image and text embeddings matched to the original's."""
-    n = lambda x: F.normalize(x, dim=-1)  # noqa: E731
-    sim_new = (n(img_f) * n(txt_f)).sum(-1)
-    if img_f.shape[0] > 1:
-        target = (n(orig_img_f) * n(orig_txt_f).roll(1, dims=0)).sum(-1)
-    else:  # a single forget pair has no mismatched partner: decouple towards zero similarity
-        target = torch.zeros_like(sim_new)
-    decouple = F.mse_loss(sim_new, target.detach())
-    multimodal = F.mse_loss((n(img_r) + n(txt_r)) / 2, ((n(orig_img_r) + n(orig_txt_r)) / 2).detach())
-    unimodal = F.mse_loss(n(img_r), n(orig_img_r).detach()) + F.mse_loss(n(txt_r), n(orig_txt_r).detach())
-    return {"decouple": decouple, "multimodal": multimodal, "unimodal": unimodal}
+    - ``decouple`` (:func:`decouple_loss`): forget pairs' full similarity matrices vs the original's with
+      the texts permuted by ``perm``;
+    - ``multimodal`` (:func:`multimodal_retention_loss`): fused retain embeddings vs the original's;
+    - ``unimodal`` (:func:`unimodal_retention_loss`): forget image (and text) embeddings vs the original's."""
+    perm = perm.to(orig_txt_f.device)
+    return {
+        "decouple": decouple_loss(img_f, txt_f, orig_img_f, orig_txt_f[perm]),
+        "multimodal": multimodal_retention_loss(img_r, txt_r, orig_img_r, orig_txt_r),
+        "unimodal": unimodal_retention_loss(img_f, txt_f, orig_img_f, orig_txt_f, unimodal),
+    }

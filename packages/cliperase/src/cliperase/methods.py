@@ -47,8 +47,10 @@ def method_loss(
     orig_f: Feats | None = None,
     orig_r: Feats | None = None,
     orig_scale: torch.Tensor | None = None,
+    step: int = 0,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """The method's total loss and its named parts (floats, for logging)."""
+    """The method's total loss and its named parts (floats, for logging). ``step`` seeds the per-step
+    randomness of a method (MultiDelete's text permutation)."""
     parts: dict[str, torch.Tensor] = {}
     m = cfg.method
     if m == "cliperase":
@@ -81,10 +83,10 @@ def method_loss(
         total = parts["retain_clip"] = losses.contrastive_loss(r.img, r.txt, scale, r.texts)
     elif m == "multidelete":
         assert f is not None and r is not None and orig_f is not None and orig_r is not None
-        parts.update(
-            losses.multidelete_losses(f.img, f.txt, r.img, r.txt, orig_f.img, orig_f.txt, orig_r.img, orig_r.txt)
-        )
-        # MultiDelete weights its three terms equally (α = β = γ = 1).
+        perm = losses.decouple_permutation(f.img.shape[0], cfg.seed, step)
+        parts.update(losses.multidelete_losses(f.img, f.txt, r.img, r.txt, orig_f.img, orig_f.txt, orig_r.img,
+                                               orig_r.txt, perm, cfg.multidelete_unimodal))
+        # The public code sums its three terms unweighted: loss = loss_md + loss_multi + loss_uni.
         total = parts["decouple"] + parts["multimodal"] + parts["unimodal"]
     else:
         raise ValueError(f"method {m!r} has no unlearning objective")

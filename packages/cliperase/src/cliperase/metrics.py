@@ -4,13 +4,14 @@
   forget set, the usual "TA"; test-forget reported too), overall and per class.
 - Retrieval Recall@1/5/10 image→text and text→image on forget and retain pairs, each on a seeded
   subsample of at most ``cfg.retrieval_max_pairs`` images (all their captions).
-- Membership-inference efficacy on D_f. Attack: a per-sample score (the negated zero-shot
-  cross-entropy of the true class when labels exist, else the cosine similarity of the image and its
-  first caption) is thresholded; the threshold maximises balanced accuracy of "member" on retain
-  samples (members, trained on) versus held-out test-retain samples (non-members), each subsampled to
-  the same size (≤ ``cfg.mia_max_samples``). MIA efficacy = percentage of D_f samples predicted
-  non-member (higher = D_f looks more like data never trained on). The attack's own balanced accuracy
-  is reported: near 50 % means the original model leaks little membership signal to begin with.
+- Membership-inference efficacy on D_f with the community protocol (:mod:`cliperase.mia`; SalUn /
+  Jia et al. 2023): per-sample loss, confidence and entropy of the zero-shot class distribution (datasets
+  without labels: the cosine similarity of the image and its first caption); a logistic-regression attack
+  trained on retain samples (members) vs held-out test-retain samples (non-members), equal sizes
+  (≤ ``cfg.mia_max_samples`` each); its balanced accuracy on a held-out half of those; MIA efficacy = percent
+  of D_f it calls non-member. Below 55 % held-out accuracy the attack is no better than chance:
+  ``mia_informative`` is False and ``mia_efficacy`` is None (the raw number stays in ``mia["efficacy"]``),
+  so tables do not print it as a result.
 - Relearn time (:func:`relearn_steps`): fine-tuning steps on D_f until its accuracy recovers half of
   the original model's.
 """
@@ -23,7 +24,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from mmcore.data.records import ImageTextData
 from mmcore.eval.retrieval import encode_images, encode_texts, retrieval_eval
 from mmcore.eval.zeroshot import zero_shot_eval
@@ -31,6 +31,7 @@ from mmcore.optim import adam
 
 from cliperase.config import UnlearnConfig
 from cliperase.forget_sets import ForgetSplit
+from cliperase.mia import FEATURES, membership_inference, sample_features
 
 
 def subsample(data: ImageTextData, k: int, seed: int) -> ImageTextData:
@@ -66,28 +67,6 @@ def _pair_cosine(model, bundle, data: ImageTextData, cfg: UnlearnConfig) -> np.n
     return (img * txt).sum(-1).cpu().numpy()
 
 
-def threshold_attack(members: np.ndarray, nonmembers: np.ndarray, targets: np.ndarray, seed: int = 0) -> dict[str, float]:
-    """Fit a score threshold (member iff score >= t) maximising balanced accuracy on equal-size
-    member / non-member samples; return the efficacy (percent of ``targets`` below t)."""
-    rng = np.random.default_rng(seed)
-    k = min(len(members), len(nonmembers))
-    m = rng.choice(members, k, replace=False) if len(members) > k else members
-    n = rng.choice(nonmembers, k, replace=False) if len(nonmembers) > k else nonmembers
-    cands = np.unique(np.concatenate([m, n, [np.inf]]))
-    tpr = (m[:, None] >= cands[None, :]).mean(0)
-    tnr = (n[:, None] < cands[None, :]).mean(0)
-    bal = (tpr + tnr) / 2
-    best = int(np.argmax(bal))
-    t = float(cands[best])
-    return {
-        "efficacy": 100.0 * float((targets < t).mean()) if len(targets) else 0.0,
-        "attack_balanced_accuracy": 100.0 * float(bal[best]),
-        "threshold": t,
-        "n_calibration": int(2 * k),
-        "n_target": int(len(targets)),
-    }
-
-
 @torch.no_grad()
 def evaluate_split(model, bundle, split: ForgetSplit, cfg: UnlearnConfig) -> dict[str, Any]:
     """All metrics of ``model`` on one forget/retain/test split (single process; see module doc)."""
@@ -120,25 +99,25 @@ def evaluate_split(model, bundle, split: ForgetSplit, cfg: UnlearnConfig) -> dic
                 out[f"{k}_{name}"] = v
     out["retrieval"] = retrieval
 
-    # Membership inference on D_f, calibrated on retain (members) vs test-retain (non-members).
+    # Membership inference on D_f: attack trained on retain (members) vs test-retain (non-members).
     mia: dict[str, Any] | None = None
     if len(split.test_retain):
         if all(zs[k] is not None for k in ("forget", "retain", "test")):
-            def scores(res: dict[str, Any]) -> np.ndarray:
-                return -F.cross_entropy(res["logits"].float(), res["labels"], reduction="none").numpy()
-
-            sc = {k: scores(zs[k]) for k in ("forget", "retain", "test")}  # type: ignore[arg-type]
-            kind = "neg_zero_shot_ce"
+            feats = {k: sample_features(zs[k]["logits"].float().numpy(), zs[k]["labels"].numpy())  # type: ignore[index]
+                     for k in ("forget", "retain", "test")}
+            names: list[str] = list(FEATURES)
         else:
-            sc = {k: _pair_cosine(model, bundle, subsample(d, cfg.mia_max_samples, seed + 6), cfg)
-                  for k, d in (("forget", split.forget), ("retain", split.retain), ("test", split.test_retain))}
-            kind = "pair_cosine"
+            feats = {k: _pair_cosine(model, bundle, subsample(d, cfg.mia_max_samples, seed + 6), cfg)[:, None]
+                     for k, d in (("forget", split.forget), ("retain", split.retain), ("test", split.test_retain))}
+            names = ["pair_cosine"]
         rng = np.random.default_rng(seed)
         lim = cfg.mia_max_samples
-        sc = {k: (rng.choice(v, lim, replace=False) if len(v) > lim else v) for k, v in sc.items()}
-        mia = {"score": kind, **threshold_attack(sc["retain"], sc["test"], sc["forget"], seed)}
+        feats = {k: (v[rng.choice(len(v), lim, replace=False)] if len(v) > lim else v) for k, v in feats.items()}
+        mia = {"features": names, **membership_inference(feats["retain"], feats["test"], feats["forget"], seed)}
     out["mia"] = mia
-    out["mia_efficacy"] = mia["efficacy"] if mia else None
+    out["mia_informative"] = bool(mia and mia["informative"])
+    out["mia_attack_accuracy"] = mia["attack_balanced_accuracy"] if mia else None
+    out["mia_efficacy"] = mia["efficacy"] if mia and mia["informative"] else None
     return out
 
 

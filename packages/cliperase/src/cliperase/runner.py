@@ -33,7 +33,7 @@ from cliperase.forget_sets import ForgetSplit, split_forget_retain
 # Accuracy/recall keys shown in tables (all percentages).
 SUMMARY_KEYS = (
     "forget_accuracy", "retain_accuracy", "test_accuracy", "test_forget_accuracy",
-    "forget_i2t_R@1", "forget_t2i_R@1", "retain_i2t_R@1", "retain_t2i_R@1", "mia_efficacy",
+    "forget_i2t_R@1", "forget_t2i_R@1", "retain_i2t_R@1", "retain_t2i_R@1", "mia_efficacy", "mia_attack_accuracy",
 )
 # `mm unlearn compare` method variants: the ablations of the paper as named entries.
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -51,21 +51,68 @@ _SKIP_BAD_OK = {"flickr30k", "cc12m", "wds"}
 # --------------------------------------------------------------------------- data
 
 
-def pretrain_config(model: str, _depth: int = 0) -> dict[str, Any] | None:
+_MAX_CHAIN = 9  # recorded configs followed from a model to the one it started from
+
+
+def _config_chain(model: str) -> list[tuple[Path, dict[str, Any]]]:
+    """The readable ``config.json`` records from a saved model back towards the model it started from: an
+    `mm unlearn run` record (it has ``method``) leads on to its ``model``; any other record ends the chain."""
+    chain: list[tuple[Path, dict[str, Any]]] = []
+    while len(chain) < _MAX_CHAIN:
+        path = Path(model) / "config.json"
+        if not path.is_file():
+            break
+        try:
+            raw = read_json(path)
+        except MMError:
+            break
+        if not isinstance(raw, dict):
+            break
+        chain.append((path, raw))
+        if not ("method" in raw and isinstance(raw.get("model"), str)):
+            break
+        model = raw["model"]
+    return chain
+
+
+def pretrain_config(model: str) -> dict[str, Any] | None:
     """The training config recorded next to a saved model (``config.json`` of `mm clip pretrain`);
     for a model written by `mm unlearn run`, that of the model it started from."""
-    path = Path(model) / "config.json"
-    if not path.is_file():
+    chain = _config_chain(model)
+    if not chain:
         return None
-    try:
-        raw = read_json(path)
-    except MMError:
-        return None
-    if not isinstance(raw, dict):
-        return None
-    if "method" in raw and isinstance(raw.get("model"), str) and _depth < 8:
-        return pretrain_config(raw["model"], _depth + 1)
+    raw = chain[-1][1]
+    if "method" in raw and isinstance(raw.get("model"), str) and len(chain) < _MAX_CHAIN:
+        return None  # an unlearning run of a model with no recorded training (an open_clip name)
     return raw
+
+
+def retrain_unavailable(cfg: UnlearnConfig) -> str | None:
+    """Why Retrain cannot be run for ``cfg.model`` / ``cfg.pretrained`` (None when it can). Reads only the
+    configs recorded next to saved models: nothing is loaded or downloaded.
+
+    Retrain is the original model trained again, by its own recipe, on its training data without D_f. That
+    is possible for a model trained here from random weights (`mm clip pretrain`, or a random-init model
+    name), not for weights trained elsewhere on data this project does not have: an open_clip pretrained tag
+    or checkpoint, or a saved model that started from one (fine-tuned or unlearned from it)."""
+    if cfg.pretrained:
+        return f"model {cfg.model!r} with pretrained weights {cfg.pretrained!r}"
+    for path, raw in _config_chain(cfg.model):
+        if raw.get("pretrained"):
+            return (f"model {cfg.model!r}, which started from pretrained weights {raw['pretrained']!r} "
+                    f"(recorded in {path})")
+    return None
+
+
+def _retrain_error(reason: str) -> MMError:
+    return MMError(
+        f"Retrain is unavailable for {reason}. Retrain means the original model trained again, with its own "
+        "recipe, on its training data without the forget set D_f (the reference that unlearning approximates). "
+        "These weights were trained on data this project does not have, so that training cannot be repeated "
+        "without D_f, and training from random weights on D_r alone would be a different, much weaker model, "
+        "not Retrain. Compare against the original and FT instead, or use a model trained here "
+        "(`mm clip pretrain`), for which Retrain re-runs the recorded recipe."
+    )
 
 
 def load_data(cfg: UnlearnConfig, image_size: int | None = None) -> tuple[ImageTextData, ImageTextData]:
@@ -211,6 +258,11 @@ def _report(metrics: dict[str, Any]) -> str:
         "|---|---|---|",
     ]
     lines += [f"| {k} | {fmt(b.get(k))} | {fmt(a.get(k))} |" for k in SUMMARY_KEYS]
+    for name, m in (("before", b), ("after", a)):
+        if m.get("mia") and not m.get("mia_informative"):
+            lines += ["", f"MIA {name}: uninformative (attack held-out balanced accuracy "
+                          f"{fmt(m.get('mia_attack_accuracy'))} % < {m['mia']['min_informative_accuracy']:g} %), "
+                          "efficacy not reported."]
     rl = metrics.get("relearn")
     if rl:
         lines += ["", f"Relearn: {'cap of ' + str(rl['max_steps']) + ' steps hit' if rl['cap_hit'] else str(rl['steps']) + ' steps'}"
@@ -240,6 +292,8 @@ def run_unlearning(
     from cliperase.trainer import CHECKPOINT_DIR, unlearn
 
     cfg.validate()
+    if cfg.method == "retrain" and (why := retrain_unavailable(cfg)):
+        raise _retrain_error(why)  # before the output directory is touched or any weights are loaded
     out = Path(out_dir)
     acc = _accelerator(cfg, accelerator)
     if _is_main(acc):
@@ -355,8 +409,11 @@ def compare_methods(
     if not names:
         raise ConfigError("compare: give at least one method")
     updates = {n: parse_method(n) for n in names}
-    if include_retrain and "retrain" not in names:
-        names.append("retrain")
+    retrain_missing = retrain_unavailable(cfg)
+    if retrain_missing and any(u["method"] == "retrain" for u in updates.values()):
+        raise _retrain_error(retrain_missing)
+    if include_retrain and "retrain" not in names and not retrain_missing:
+        names.append("retrain")  # added for the time ratios; left out (and said so) where it cannot run
         updates["retrain"] = {"method": "retrain"}
     out = Path(out_dir)
     acc = _accelerator(cfg)
@@ -381,6 +438,7 @@ def compare_methods(
     for n, m in results.items():
         row: dict[str, Any] = {"method": n}
         row.update({k: m["after"].get(k) for k in SUMMARY_KEYS})
+        row["mia_informative"] = m["after"].get("mia_informative")
         row["wall_seconds"] = m["wall_seconds"]
         row["time_ratio_to_retrain"] = m["wall_seconds"] / retrain_s if retrain_s else None
         rl = m.get("relearn")
@@ -395,6 +453,7 @@ def compare_methods(
         "sizes": prep.split.sizes(),
         "forget": prep.split.description,
         "retrain_seconds": retrain_s,
+        "retrain_unavailable": _retrain_error(retrain_missing).args[0] if retrain_missing else None,
         "config": config_to_dict(cfg),
     }
     if _is_main(acc):
@@ -406,16 +465,20 @@ def compare_methods(
 
 def comparison_markdown(comp: dict[str, Any]) -> str:
     cols = ["method", "forget_accuracy", "retain_accuracy", "test_accuracy", "retain_i2t_R@1", "forget_i2t_R@1",
-            "mia_efficacy", "wall_seconds", "time_ratio_to_retrain", "relearn_steps"]
+            "mia_efficacy", "mia_attack_accuracy", "wall_seconds", "time_ratio_to_retrain", "relearn_steps"]
 
     def fmt(v: Any) -> str:
         return "–" if v is None else f"{v:.3g}" if isinstance(v, float) else str(v)
 
     lines = [f"# Unlearning comparison — forget {comp['forget']}", "",
-             f"Sizes: {comp['sizes']}. Accuracies/recalls in %, wall time of the unlearning (or retraining) itself.", "",
+             f"Sizes: {comp['sizes']}. Accuracies/recalls in %, wall time of the unlearning (or retraining) itself. "
+             "mia_efficacy is left out (–) where the attack's held-out balanced accuracy (mia_attack_accuracy) "
+             "is below 55 %.", "",
              "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in [comp["original"], *comp["rows"]]:
         lines.append("| " + " | ".join(fmt(r.get(c)) for c in cols) + " |")
+    if comp.get("retrain_unavailable"):
+        lines += ["", "No Retrain row (no time ratios): " + comp["retrain_unavailable"]]
     return "\n".join(lines) + "\n"
 
 

@@ -207,7 +207,7 @@ def unlearn(
         frozen = copy.deepcopy(model).to(device).eval().requires_grad_(False)
     model.logit_scale.requires_grad_(cfg.train_logit_scale)
     train_mode(model, cfg.freeze_norm_stats)
-    image_frozen = cfg.towers == "text"
+    image_frozen = cfg.resolved_towers() == "text"
     if image_frozen:  # eval mode too: BatchNorm statistics must not drift either
         model.visual.requires_grad_(False).eval()
     streams: dict[str, tuple[BatchStream, ImageBank, ImageTextData]] = {}
@@ -232,6 +232,13 @@ def unlearn(
     # The scheduler stays outside accelerate.prepare (its wrapper would step it once per process).
     scheduler = _make_scheduler(cfg, optimizer)
     wrapper, optimizer = accelerator.prepare(wrapper, optimizer)
+
+    def frozen_encode(fn: Any, x: Any) -> torch.Tensor:
+        # The frozen original runs under the same autocast as the prepared (trained) model, whose outputs
+        # accelerate casts back to float32: at step 0 a copy then gives the trained model's features, and
+        # MSE / KL to the original start at zero rather than at the bf16-vs-fp32 rounding gap.
+        with torch.no_grad(), accelerator.autocast():
+            return fn(x, normalize=False).float()
 
     # The frozen original is only needed where a loss compares with it: CM uses retain batches only.
     frozen_keys = {"r"} if cfg.method == "cliperase" else {"f", "r"}
@@ -268,9 +275,8 @@ def unlearn(
                 # features, so MSE-to-original terms start with exactly zero gradient (no float noise
                 # for Adam to blow up into full-size steps).
                 # A frozen image tower gives the original's image features already: no second image forward.
-                with torch.no_grad():
-                    full_frozen = (img.detach() if image_frozen else frozen.encode_image(images_t, normalize=False),
-                                   frozen.encode_text(tokens, normalize=False))
+                full_frozen = (img.detach() if image_frozen else frozen_encode(frozen.encode_image, images_t),
+                               frozen_encode(frozen.encode_text, tokens))
             for key, (stream, _bank, data) in streams.items():
                 k = len(local[key])
                 sl = slice(offset, offset + k)
@@ -286,12 +292,12 @@ def unlearn(
                     if full_frozen is not None:
                         o_img, o_txt = full_frozen[0][sl], full_frozen[1][sl]
                     else:
-                        with torch.no_grad():
-                            o_img = img[sl].detach() if image_frozen else frozen.encode_image(images_t[sl], normalize=False)
-                            o_txt = frozen.encode_text(tokens[sl], normalize=False)
+                        o_img = img[sl].detach() if image_frozen else frozen_encode(frozen.encode_image, images_t[sl])
+                        o_txt = frozen_encode(frozen.encode_text, tokens[sl])
                     orig[key] = Feats(gather_with_grad(o_img)[back], gather_with_grad(o_txt)[back], texts)
-            orig_scale = frozen.logit_scale.exp() if frozen is not None else None
-            loss, parts = method_loss(cfg, scale, feats.get("f"), feats.get("r"), orig.get("f"), orig.get("r"), orig_scale)
+            orig_scale = frozen.logit_scale.exp() if frozen is not None else None  # float32, like ``scale``
+            loss, parts = method_loss(cfg, scale, feats.get("f"), feats.get("r"), orig.get("f"), orig.get("r"), orig_scale,
+                                      step=step)
             accelerator.backward(loss)
             if cfg.grad_clip > 0:
                 accelerator.clip_grad_norm_(params, cfg.grad_clip)
