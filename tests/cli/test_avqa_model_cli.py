@@ -109,3 +109,66 @@ def test_pretrain_grounding_then_train_from_it(world, tmp_path):
     assert r.exit_code == 0, r.output
     r = runner.invoke(app, ["pretrain-grounding", "--data", str(world), "--out", str(pre), "--size", "cpu-tiny"])
     assert r.exit_code == 2 and "not empty" in r.output  # never overwritten silently
+
+
+def test_import_official_then_eval_on_features_in_the_st_avqa_layout(tmp_path):
+    """A public SaSR_Net state dict (random weights in the public layout, vocabulary sizes of the given
+    training annotations) becomes a model dir that `mm avqa eval` reads; its predictions are the argmax of
+    what the public forward returns (official_outputs), question for question."""
+    import os
+
+    import numpy as np
+    import torch
+    from sasrnet.official import load_official, official_outputs, public_vocabularies
+
+    real = Path(os.environ["MM_MUSIC_AVQA_DIR"])
+    train_ann = real / "avqa-val.json"  # stands in for avqa-train.json: the same format
+    qv, av = public_vocabularies(train_ann)
+    shapes = json.loads((Path(__file__).parents[1] / "sasrnet/data/public_sasr_net_state_dict_shapes.json").read_text())
+    g = torch.Generator().manual_seed(0)
+    sd = {k: torch.randn(s, generator=g) * 0.05 if s else torch.tensor(0) for k, s in shapes["state_dict"].items()}
+    sd["question_encoder.word2vec.weight"] = torch.randn(len(qv), 512, generator=g) * 0.05
+    sd["fc_ans.weight"], sd["fc_ans.bias"] = torch.randn(len(av), 512, generator=g) * 0.05, torch.zeros(len(av))
+    ckpt = tmp_path / "sasr_net.pt"
+    torch.save({f"module.{k}": v for k, v in sd.items()}, ckpt)  # as saved from nn.DataParallel
+
+    qs = json.loads(train_ann.read_text())
+    vids = list(dict.fromkeys(q["video_id"] for q in qs))[:2]
+    test = [q for q in qs if q["video_id"] in vids]
+    (tmp_path / "test.json").write_text(json.dumps(test))
+    feats = tmp_path / "features"
+    for sub in ("audio", "visual"):
+        (feats / sub).mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for v in vids:  # the ST-AVQA layout: VGGish [60, 128], ResNet-18 maps [60, 512, 14, 14] (subsampled to 10)
+        np.save(feats / "audio" / f"{v}.npy", rng.standard_normal((60, 128)).astype(np.float32))
+        np.save(feats / "visual" / f"{v}.npy", np.abs(rng.standard_normal((60, 512, 14, 14))).astype(np.float16))
+
+    app = _app()
+    model_dir = tmp_path / "imported"
+    r = runner.invoke(app, ["import-official", str(ckpt), "--train-ann", str(train_ann), "--out", str(model_dir)])
+    assert r.exit_code == 0, r.output
+    assert {"model.safetensors", "model.json", "question_vocab.json", "answer_vocab.json"} <= {p.name for p in model_dir.iterdir()}
+    r = runner.invoke(app, ["eval", "--checkpoint", str(model_dir), "--features", str(feats), "--ann",
+                            str(tmp_path / "test.json"), "--out", str(tmp_path / "eval"), "--batch-size", "4"])
+    assert r.exit_code == 0, r.output
+    from mmcore.data.music_avqa import load_music_avqa
+
+    loaded = load_music_avqa(tmp_path / "test.json")
+    metrics = json.loads((tmp_path / "eval/metrics.json").read_text())
+    assert metrics["n_questions"] == len(loaded) > 0 and metrics["model"] == "sasrnet"
+    preds = [json.loads(x) for x in (tmp_path / "eval/predictions.jsonl").read_text().splitlines()]
+    model = load_official(ckpt)
+    for q, pred in zip(loaded, preds, strict=True):
+        assert pred["question_id"] == q.question_id
+        a = torch.from_numpy(np.load(feats / "audio" / f"{q.video_id}.npy")[::6].copy())[None]
+        v = torch.from_numpy(np.load(feats / "visual" / f"{q.video_id}.npy")[::6].astype(np.float32))[None]
+        with torch.no_grad():
+            out = official_outputs(model, a, v, v, torch.tensor([qv.encode(q.words, 14)]))
+        assert av.tokens[int(out["qa"].argmax())] == pred["prediction"]
+
+    # a checkpoint trained on other annotations: the vocabulary sizes disagree, named in the error
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps(qs[:50]))
+    r = runner.invoke(app, ["import-official", str(ckpt), "--train-ann", str(other), "--out", str(tmp_path / "x")])
+    assert r.exit_code == 2 and "not the annotations it was trained on" in r.output
