@@ -13,7 +13,7 @@ import pytest
 from mmcore.data.image_text import load_cc12m_json, load_cifar100, load_flickr30k, load_wds
 from mmcore.data.records import ImageTextDataset
 from mmcore.data.registry import load_image_text
-from mmcore.errors import DataError
+from mmcore.errors import DataError, MMError
 from PIL import Image
 
 
@@ -147,12 +147,15 @@ def test_flickr30k_missing_image_and_escape(tmp_path):
         load_flickr30k(tmp_path, "test")
 
 
+# The public results.csv's layout: "|"-separated with a blank after each "|", header first. Its row
+# for 2199200615.jpg #4 lost the "|" between the comment number and the comment (copied as it is).
 RESULTS_CSV = """image_name| comment_number| comment
 1000092795.jpg| 0| Two young guys with shaggy hair look at their hands .
 1000092795.jpg| 2| Two men in green shirts are standing in a yard .
 1000092795.jpg| 1| Two young , White males are outside near many bushes .
 10002456.jpg| 0| Several men in hard hats are operating a giant pulley system .
 10002456.jpg| 1| Workers look down from up above on a piece of equipment .
+2199200615.jpg| 3| A black and white dog is running in a grassy garden surrounded by a white fence .
 2199200615.jpg| 4   A dog runs across the grass .
 """
 
@@ -163,28 +166,65 @@ def test_flickr30k_results_csv(tmp_path):
     (root / "results.csv").write_text(RESULTS_CSV)
     for i, f in enumerate(["1000092795.jpg", "10002456.jpg", "2199200615.jpg"]):
         _png(root / "flickr30k_images" / f, i)
-    # the malformed last line (a real defect of the public file) is an error unless skipped
-    with pytest.raises(DataError, match="results.csv: line 7: malformed"):
-        load_flickr30k(root, "all")
-    data = load_flickr30k(root, "all", skip_bad=True)
-    assert data.skipped == 1
-    assert [r.id for r in data.records] == ["1000092795.jpg", "10002456.jpg"]
+    data = load_flickr30k(root, "all")  # the row without its second "|" is read, not rejected
+    assert data.skipped == 0
+    assert [r.id for r in data.records] == ["1000092795.jpg", "10002456.jpg", "2199200615.jpg"]
     assert data.records[0].captions == [
         "Two young guys with shaggy hair look at their hands .",
         "Two young , White males are outside near many bushes .",
         "Two men in green shirts are standing in a yard .",
     ]
+    assert data.records[2].captions == [
+        "A black and white dog is running in a grassy garden surrounded by a white fence .",
+        "A dog runs across the grass .",
+    ]
     assert data.records[1].load_image().size == (8, 8)
     with pytest.raises(DataError, match="no train/val/test split"):
-        load_flickr30k(root, "test", annotations=root / "results.csv", skip_bad=True)
+        load_flickr30k(root, "test", annotations=root / "results.csv")
     _karpathy(root, [("1000092795.jpg", "train"), ("10002456.jpg", "test")])
-    test = load_flickr30k(root, "test", annotations=root / "results.csv", skip_bad=True)
+    test = load_flickr30k(root, "test", annotations=root / "results.csv")
     assert [r.id for r in test.records] == ["10002456.jpg"] and test.records[0].captions[0].startswith(
         "Several"
     )
+    # a line that really is malformed (no comment number at all) is still an error unless skipped
+    (root / "results.csv").write_text(RESULTS_CSV + "3000.jpg| A dog without its number .\n")
+    with pytest.raises(DataError, match="results.csv: line 9: malformed"):
+        load_flickr30k(root, "all", annotations=root / "results.csv")
+    assert load_flickr30k(root, "all", annotations=root / "results.csv", skip_bad=True).skipped == 1
     (root / "results.csv").write_text("name,caption\nx.jpg,hello\n")
     with pytest.raises(DataError, match="expected header"):
         load_flickr30k(root, "all", annotations=root / "results.csv")
+
+
+def test_flickr30k_caption_file_picks_karpathy_or_csv(tmp_path):
+    (tmp_path / "results.csv").write_text(RESULTS_CSV)
+    _karpathy(tmp_path, [("1000092795.jpg", "train"), ("10002456.jpg", "test"), ("2199200615.jpg", "test")])
+    for i, f in enumerate(["1000092795.jpg", "10002456.jpg", "2199200615.jpg"]):
+        _png(tmp_path / "flickr30k-images" / f, i)
+    default = load_flickr30k(tmp_path, "test")  # both exist: the Karpathy JSON, as before
+    assert default.attrs["annotations"].endswith("dataset_flickr30k.json")
+    assert load_flickr30k(tmp_path, "test", caption_file="karpathy").records[0].captions == default.records[0].captions
+    assert default.records[0].captions[0] == "caption 0 of 10002456.jpg" and len(default.records[0].captions) == 5
+    csv = load_flickr30k(tmp_path, "test", caption_file="csv")  # captions from results.csv, split from the JSON
+    assert csv.attrs["annotations"].endswith("results.csv")
+    assert [r.id for r in csv.records] == ["10002456.jpg", "2199200615.jpg"]
+    assert csv.records[1].captions[-1] == "A dog runs across the grass ."
+    via_registry = load_image_text("flickr30k", tmp_path, split="all", caption_file="csv")
+    assert sum(len(r.captions) for r in via_registry.records) == 7
+    with pytest.raises(MMError, match="unknown caption file 'json'.*auto, karpathy, csv"):
+        load_flickr30k(tmp_path, "test", caption_file="json")
+    (tmp_path / "results.csv").unlink()
+    with pytest.raises(DataError, match="results.csv.*caption file 'csv' was asked for"):
+        load_flickr30k(tmp_path, "test", caption_file="csv")
+    (tmp_path / "dataset_flickr30k.json").unlink()
+    (tmp_path / "results.csv").write_text(RESULTS_CSV)
+    with pytest.raises(DataError, match="dataset_flickr30k.json.*caption file 'karpathy' was asked for"):
+        load_flickr30k(tmp_path, "test", caption_file="karpathy")
+    assert len(load_flickr30k(tmp_path, "all")) == 3  # auto falls back to results.csv, as before
+    # every dataset accepts caption_file="auto" (configs carry it); another value is for flickr30k only
+    assert len(load_image_text("shapes", split="test", n=3, caption_file="auto")) == 3
+    with pytest.raises(MMError, match="caption file 'csv' applies to flickr30k only"):
+        load_image_text("shapes", split="test", n=3, caption_file="csv")
 
 
 def test_flickr30k_no_annotations(tmp_path):

@@ -76,7 +76,7 @@ def load_data(cfg: UnlearnConfig, image_size: int | None = None) -> tuple[ImageT
     from mmcore.data.registry import load_image_text
 
     name = cfg.dataset.lower()
-    kw: dict[str, Any] = {}
+    kw: dict[str, Any] = {"caption_file": cfg.caption_file}
     n_kw: dict[str, dict[str, Any]] = {"train": {}, "test": {}}
     if name == "shapes":
         pre = pretrain_config(cfg.model) or {}

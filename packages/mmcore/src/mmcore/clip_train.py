@@ -29,6 +29,7 @@ class ClipTrainConfig:
     pretrained: str | None = None  # open_clip tag or local checkpoint; None = random init
     dataset: str = "shapes"
     data_root: str | None = None
+    caption_file: str = "auto"  # flickr30k: auto | karpathy | csv (which caption file when both exist)
     n_train: int = 16000  # shapes: images generated; real data: cap on records used (0 = all)
     n_test: int = 1000
     steps: int = 400
@@ -322,7 +323,7 @@ def _load(cfg: ClipTrainConfig, split: str, n: int, image_size: int):
 
     if cfg.dataset.lower() == "shapes":
         return load_image_text("shapes", split=split, n=n, seed=cfg.seed, image_size=image_size)
-    data = load_image_text(cfg.dataset, root=cfg.data_root, split=split)
+    data = load_image_text(cfg.dataset, root=cfg.data_root, split=split, caption_file=cfg.caption_file)
     return data.subset(range(min(n, len(data)))) if n > 0 else data
 
 

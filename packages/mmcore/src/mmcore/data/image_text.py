@@ -191,6 +191,13 @@ def _cifar_no_checksum_cls():
 # ---------------------------------------------------------------- Flickr30K
 
 _FLICKR_IMAGE_DIRS = ("flickr30k-images", "flickr30k_images", "images", "Images")
+_KARPATHY_FILES = ("dataset_flickr30k.json",)
+_CSV_FILES = ("results.csv", "flickr30k_images/results.csv")
+#: ``load_flickr30k(caption_file=...)``: which caption file to read when both exist.
+FLICKR_CAPTION_FILES = ("auto", "karpathy", "csv")
+# A results.csv row whose comment number and comment lost their "|" (the public file has one:
+# "2199200615.jpg| 4   A dog runs across the grass ."): the number, blanks, then the comment.
+_FUSED_NUMBER = re.compile(r"^(\d+)\s+(\S.*)$")
 
 
 def _find_images_dir(root: Path, images_dir: str | Path | None, candidates: Iterable[str]) -> Path:
@@ -227,27 +234,30 @@ def load_flickr30k(
     images_dir: str | Path | None = None,
     skip_bad: bool = False,
     limit: int | None = None,
+    caption_file: str = "auto",
 ) -> ImageTextData:
     """Flickr30K: one record per image with its (usually 5) captions, label None.
 
-    ``annotations`` defaults to ``ROOT/dataset_flickr30k.json`` (Karpathy split; ``split`` is
-    train/val/test or all) else ``ROOT/results.csv`` (no split information: ``split="all"``, or
-    train/val/test when a Karpathy JSON is also given via ``ROOT/dataset_flickr30k.json``).
+    The captions come from ``annotations`` (a path) if given, else from the file ``caption_file``
+    picks in ROOT: ``"karpathy"`` = ``dataset_flickr30k.json`` (Karpathy split; ``split`` is
+    train/val/test or all), ``"csv"`` = ``results.csv`` (or ``flickr30k_images/results.csv``; no split
+    information: ``split="all"``, or train/val/test taken from ``ROOT/dataset_flickr30k.json`` when
+    it exists), ``"auto"`` (default) = the Karpathy JSON when it exists, else results.csv.
     Images: ``images_dir`` or the first of ROOT/{flickr30k-images, flickr30k_images, images, Images}
     that exists, else ROOT. ``skip_bad`` also verifies every image header.
     """
     _check_split(split, ("train", "val", "test", "all"), "flickr30k")
+    if caption_file not in FLICKR_CAPTION_FILES:
+        raise MMError(f"flickr30k: unknown caption file {caption_file!r}; choose one of {', '.join(FLICKR_CAPTION_FILES)}")
     root = Path(root)
     if annotations is None:
-        for cand in ("dataset_flickr30k.json", "results.csv", "flickr30k_images/results.csv"):
-            if (root / cand).is_file():
-                annotations = root / cand
-                break
-        else:
-            raise DataError(
-                root,
-                "no Flickr30K annotations found: expected dataset_flickr30k.json (Karpathy split) or results.csv",
-            )
+        cands = {"auto": _KARPATHY_FILES + _CSV_FILES, "karpathy": _KARPATHY_FILES, "csv": _CSV_FILES}[caption_file]
+        annotations = next((root / c for c in cands if (root / c).is_file()), None)
+        if annotations is None:
+            expected = {"auto": "dataset_flickr30k.json (Karpathy split) or results.csv",
+                        "karpathy": "dataset_flickr30k.json (Karpathy split; caption file 'karpathy' was asked for)",
+                        "csv": "results.csv or flickr30k_images/results.csv (caption file 'csv' was asked for)"}
+            raise DataError(root, f"no Flickr30K annotations found: expected {expected[caption_file]}")
     ann = Path(annotations)
     if not ann.is_file():
         raise DataError(ann, "annotation file not found")
@@ -263,7 +273,7 @@ def load_flickr30k(
             if not karpathy.is_file():
                 raise DataError(
                     ann,
-                    f"results.csv has no train/val/test split; use split='all' or put Karpathy's "
+                    f"results.csv has no train/val/test split; use split 'all' or put Karpathy's "
                     f"dataset_flickr30k.json in {root} to select split {split!r}",
                 )
             keep = set(_karpathy_captions(karpathy, split, _Skipper(True)))
@@ -306,7 +316,8 @@ def _karpathy_captions(path: Path, split: str, skip: _Skipper) -> dict[str, list
 
 def _flickr_csv_captions(path: Path, skip: _Skipper) -> dict[str, list[str]]:
     """``image_name| comment_number| comment`` lines (header first), grouped by image in
-    comment-number order."""
+    comment-number order. A line whose number and comment lost their separator
+    (``NAME.jpg| 4 A man ...``, as in the public file) is read as number 4, comment "A man ..."."""
     rows: dict[str, list[tuple[int, str]]] = {}
     with path.open(encoding="utf-8", newline="") as f:
         header = f.readline()
@@ -319,6 +330,9 @@ def _flickr_csv_captions(path: Path, skip: _Skipper) -> dict[str, list[str]]:
             if not line.strip():
                 continue
             parts = [p.strip() for p in line.rstrip("\r\n").split("|", 2)]
+            fused = _FUSED_NUMBER.match(parts[1]) if len(parts) == 2 else None
+            if fused:
+                parts = [parts[0], fused.group(1), fused.group(2)]
             if len(parts) != 3 or not parts[0] or not parts[2] or not parts[1].isdigit():
                 skip.bad(path, f"line {lineno}: malformed caption line {line.strip()[:80]!r}")
                 continue
@@ -496,4 +510,4 @@ def load_wds(
     )
 
 
-__all__ = ["CIFAR_TEMPLATES", "load_cc12m_json", "load_cifar100", "load_flickr30k", "load_wds"]
+__all__ = ["CIFAR_TEMPLATES", "FLICKR_CAPTION_FILES", "load_cc12m_json", "load_cifar100", "load_flickr30k", "load_wds"]
