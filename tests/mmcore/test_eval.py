@@ -107,8 +107,12 @@ def _embedding_cases(draw):
     n_txt = draw(st.integers(1, 14))
     d = draw(st.integers(1, 4))
     vals = st.integers(-2, 2)
-    img = np.asarray(draw(st.lists(vals, min_size=n_img * d, max_size=n_img * d)), np.float32).reshape(n_img, d)
-    txt = np.asarray(draw(st.lists(vals, min_size=n_txt * d, max_size=n_txt * d)), np.float32).reshape(n_txt, d)
+    img = np.asarray(draw(st.lists(vals, min_size=n_img * d, max_size=n_img * d)), np.float32).reshape(
+        n_img, d
+    )
+    txt = np.asarray(draw(st.lists(vals, min_size=n_txt * d, max_size=n_txt * d)), np.float32).reshape(
+        n_txt, d
+    )
     if n_img > 1 and draw(st.booleans()):
         img[-1] = img[0]  # a duplicated image
     if n_txt > 1 and draw(st.booleans()):
@@ -118,7 +122,9 @@ def _embedding_cases(draw):
 
 
 @settings(max_examples=200, deadline=None)
-@given(_embedding_cases(), st.lists(st.integers(1, 10), min_size=1, max_size=3, unique=True), st.integers(1, 10))
+@given(
+    _embedding_cases(), st.lists(st.integers(1, 10), min_size=1, max_size=3, unique=True), st.integers(1, 10)
+)
 def test_blocked_recall_equals_dense_with_forced_ties(case, ks, block_size):
     img, txt, owner = case
     dense = recall_at_k(img @ txt.T, torch.tensor(owner), ks)
@@ -136,7 +142,9 @@ def test_blocked_recall_equals_dense_on_float_embeddings(n_img, n_txt, block_siz
     txt = F.normalize(img[owner] + torch.randn(n_txt, 8, generator=g), dim=1)
     img[n_img // 2] = img[0]  # exact duplicates: ties between different images
     ks = (1, 3, 10)
-    assert recall_at_k_blocked(img, txt, owner, ks, block_size=block_size) == recall_at_k(img @ txt.T, owner, ks)
+    assert recall_at_k_blocked(img, txt, owner, ks, block_size=block_size) == recall_at_k(
+        img @ txt.T, owner, ks
+    )
 
 
 def _reference_recall_multi(sim: np.ndarray, owners: list[set[int]], ks) -> dict[str, float]:
@@ -162,7 +170,9 @@ def _reference_recall_multi(sim: np.ndarray, owners: list[set[int]], ks) -> dict
 def test_blocked_recall_with_shared_texts_matches_brute_force(case, data, block_size):
     img, txt, _ = case
     n_img = img.shape[0]
-    owners = [set(data.draw(st.lists(st.integers(0, n_img - 1), min_size=1, max_size=4))) for _ in range(len(txt))]
+    owners = [
+        set(data.draw(st.lists(st.integers(0, n_img - 1), min_size=1, max_size=4))) for _ in range(len(txt))
+    ]
     ks = (1, 2, 5)
     got = recall_at_k_blocked(img, txt, [sorted(o) for o in owners], ks, block_size=block_size)
     want = _reference_recall_multi((img @ txt.T).numpy(), owners, ks)
@@ -207,8 +217,9 @@ def test_blocked_recall_memory_stays_bounded(tmp_path):
     import sys
 
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-c", _MEMORY_SCRIPT], env=env, capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", _MEMORY_SCRIPT], env=env, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     grew_mb, r10_i2t, r10_t2i = proc.stdout.split()
     assert int(grew_mb) < 600, f"peak memory grew by {grew_mb} MB"
@@ -332,7 +343,10 @@ def test_perfect_model_on_class_captions_scores_100_both_ways():
     out = retrieval_eval(model, tok, records, _to_tensor, ks=(1, 5), block_size=4)
     assert out["n_texts"] == 3 and out["n_captions"] == 10
     assert {k: v for k, v in out.items() if "@" in k} == {
-        "i2t_R@1": 100.0, "i2t_R@5": 100.0, "t2i_R@1": 100.0, "t2i_R@5": 100.0,
+        "i2t_R@1": 100.0,
+        "i2t_R@5": 100.0,
+        "t2i_R@1": 100.0,
+        "t2i_R@5": 100.0,
     }
     # one text per caption instead: every prompt copy of another image of the class ties with the
     # image's own copy, and with ties against the query only K >= class size is a hit
@@ -409,8 +423,9 @@ def test_retrieval_with_open_clip_model(tiny_clip):
     unique = list(dict.fromkeys(texts))
     assert len(unique) < n_txt and shared["n_texts"] == len(unique)  # shapes captions repeat
     owners = [sorted({o for t, o in zip(texts, owner, strict=True) if t == u}) for u in unique]
-    want = _reference_recall_multi((img @ encode_texts(model, tok, unique).T).numpy(), [set(o) for o in owners],
-                                   (1, 5, 10))
+    want = _reference_recall_multi(
+        (img @ encode_texts(model, tok, unique).T).numpy(), [set(o) for o in owners], (1, 5, 10)
+    )
     for key, v in want.items():
         assert shared[key] == pytest.approx(v), key
 

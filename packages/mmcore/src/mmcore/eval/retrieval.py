@@ -187,7 +187,9 @@ def recall_at_k(
     return out
 
 
-def _owner_pairs(text_owners: Any, n_img: int, n_txt: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def _owner_pairs(
+    text_owners: Any, n_img: int, n_txt: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(image, text) index pairs of ``text_owners`` (one image index per text, or a sequence of image
     indices per text), duplicates removed, sorted by image."""
     if isinstance(text_owners, torch.Tensor) or (
