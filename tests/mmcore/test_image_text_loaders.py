@@ -68,16 +68,18 @@ def _python2_pickle(obj) -> bytes:
     return buf.getvalue()
 
 
-def _write_cifar(root: Path, n_train: int = 6, n_test: int = 4, keys: str = "py2") -> dict[str, np.ndarray]:
+def _write_cifar(
+    root: Path, n_train: int = 6, n_test: int = 4, keys: str = "py2", protocol: int = 4
+) -> dict[str, np.ndarray]:
     """The release's layout: cifar-100-python/{train,test,meta}, pickled dicts with a row-major
     ``data`` array of N×3072 uint8 (R plane, G plane, B plane), ``fine_labels``, ``filenames``, and
     ``meta`` with ``fine_label_names``. ``keys="py2"``: a Python 2 pickle as released; ``"bytes"``:
-    re-pickled by Python 3 after loading with encoding="bytes" (bytes keys and names)."""
+    re-pickled by Python 3 after loading with encoding="bytes" (bytes keys and names), at ``protocol``."""
     folder = root / "cifar-100-python"
     folder.mkdir(parents=True)
     rng = np.random.default_rng(0)
     b = (lambda x: x.encode()) if keys == "bytes" else (lambda x: x)
-    dump = _python2_pickle if keys == "py2" else pickle.dumps
+    dump = _python2_pickle if keys == "py2" else (lambda obj: pickle.dumps(obj, protocol=protocol))
     out = {}
     for split, n in (("train", n_train), ("test", n_test)):
         data = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
@@ -95,9 +97,9 @@ def _write_cifar(root: Path, n_train: int = 6, n_test: int = 4, keys: str = "py2
     return out
 
 
-@pytest.mark.parametrize("keys", ["py2", "bytes"])
-def test_cifar100_reads_the_release_pickles(tmp_path, keys):
-    raw = _write_cifar(tmp_path, keys=keys)
+@pytest.mark.parametrize(("keys", "protocol"), [("py2", 2), ("bytes", 4), ("bytes", 2)])
+def test_cifar100_reads_the_release_pickles(tmp_path, keys, protocol):
+    raw = _write_cifar(tmp_path, keys=keys, protocol=protocol)
     head = (tmp_path / "cifar-100-python" / "train").read_bytes()[:40]
     if keys == "py2":  # the fixture really is in Python 2's form: protocol 2, byte-string keys
         assert head.startswith(b"\x80\x02}") and b"U\x09filenames" in head

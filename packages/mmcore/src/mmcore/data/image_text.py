@@ -109,7 +109,8 @@ _CIFAR100_MD5 = {
     "test": "f0ef6b0ae62326f3e7ffdfab6717acfc",
     "meta": "7973b15100ade9c7d40fb424638fde48",
 }
-# The only globals a CIFAR pickle needs: numpy's array and dtype reconstruction (numpy 1 and 2 names).
+# The only globals a CIFAR pickle needs: numpy's array and dtype reconstruction (numpy 1 and 2 names),
+# and how Python 3 writes bytes / bytearray at pickle protocol 2 (_codecs.encode(str, "latin1")).
 _CIFAR_PICKLE_GLOBALS = frozenset(
     (mod, name)
     for core in ("numpy.core", "numpy._core")
@@ -118,7 +119,7 @@ _CIFAR_PICKLE_GLOBALS = frozenset(
         (f"{core}.multiarray", "scalar"),
         (f"{core}.numeric", "_frombuffer"),
     )
-) | {("numpy", "ndarray"), ("numpy", "dtype")}
+) | {("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"), ("builtins", "bytearray")}
 
 
 def _read_cifar_pickle(path: Path) -> dict[str, Any]:
@@ -456,7 +457,7 @@ def load_cc12m_json(
                 raise DataError(
                     root,
                     f"cannot pick the annotation file: expected {split}.json, cc12m.json or exactly one *.json "
-                    f"(found {len(jsons)}); pass annotations=",
+                    f"(found {len(jsons)}); give the JSON file itself as the data root",
                 )
             ann = jsons[0]
     data = read_json(ann)
