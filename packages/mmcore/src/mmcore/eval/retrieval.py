@@ -178,13 +178,7 @@ def recall_at_k(
     # Text→image rank: how many other images score >= the caption's own image.
     own = sim.gather(0, t2i[None, :])  # [1, n_txt]
     t2i_rank = ((sim >= own) & ~match).sum(dim=0)
-
-    out: dict[str, float] = {}
-    for k in ks:
-        out[f"i2t_R@{k}"] = _percent(i2t_rank[has_caption] < k)
-    for k in ks:
-        out[f"t2i_R@{k}"] = _percent(t2i_rank < k)
-    return out
+    return _recalls(i2t_rank[has_caption], t2i_rank, ks)
 
 
 def _owner_pairs(
@@ -267,11 +261,13 @@ def recall_at_k_blocked(
         merged = torch.cat([others_top, sim])
         others_top = merged.topk(min(kmax, merged.shape[0]), dim=0).values
     t2i_rank = (others_top >= own_best[None, :]).sum(0)
-    out: dict[str, float] = {}
-    for k in ks:
-        out[f"i2t_R@{k}"] = _percent(i2t_rank[has_text] < k)
-    for k in ks:
-        out[f"t2i_R@{k}"] = _percent(t2i_rank < k)
+    return _recalls(i2t_rank[has_text], t2i_rank, ks)
+
+
+def _recalls(i2t_rank: torch.Tensor, t2i_rank: torch.Tensor, ks: Sequence[int]) -> dict[str, float]:
+    """``i2t_R@K`` then ``t2i_R@K`` (percent) from 0-based ranks of the first correct match."""
+    out = {f"i2t_R@{k}": _percent(i2t_rank < k) for k in ks}
+    out.update({f"t2i_R@{k}": _percent(t2i_rank < k) for k in ks})
     return out
 
 
