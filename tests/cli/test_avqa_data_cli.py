@@ -81,6 +81,36 @@ def test_stats_avqa_yang(app, tmp_path):
     assert s["format"] == "avqa-yang" and s["questions"] == 2 and s["per_type"]["Why"] == 1
 
 
+def test_stats_format_option_and_mixed_files(app, tmp_path):
+    yang = {"id": 1, "video_name": "a", "video_id": 1, "question_text": "Where is it?", "answer": 0,
+            "multi_choice": ["a", "b", "c", "d"], "question_type": "Where"}  # fmt: skip
+    music = {"video_id": "1", "question_id": 1, "type": '["Audio", "Counting"]', "question_content": "Is there a voiceover?",
+             "templ_values": "[]", "question_deleted": 0, "anser": "yes"}  # fmt: skip
+    p = tmp_path / "m.json"
+    p.write_text(json.dumps([music, dict(music, question_id=2)]))
+    res = _run(app, ["stats", str(p), "--json", "--format", "music-avqa"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["format"] == "music-avqa" and json.loads(res.output)["questions"] == 2
+    res = _run(app, ["stats", str(p), "--format", "avqa-yang", "--skip-bad"])
+    assert res.exit_code == 2 and "m.json: is a Music-AVQA file" in res.output and "Traceback" not in res.output
+    res = _run(app, ["stats", str(p), "--format", "yang"])
+    assert res.exit_code == 2 and "--format must be one of music-avqa, avqa-yang" in res.output
+    # the first entry is Music-AVQA, a later one AVQA-Yang: the first alone would have decided it
+    p.write_text(json.dumps([music, dict(music, question_id=2), yang]))
+    for extra in ([], ["--skip-bad"], ["--format", "music-avqa"], ["--format", "avqa-yang"]):
+        res = _run(app, ["stats", str(p), *extra])
+        assert res.exit_code == 2, (extra, res.output)
+        assert "m.json: mixes Music-AVQA and AVQA-Yang entries: entry 2 is an AVQA-Yang entry" in " ".join(res.output.split())
+
+
+@needs_real
+def test_stats_format_on_the_real_file(app):
+    res = _run(app, ["stats", str(REAL / "avqa-val.json"), "--json", "--format", "music-avqa"])
+    assert res.exit_code == 0 and json.loads(res.output)["questions"] == 4568
+    res = _run(app, ["stats", str(REAL / "avqa-val.json"), "--format", "avqa-yang"])
+    assert res.exit_code == 2 and "not an AVQA-Yang file" in " ".join(res.output.split())
+
+
 def test_synth_writes_a_loadable_world_and_refuses_to_overwrite(app, tmp_path):
     out = tmp_path / "w"
     args = ["synth", "--out", str(out), "--videos", "4", "--seed", "1", "--duration", "4"]

@@ -125,3 +125,31 @@ def test_keyword_split_property(caps, kw):
     r_ids = {r.id for r in sp.retain.records}
     assert f_ids.isdisjoint(r_ids) and f_ids | r_ids == {r.id for r in d.records}
     assert f_ids == {r.id for r, e in zip(d.records, expected, strict=True) if e}
+
+
+def test_load_data_reads_the_flickr30k_caption_file_the_config_picks(tmp_path):
+    import json
+
+    from cliperase.runner import load_data
+    from PIL import Image
+
+    names = {"1.jpg": "train", "2.jpg": "train", "3.jpg": "test"}
+    (tmp_path / "flickr30k-images").mkdir()
+    for n in names:
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "flickr30k-images" / n, format="PNG")
+    images = [{"filename": n, "split": sp, "sentences": [{"raw": f"karpathy caption of {n}"}]}
+              for n, sp in names.items()]
+    (tmp_path / "dataset_flickr30k.json").write_text(json.dumps({"images": images, "dataset": "flickr30k"}))
+    csv = "image_name| comment_number| comment\n" + "".join(f"{n}| 0| csv caption of {n}\n" for n in names)
+    (tmp_path / "results.csv").write_text(csv + "3.jpg| 1   a dog on grass\n")  # the public file's fused row
+    cfg = UnlearnConfig(dataset="flickr30k", data_root=str(tmp_path), forget=ForgetSpec(keyword="dog"))
+    train, test = load_data(cfg)
+    assert [r.captions for r in test.records] == [["karpathy caption of 3.jpg"]]  # default: the JSON
+    cfg.caption_file = "csv"
+    cfg.validate()
+    train, test = load_data(cfg)
+    assert [r.id for r in train.records] == ["1.jpg", "2.jpg"]  # the split still from the Karpathy JSON
+    assert [r.captions for r in test.records] == [["csv caption of 3.jpg", "a dog on grass"]]
+    cfg.caption_file = "json"
+    with pytest.raises(ConfigError, match="caption_file must be one of auto, karpathy, csv"):
+        cfg.validate()

@@ -17,6 +17,7 @@ from mmcore.eval import (
     encode_images,
     encode_texts,
     recall_at_k,
+    recall_at_k_blocked,
     retrieval_eval,
     zero_shot_eval,
 )
@@ -95,6 +96,136 @@ def test_recall_constant_scores_is_not_perfect():
         recall_at_k(sim, torch.tensor([0, 1, 2, 9]))
 
 
+# ---------------------------------------------------------------- blocked recall vs the dense path
+
+
+@st.composite
+def _embedding_cases(draw):
+    """Small-integer embeddings (every dot product is exact in float32, so any summation order gives
+    the same bits) with forced ties: duplicated images and texts, and coarse values."""
+    n_img = draw(st.integers(1, 9))
+    n_txt = draw(st.integers(1, 14))
+    d = draw(st.integers(1, 4))
+    vals = st.integers(-2, 2)
+    img = np.asarray(draw(st.lists(vals, min_size=n_img * d, max_size=n_img * d)), np.float32).reshape(
+        n_img, d
+    )
+    txt = np.asarray(draw(st.lists(vals, min_size=n_txt * d, max_size=n_txt * d)), np.float32).reshape(
+        n_txt, d
+    )
+    if n_img > 1 and draw(st.booleans()):
+        img[-1] = img[0]  # a duplicated image
+    if n_txt > 1 and draw(st.booleans()):
+        txt[-1] = txt[0]  # a duplicated text (a different string with the same embedding)
+    owner = draw(st.lists(st.integers(0, n_img - 1), min_size=n_txt, max_size=n_txt))
+    return torch.from_numpy(img), torch.from_numpy(txt), owner
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    _embedding_cases(), st.lists(st.integers(1, 10), min_size=1, max_size=3, unique=True), st.integers(1, 10)
+)
+def test_blocked_recall_equals_dense_with_forced_ties(case, ks, block_size):
+    img, txt, owner = case
+    dense = recall_at_k(img @ txt.T, torch.tensor(owner), ks)
+    assert recall_at_k_blocked(img, txt, owner, ks, block_size=block_size) == dense
+    # the same owners given as one-element lists (the multi-owner form)
+    assert recall_at_k_blocked(img, txt, [[o] for o in owner], ks, block_size=block_size) == dense
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 40), st.integers(1, 60), st.integers(1, 17), st.integers(0, 10_000))
+def test_blocked_recall_equals_dense_on_float_embeddings(n_img, n_txt, block_size, seed):
+    g = torch.Generator().manual_seed(seed)
+    img = F.normalize(torch.randn(n_img, 8, generator=g), dim=1)
+    owner = torch.randint(0, n_img, (n_txt,), generator=g)
+    txt = F.normalize(img[owner] + torch.randn(n_txt, 8, generator=g), dim=1)
+    img[n_img // 2] = img[0]  # exact duplicates: ties between different images
+    ks = (1, 3, 10)
+    assert recall_at_k_blocked(img, txt, owner, ks, block_size=block_size) == recall_at_k(
+        img @ txt.T, owner, ks
+    )
+
+
+def _reference_recall_multi(sim: np.ndarray, owners: list[set[int]], ks) -> dict[str, float]:
+    """Sort-based reference with several owners per text: ties broken against the query."""
+    n_img, n_txt = sim.shape
+    i2t_first, t2i_first = [], []
+    for i in range(n_img):
+        mine = {t for t in range(n_txt) if i in owners[t]}
+        if not mine:
+            continue
+        order = sorted(range(n_txt), key=lambda t: (-sim[i, t], t in mine))
+        i2t_first.append(next(pos for pos, t in enumerate(order) if t in mine))
+    for t in range(n_txt):
+        order = sorted(range(n_img), key=lambda i: (-sim[i, t], i in owners[t]))
+        t2i_first.append(next(pos for pos, i in enumerate(order) if i in owners[t]))
+    out = {f"i2t_R@{k}": 100.0 * sum(p < k for p in i2t_first) / len(i2t_first) for k in ks}
+    out |= {f"t2i_R@{k}": 100.0 * sum(p < k for p in t2i_first) / len(t2i_first) for k in ks}
+    return out
+
+
+@settings(max_examples=150, deadline=None)
+@given(_embedding_cases(), st.data(), st.integers(1, 5))
+def test_blocked_recall_with_shared_texts_matches_brute_force(case, data, block_size):
+    img, txt, _ = case
+    n_img = img.shape[0]
+    owners = [
+        set(data.draw(st.lists(st.integers(0, n_img - 1), min_size=1, max_size=4))) for _ in range(len(txt))
+    ]
+    ks = (1, 2, 5)
+    got = recall_at_k_blocked(img, txt, [sorted(o) for o in owners], ks, block_size=block_size)
+    want = _reference_recall_multi((img @ txt.T).numpy(), owners, ks)
+    assert got.keys() == want.keys()
+    for key in want:
+        assert got[key] == pytest.approx(want[key]), key
+
+
+def test_blocked_recall_rejects_bad_owners():
+    img, txt = torch.eye(3), torch.eye(3)
+    with pytest.raises(MMError, match="outside"):
+        recall_at_k_blocked(img, txt, [0, 1, 3])
+    with pytest.raises(MMError, match="one per text"):
+        recall_at_k_blocked(img, txt, [0, 1])
+    with pytest.raises(MMError, match="at least one image"):
+        recall_at_k_blocked(img, txt, [[0], [], [2]])
+    with pytest.raises(MMError, match="block_size"):
+        recall_at_k_blocked(img, txt, [0, 1, 2], block_size=0)
+
+
+_MEMORY_SCRIPT = r"""
+import resource, sys, torch
+from mmcore.eval.retrieval import recall_at_k_blocked
+
+torch.set_num_threads(1)
+n, d = 20_000, 8
+g = torch.Generator().manual_seed(0)
+img = torch.nn.functional.normalize(torch.randn(n, d, generator=g), dim=1)
+txt = torch.nn.functional.normalize(img + 0.5 * torch.randn(n, d, generator=g), dim=1)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+out = recall_at_k_blocked(img, txt, torch.arange(n), (1, 5, 10), block_size=256)
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print((after - before) // 1024, out["i2t_R@10"], out["t2i_R@10"])
+"""
+
+
+def test_blocked_recall_memory_stays_bounded(tmp_path):
+    """20k x 20k similarities are 1.6 GB as a dense float matrix (plus 0.4 GB per bool mask); in
+    blocks of 256 images the peak grows by under 200 MB (most of it the BLAS library loading)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-c", _MEMORY_SCRIPT], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    grew_mb, r10_i2t, r10_t2i = proc.stdout.split()
+    assert int(grew_mb) < 600, f"peak memory grew by {grew_mb} MB"
+    assert 0.0 < float(r10_i2t) <= 100.0 and 0.0 < float(r10_t2i) <= 100.0
+
+
 # ---------------------------------------------------------------- hand-built model with known answers
 
 
@@ -162,10 +293,30 @@ def test_retrieval_known_answer():
         ImageTextRecord("3", ["img3"], image=_img(3)),
     ]
     out = retrieval_eval(
-        _OneHotModel(), _fake_tokenizer(vocab), records, _to_tensor, ks=(1, 2, 5), batch_size=3
+        _OneHotModel(), _fake_tokenizer(vocab), records, _to_tensor, ks=(1, 2, 5), batch_size=3, block_size=3
     )
-    # worked by hand: image 2's caption ranks 5th (4 texts tie or beat it), image 3 ties with t3
+    # worked by hand: "img3" is ONE text owned by images 2 and 3. Image 2's only text scores 0 and
+    # ranks 4th (t0, t1 tie with it, t2 beats it); text "img2" (owned by image 1 only) ranks its
+    # image 4th; text "img3" is a hit through image 3.
     assert out == pytest.approx(
+        {
+            "i2t_R@1": 75.0,
+            "i2t_R@2": 75.0,
+            "i2t_R@5": 100.0,
+            "t2i_R@1": 75.0,
+            "t2i_R@2": 75.0,
+            "t2i_R@5": 100.0,
+            "n_images": 4,
+            "n_texts": 4,
+            "n_captions": 5,
+        }
+    )
+    # one text per caption (clip_benchmark's definition): image 3 ties with the copy of "img3" owned
+    # by image 2, and that tie counts against it
+    per_caption = retrieval_eval(
+        _OneHotModel(), _fake_tokenizer(vocab), records, _to_tensor, ks=(1, 2, 5), unique_texts=False
+    )
+    assert per_caption == pytest.approx(
         {
             "i2t_R@1": 50.0,
             "i2t_R@2": 75.0,
@@ -175,8 +326,32 @@ def test_retrieval_known_answer():
             "t2i_R@5": 100.0,
             "n_images": 4,
             "n_texts": 5,
+            "n_captions": 5,
         }
     )
+
+
+def test_perfect_model_on_class_captions_scores_100_both_ways():
+    """CIFAR-100-style data: every image's caption is its class prompt, shared by all images of the
+    class. A model that embeds each image and each prompt as its class is perfect: 100 both ways."""
+    classes = ["apple", "bicycle", "castle"]
+    records = [
+        ImageTextRecord(str(i), [f"a photo of a {classes[c]}"], label=c, image=_img(c))
+        for i, c in enumerate([0, 1, 2, 0, 0, 1, 2, 2, 1, 0])
+    ]
+    model, tok = _OneHotModel(), _fake_tokenizer(classes)
+    out = retrieval_eval(model, tok, records, _to_tensor, ks=(1, 5), block_size=4)
+    assert out["n_texts"] == 3 and out["n_captions"] == 10
+    assert {k: v for k, v in out.items() if "@" in k} == {
+        "i2t_R@1": 100.0,
+        "i2t_R@5": 100.0,
+        "t2i_R@1": 100.0,
+        "t2i_R@5": 100.0,
+    }
+    # one text per caption instead: every prompt copy of another image of the class ties with the
+    # image's own copy, and with ties against the query only K >= class size is a hit
+    per_caption = retrieval_eval(model, tok, records, _to_tensor, ks=(1, 5), unique_texts=False)
+    assert per_caption["i2t_R@1"] == 0.0 and per_caption["t2i_R@1"] < 100.0
 
 
 # ---------------------------------------------------------------- a tiny random open_clip model
@@ -230,9 +405,9 @@ def test_zero_shot_with_open_clip_model(tiny_clip):
 def test_retrieval_with_open_clip_model(tiny_clip):
     model, tok, transform = tiny_clip
     data = make_shapes(12, seed=1)
-    out = retrieval_eval(model, tok, data, transform, batch_size=5)
+    out = retrieval_eval(model, tok, data, transform, batch_size=5, unique_texts=False, block_size=5)
     n_txt = sum(len(r.captions) for r in data.records)
-    assert out["n_images"] == 12 and out["n_texts"] == n_txt
+    assert out["n_images"] == 12 and out["n_texts"] == out["n_captions"] == n_txt
     img = encode_images(model, data.records, transform, batch_size=4)
     texts, owner = data.texts()
     txt = encode_texts(model, tok, texts, batch_size=9)
@@ -243,6 +418,16 @@ def test_retrieval_with_open_clip_model(tiny_clip):
         assert out[f"t2i_R@{k}"] == pytest.approx(expected[f"t2i_R@{k}"])
         assert 0.0 <= out[f"i2t_R@{k}"] <= 100.0
     assert out["i2t_R@1"] <= out["i2t_R@5"] <= out["i2t_R@10"]
+    # the default ranks each distinct caption once, owned by every image that has it
+    shared = retrieval_eval(model, tok, data, transform, batch_size=5)
+    unique = list(dict.fromkeys(texts))
+    assert len(unique) < n_txt and shared["n_texts"] == len(unique)  # shapes captions repeat
+    owners = [sorted({o for t, o in zip(texts, owner, strict=True) if t == u}) for u in unique]
+    want = _reference_recall_multi(
+        (img @ encode_texts(model, tok, unique).T).numpy(), [set(o) for o in owners], (1, 5, 10)
+    )
+    for key, v in want.items():
+        assert shared[key] == pytest.approx(v), key
 
 
 # ---------------------------------------------------------------- sharding across processes

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import pickle
+import struct
 import tarfile
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import pytest
 from mmcore.data.image_text import load_cc12m_json, load_cifar100, load_flickr30k, load_wds
 from mmcore.data.records import ImageTextDataset
 from mmcore.data.registry import load_image_text
-from mmcore.errors import DataError
+from mmcore.errors import DataError, MMError
 from PIL import Image
 
 
@@ -34,35 +35,89 @@ def _png_bytes(value: int) -> bytes:
 FINE = ["apple", "aquarium_fish", "baby", "bear"]
 
 
-def _write_cifar(root: Path, n_train: int = 6, n_test: int = 4) -> dict[str, np.ndarray]:
-    """torchvision's layout: cifar-100-python/{train,test,meta}, pickled dicts with a row-major
-    ``data`` array of N×3072 uint8 (R plane, G plane, B plane) and ``fine_labels``."""
+class _Python2Pickler(pickle._Pickler):
+    """Writes what Python 2's cPickle wrote for the CIFAR release (protocol 2): every str and bytes
+    value as a Python 2 byte string (SHORT_BINSTRING / BINSTRING), numpy's globals under numpy 1's
+    module names (numpy.core.multiarray._reconstruct, numpy.ndarray, numpy.dtype)."""
+
+    dispatch = pickle._Pickler.dispatch.copy()
+
+    def __init__(self, file):
+        super().__init__(file, protocol=2)
+
+    def _save_py2_str(self, obj):
+        data = obj.encode("latin1") if isinstance(obj, str) else bytes(obj)
+        if len(data) < 256:
+            self.write(pickle.SHORT_BINSTRING + bytes([len(data)]) + data)
+        else:
+            self.write(pickle.BINSTRING + struct.pack("<i", len(data)) + data)
+        self.memoize(obj)
+
+    dispatch[str] = _save_py2_str
+    dispatch[bytes] = _save_py2_str
+
+    def save_global(self, obj, name=None):
+        module = obj.__module__.replace("numpy._core", "numpy.core")
+        self.write(pickle.GLOBAL + f"{module}\n{name or obj.__qualname__}\n".encode("ascii"))
+        self.memoize(obj)
+
+
+def _python2_pickle(obj) -> bytes:
+    buf = io.BytesIO()
+    _Python2Pickler(buf).dump(obj)
+    return buf.getvalue()
+
+
+def _write_cifar(
+    root: Path, n_train: int = 6, n_test: int = 4, keys: str = "py2", protocol: int = 4
+) -> dict[str, np.ndarray]:
+    """The release's layout: cifar-100-python/{train,test,meta}, pickled dicts with a row-major
+    ``data`` array of N×3072 uint8 (R plane, G plane, B plane), ``fine_labels``, ``filenames``, and
+    ``meta`` with ``fine_label_names``. ``keys="py2"``: a Python 2 pickle as released; ``"bytes"``:
+    re-pickled by Python 3 after loading with encoding="bytes" (bytes keys and names), at ``protocol``."""
     folder = root / "cifar-100-python"
     folder.mkdir(parents=True)
     rng = np.random.default_rng(0)
+    b = (lambda x: x.encode()) if keys == "bytes" else (lambda x: x)
+    dump = _python2_pickle if keys == "py2" else (lambda obj: pickle.dumps(obj, protocol=protocol))
     out = {}
     for split, n in (("train", n_train), ("test", n_test)):
         data = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
         entry = {
-            "filenames": [f"img_{i}.png" for i in range(n)],
-            "batch_label": f"{split} batch",
-            "fine_labels": [i % len(FINE) for i in range(n)],
-            "coarse_labels": [0] * n,
-            "data": data,
+            b("filenames"): [b(f"img_{split}_{i}.png") for i in range(n)],
+            b("batch_label"): b(f"{split} batch"),
+            b("fine_labels"): [i % len(FINE) for i in range(n)],
+            b("coarse_labels"): [0] * n,
+            b("data"): data,
         }
-        (folder / split).write_bytes(pickle.dumps(entry))
+        (folder / split).write_bytes(dump(entry))
         out[split] = data
-    (folder / "meta").write_bytes(pickle.dumps({"fine_label_names": FINE, "coarse_label_names": ["stuff"]}))
+    meta = {b("fine_label_names"): [b(c) for c in FINE], b("coarse_label_names"): [b("stuff")]}
+    (folder / "meta").write_bytes(dump(meta))
     return out
 
 
-def test_cifar100_reads_torchvision_format(tmp_path):
-    raw = _write_cifar(tmp_path)
+@pytest.mark.parametrize(("keys", "protocol"), [("py2", 2), ("bytes", 4), ("bytes", 2)])
+def test_cifar100_reads_the_release_pickles(tmp_path, keys, protocol):
+    raw = _write_cifar(tmp_path, keys=keys, protocol=protocol)
+    head = (tmp_path / "cifar-100-python" / "train").read_bytes()[:40]
+    if keys == "py2":  # the fixture really is in Python 2's form: protocol 2, byte-string keys
+        assert head.startswith(b"\x80\x02}") and b"U\x09filenames" in head
+        assert (
+            b"numpy.core.multiarray\n_reconstruct" in (tmp_path / "cifar-100-python" / "train").read_bytes()
+        )
+        with pytest.raises(UnicodeDecodeError):  # plain pickle.load (ASCII) fails on the raw pixel bytes
+            pickle.loads((tmp_path / "cifar-100-python" / "train").read_bytes())
+    else:
+        assert b"\x8c\x04data" not in head and isinstance(
+            next(iter(pickle.loads((tmp_path / "cifar-100-python" / "meta").read_bytes()))), bytes
+        )
     data = load_cifar100(tmp_path, "train")
     assert data.classnames == ["apple", "aquarium fish", "baby", "bear"]
     assert len(data) == 6 and "{}" in data.templates[0]
     r = data.records[1]
     assert r.label == 1 and r.captions == ["a photo of a aquarium fish"]
+    assert r.attrs["filename"] == "img_train_1.png"
     # pixel (y=0, x=2) of image 1: the R, G and B planes are 1024 values apart
     assert r.image.shape == (32, 32, 3)
     assert r.image[0, 2].tolist() == [
@@ -76,15 +131,33 @@ def test_cifar100_reads_torchvision_format(tmp_path):
     assert len(load_cifar100(tmp_path, "train", limit=2)) == 2
 
 
-def test_cifar100_missing_or_unverified(tmp_path):
+def test_cifar100_missing_unverified_or_not_cifar(tmp_path):
     with pytest.raises(DataError, match="cifar-100-python.*CIFAR-100 not found.*cifar-100-python.tar.gz"):
         load_cifar100(tmp_path / "nowhere", "train")
+    folder = tmp_path / "cifar-100-python"
     _write_cifar(tmp_path)
-    # the fixture is not the real archive, so torchvision's MD5 check must reject it
-    with pytest.raises(DataError, match="torchvision's checks"):
+    # the fixture is not the real archive, so the MD5 check against the release must reject it
+    with pytest.raises(DataError, match="meta: MD5 .* does not match the official release"):
         load_cifar100(tmp_path, "test", verify_checksums=True)
-    (tmp_path / "cifar-100-python" / "test").write_bytes(b"not a pickle")
-    with pytest.raises(DataError, match="not a valid CIFAR-100"):
+    (folder / "test").write_bytes(b"not a pickle")
+    with pytest.raises(DataError, match="test: not a valid CIFAR-100 python-format file"):
+        load_cifar100(tmp_path, "test")
+    # a pickle calling anything but numpy's array reconstruction is refused, not run
+    (folder / "test").write_bytes(pickle.dumps({"data": Path("x")}))
+    with pytest.raises(DataError, match="refusing to load global pathlib"):
+        load_cifar100(tmp_path, "test")
+    (folder / "test").write_bytes(pickle.dumps({"data": np.zeros((2, 3072), np.uint8), "labels": [0, 1]}))
+    with pytest.raises(DataError, match="test: not a CIFAR-100 file: no 'fine_labels' entry"):
+        load_cifar100(tmp_path, "test")
+    (folder / "test").write_bytes(
+        pickle.dumps({"data": np.zeros((2, 3072), np.uint8), "fine_labels": [0, 9]})
+    )
+    with pytest.raises(DataError, match=r"fine_labels\[1\] = 9 is not a class index 0..3"):
+        load_cifar100(tmp_path, "test")
+    (folder / "test").write_bytes(pickle.dumps({"data": np.zeros((2, 100), np.uint8), "fine_labels": [0, 1]}))
+    with pytest.raises(
+        DataError, match=r"uint8 array of shape \[N, 3072\], got a uint8 array of shape \(2, 100\)"
+    ):
         load_cifar100(tmp_path, "test")
 
 
@@ -147,12 +220,15 @@ def test_flickr30k_missing_image_and_escape(tmp_path):
         load_flickr30k(tmp_path, "test")
 
 
+# The public results.csv's layout: "|"-separated with a blank after each "|", header first. Its row
+# for 2199200615.jpg #4 lost the "|" between the comment number and the comment (copied as it is).
 RESULTS_CSV = """image_name| comment_number| comment
 1000092795.jpg| 0| Two young guys with shaggy hair look at their hands .
 1000092795.jpg| 2| Two men in green shirts are standing in a yard .
 1000092795.jpg| 1| Two young , White males are outside near many bushes .
 10002456.jpg| 0| Several men in hard hats are operating a giant pulley system .
 10002456.jpg| 1| Workers look down from up above on a piece of equipment .
+2199200615.jpg| 3| A black and white dog is running in a grassy garden surrounded by a white fence .
 2199200615.jpg| 4   A dog runs across the grass .
 """
 
@@ -163,28 +239,73 @@ def test_flickr30k_results_csv(tmp_path):
     (root / "results.csv").write_text(RESULTS_CSV)
     for i, f in enumerate(["1000092795.jpg", "10002456.jpg", "2199200615.jpg"]):
         _png(root / "flickr30k_images" / f, i)
-    # the malformed last line (a real defect of the public file) is an error unless skipped
-    with pytest.raises(DataError, match="results.csv: line 7: malformed"):
-        load_flickr30k(root, "all")
-    data = load_flickr30k(root, "all", skip_bad=True)
-    assert data.skipped == 1
-    assert [r.id for r in data.records] == ["1000092795.jpg", "10002456.jpg"]
+    data = load_flickr30k(root, "all")  # the row without its second "|" is read, not rejected
+    assert data.skipped == 0
+    assert [r.id for r in data.records] == ["1000092795.jpg", "10002456.jpg", "2199200615.jpg"]
     assert data.records[0].captions == [
         "Two young guys with shaggy hair look at their hands .",
         "Two young , White males are outside near many bushes .",
         "Two men in green shirts are standing in a yard .",
     ]
+    assert data.records[2].captions == [
+        "A black and white dog is running in a grassy garden surrounded by a white fence .",
+        "A dog runs across the grass .",
+    ]
     assert data.records[1].load_image().size == (8, 8)
     with pytest.raises(DataError, match="no train/val/test split"):
-        load_flickr30k(root, "test", annotations=root / "results.csv", skip_bad=True)
+        load_flickr30k(root, "test", annotations=root / "results.csv")
     _karpathy(root, [("1000092795.jpg", "train"), ("10002456.jpg", "test")])
-    test = load_flickr30k(root, "test", annotations=root / "results.csv", skip_bad=True)
+    test = load_flickr30k(root, "test", annotations=root / "results.csv")
     assert [r.id for r in test.records] == ["10002456.jpg"] and test.records[0].captions[0].startswith(
         "Several"
     )
+    # a line that really is malformed (no comment number at all) is still an error unless skipped
+    (root / "results.csv").write_text(RESULTS_CSV + "3000.jpg| A dog without its number .\n")
+    with pytest.raises(DataError, match="results.csv: line 9: malformed"):
+        load_flickr30k(root, "all", annotations=root / "results.csv")
+    assert load_flickr30k(root, "all", annotations=root / "results.csv", skip_bad=True).skipped == 1
     (root / "results.csv").write_text("name,caption\nx.jpg,hello\n")
     with pytest.raises(DataError, match="expected header"):
         load_flickr30k(root, "all", annotations=root / "results.csv")
+
+
+def test_flickr30k_caption_file_picks_karpathy_or_csv(tmp_path):
+    (tmp_path / "results.csv").write_text(RESULTS_CSV)
+    _karpathy(tmp_path, [("1000092795.jpg", "train"), ("10002456.jpg", "test"), ("2199200615.jpg", "test")])
+    for i, f in enumerate(["1000092795.jpg", "10002456.jpg", "2199200615.jpg"]):
+        _png(tmp_path / "flickr30k-images" / f, i)
+    default = load_flickr30k(tmp_path, "test")  # both exist: the Karpathy JSON, as before
+    assert default.attrs["annotations"].endswith("dataset_flickr30k.json")
+    assert (
+        load_flickr30k(tmp_path, "test", caption_file="karpathy").records[0].captions
+        == default.records[0].captions
+    )
+    assert (
+        default.records[0].captions[0] == "caption 0 of 10002456.jpg"
+        and len(default.records[0].captions) == 5
+    )
+    csv = load_flickr30k(
+        tmp_path, "test", caption_file="csv"
+    )  # captions from results.csv, split from the JSON
+    assert csv.attrs["annotations"].endswith("results.csv")
+    assert [r.id for r in csv.records] == ["10002456.jpg", "2199200615.jpg"]
+    assert csv.records[1].captions[-1] == "A dog runs across the grass ."
+    via_registry = load_image_text("flickr30k", tmp_path, split="all", caption_file="csv")
+    assert sum(len(r.captions) for r in via_registry.records) == 7
+    with pytest.raises(MMError, match="unknown caption file 'json'.*auto, karpathy, csv"):
+        load_flickr30k(tmp_path, "test", caption_file="json")
+    (tmp_path / "results.csv").unlink()
+    with pytest.raises(DataError, match="results.csv.*caption file 'csv' was asked for"):
+        load_flickr30k(tmp_path, "test", caption_file="csv")
+    (tmp_path / "dataset_flickr30k.json").unlink()
+    (tmp_path / "results.csv").write_text(RESULTS_CSV)
+    with pytest.raises(DataError, match="dataset_flickr30k.json.*caption file 'karpathy' was asked for"):
+        load_flickr30k(tmp_path, "test", caption_file="karpathy")
+    assert len(load_flickr30k(tmp_path, "all")) == 3  # auto falls back to results.csv, as before
+    # every dataset accepts caption_file="auto" (configs carry it); another value is for flickr30k only
+    assert len(load_image_text("shapes", split="test", n=3, caption_file="auto")) == 3
+    with pytest.raises(MMError, match="caption file 'csv' applies to flickr30k only"):
+        load_image_text("shapes", split="test", n=3, caption_file="csv")
 
 
 def test_flickr30k_no_annotations(tmp_path):

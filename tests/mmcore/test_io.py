@@ -79,6 +79,11 @@ def test_prepare_output_dir_never_overwrites_silently(tmp_path):
     (out / "metrics.json").write_text("{}")
     with pytest.raises(MMError, match="--overwrite"):
         prepare_output_dir(out)
+    # --resume is suggested only by a command that has it (one that passes resume at all)
+    with pytest.raises(MMError, match="not empty; pass --overwrite to replace it$"):
+        prepare_output_dir(out)
+    with pytest.raises(MMError, match="pass --overwrite to replace it or --resume to continue$"):
+        prepare_output_dir(out, resume=False)
     assert prepare_output_dir(out, resume=True) == out and (out / "metrics.json").exists()
     prepare_output_dir(out, overwrite=True)
     assert not (out / "metrics.json").exists()

@@ -12,32 +12,31 @@ import typer
 from mm_cli.common import print_table, user_errors
 
 
-def _is_avqa_yang(path: Path) -> bool:
-    """Whether ``path`` looks like an AVQA-Yang file (its entries have ``question_text``)."""
-    from mmcore.io import read_json
-
-    data = read_json(path)
-    return isinstance(data, list) and bool(data) and isinstance(data[0], dict) and "question_text" in data[0]
-
-
 @user_errors
 def stats(
     file: Path = typer.Argument(..., help="Annotation JSON file (Music-AVQA avqa-*.json, or AVQA-Yang)."),
     as_json: bool = typer.Option(False, "--json", help="Print the counts as JSON instead of a table."),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip and count malformed entries instead of stopping."),
+    annotation_format: str | None = typer.Option(
+        None, "--format", help="music-avqa | avqa-yang [default: decided from all entries; a file mixing both is an error]."
+    ),
 ) -> None:
     """Questions, videos, distinct answers and questions per type of an annotation file."""
-    if _is_avqa_yang(file):
+    from mmcore.data.avqa_format import AVQA_FORMATS, load_avqa_annotations
+    from mmcore.errors import MMError
+
+    if annotation_format is not None and annotation_format not in AVQA_FORMATS:
+        raise MMError(f"--format must be one of {', '.join(AVQA_FORMATS)}; got {annotation_format!r}")
+    fmt, qs = load_avqa_annotations(file, format=annotation_format, skip_bad=skip_bad)
+    if fmt == "avqa-yang":
         from mmcore.data import avqa_yang
 
-        qs = avqa_yang.load_avqa_yang(file, skip_bad=skip_bad)
-        result = avqa_yang.stats(qs) | {"format": "avqa-yang", "skipped": qs.skipped}
+        result = avqa_yang.stats(qs) | {"format": fmt, "skipped": qs.skipped}
         per_type_rows = [{"type": t, "questions": n} for t, n in result["per_type"].items()]
     else:
         from mmcore.data import music_avqa
 
-        qs = music_avqa.load_music_avqa(file, skip_bad=skip_bad)
-        result = music_avqa.stats(qs) | {"format": "music-avqa", "skipped": qs.skipped}
+        result = music_avqa.stats(qs) | {"format": fmt, "skipped": qs.skipped}
         per_type_rows = [
             {"type": t, "key": k, "questions": n}
             for (t, n), k in zip(result["per_type"].items(), result["per_type_key"], strict=True)

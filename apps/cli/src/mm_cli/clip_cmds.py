@@ -47,9 +47,11 @@ def eval_cmd(
     dataset: str = typer.Option("shapes", "--dataset", help="shapes | cifar100 | flickr30k | cc12m | wds."),
     data_root: Path | None = typer.Option(None, "--data-root", help="Dataset root (real datasets)."),
     split: str = typer.Option("test", "--split", help="Dataset split."),
-    n: int = typer.Option(1000, "--n", help="shapes: images to generate; real data: cap on records (0 = all)."),
+    n: int | None = typer.Option(None, "--n", help="shapes: images to generate [default: 1000]; real data: evaluate at most N records [default: the whole split]."),
     seed: int = typer.Option(0, "--seed", help="Seed of the synthetic data."),
     batch_size: int = typer.Option(256, "--batch-size"),
+    skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip (and count in metrics.json) unreadable images and malformed annotation lines instead of failing."),
+    caption_file: str = typer.Option("auto", "--caption-file", help="flickr30k: auto | karpathy | csv, the caption file to read when both dataset_flickr30k.json and results.csv exist [default: auto = the Karpathy JSON]."),
     out: Path = typer.Option(..., "--out", help="Output directory for metrics.json."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty output directory."),
 ) -> None:
@@ -59,9 +61,10 @@ def eval_cmd(
 
     out_dir = prepare_output_dir(out, overwrite=overwrite)
     metrics = evaluate_clip(model, pretrained, dataset, data_root=data_root, split=split, n=n, seed=seed,
-                            batch_size=batch_size)
+                            batch_size=batch_size, skip_bad=skip_bad, caption_file=caption_file)
     write_json(out_dir / "config.json", {"model": model, "pretrained": pretrained, "dataset": dataset,
-                                          "data_root": data_root, "split": split, "n": n, "seed": seed})
+                                          "data_root": data_root, "split": split, "n": n, "seed": seed,
+                                          "skip_bad": skip_bad, "caption_file": caption_file})
     write_json(out_dir / "metrics.json", metrics)
     rows = [{"metric": k, "value": float(v)} for k, v in metrics.items() if isinstance(v, int | float)]
     print_table(f"mm clip eval: {model} on {dataset}/{split}", rows)

@@ -75,6 +75,7 @@ class UnlearnConfig:
     pretrained: str | None = None  # open_clip pretrained tag or local checkpoint file
     dataset: str = "shapes"  # mmcore.data.registry name: shapes | cifar100 | flickr30k | cc12m | wds
     data_root: str | None = None
+    caption_file: str = "auto"  # flickr30k: auto | karpathy | csv (which caption file when both exist)
     # Shapes: 0 / None → the values the model was pretrained with (its config.json from `mm clip pretrain`),
     # so D_f ∪ D_r is exactly the model's training data; else the loader defaults (10000 / 2000, seed).
     n_train: int = 0
@@ -160,7 +161,10 @@ class UnlearnConfig:
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` for an invalid combination."""
+        from mmcore.data.image_text import FLICKR_CAPTION_FILES
+
         checks = [
+            ("caption_file", self.caption_file, FLICKR_CAPTION_FILES),
             ("method", self.method, METHODS),
             ("modules", self.modules, MODULES),
             ("fm_variant", self.fm_variant, FM_VARIANTS),

@@ -45,7 +45,6 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "cliperase-paper": {"method": "cliperase", **PAPER_SETTING},  # both encoders trained, forget captions
 }
 _ROOTLESS_TEST = {"shapes": "test", "cifar100": "test", "flickr30k": "test"}
-_SKIP_BAD_OK = {"flickr30k", "cc12m", "wds"}
 
 
 # --------------------------------------------------------------------------- data
@@ -123,7 +122,7 @@ def load_data(cfg: UnlearnConfig, image_size: int | None = None) -> tuple[ImageT
     from mmcore.data.registry import load_image_text
 
     name = cfg.dataset.lower()
-    kw: dict[str, Any] = {}
+    kw: dict[str, Any] = {"caption_file": cfg.caption_file}
     n_kw: dict[str, dict[str, Any]] = {"train": {}, "test": {}}
     if name == "shapes":
         pre = pretrain_config(cfg.model) or {}
@@ -137,8 +136,8 @@ def load_data(cfg: UnlearnConfig, image_size: int | None = None) -> tuple[ImageT
         n_kw = {"train": {"n": n_train} if n_train else {}, "test": {"n": n_test} if n_test else {}}
     if cfg.limit and name != "shapes":
         kw["limit"] = cfg.limit
-    if cfg.skip_bad and name in _SKIP_BAD_OK:
-        kw["skip_bad"] = True
+    if cfg.skip_bad:
+        kw["skip_bad"] = True  # the registry ignores it for datasets held in memory
     test_split = cfg.test_split if cfg.test_split != "auto" else _ROOTLESS_TEST.get(name, "none")
     train = load_image_text(cfg.dataset, cfg.data_root, split="train", **kw, **n_kw["train"])
     if test_split != "none":

@@ -29,6 +29,7 @@ class ClipTrainConfig:
     pretrained: str | None = None  # open_clip tag or local checkpoint; None = random init
     dataset: str = "shapes"
     data_root: str | None = None
+    caption_file: str = "auto"  # flickr30k: auto | karpathy | csv (which caption file when both exist)
     n_train: int = 16000  # shapes: images generated; real data: cap on records used (0 = all)
     n_test: int = 1000
     steps: int = 400
@@ -322,7 +323,7 @@ def _load(cfg: ClipTrainConfig, split: str, n: int, image_size: int):
 
     if cfg.dataset.lower() == "shapes":
         return load_image_text("shapes", split=split, n=n, seed=cfg.seed, image_size=image_size)
-    data = load_image_text(cfg.dataset, root=cfg.data_root, split=split)
+    data = load_image_text(cfg.dataset, root=cfg.data_root, split=split, caption_file=cfg.caption_file)
     return data.subset(range(min(n, len(data)))) if n > 0 else data
 
 
@@ -376,6 +377,10 @@ def pretrain(cfg: ClipTrainConfig, out_dir: str | Path, resume: bool = False, ov
     return metrics
 
 
+#: ``evaluate_clip`` on synthetic shapes: images generated when ``n`` is not given.
+SHAPES_EVAL_N = 1000
+
+
 def evaluate_clip(
     model: str | Path,
     pretrained: str | None,
@@ -383,30 +388,55 @@ def evaluate_clip(
     *,
     data_root: str | Path | None = None,
     split: str = "test",
-    n: int = 1000,
+    n: int | None = None,
     seed: int = 0,
     batch_size: int = 256,
     templates: Sequence[str] | None = None,
+    skip_bad: bool = False,
+    caption_file: str = "auto",
 ) -> dict[str, Any]:
-    """Zero-shot accuracy (datasets with class names) and retrieval Recall@K of a saved dir or a named model."""
+    """Zero-shot accuracy (datasets with class names) and retrieval Recall@K of a saved dir or a named model.
+
+    ``n``: shapes: images generated (None: :data:`SHAPES_EVAL_N`); real data: evaluate at most the
+    first ``n`` records (None or 0: the whole split). ``skip_bad``: unreadable items (missing or
+    undecodable images, malformed annotation lines) are skipped and counted in ``skipped`` instead
+    of stopping the run; every image file is then decoded once before the evaluation to find them.
+    ``caption_file``: flickr30k's caption file (auto | karpathy | csv)."""
     from mmcore.data.registry import load_image_text
     from mmcore.encoders.clip import load_clip
+    from mmcore.errors import ImageReadError, MMError
     from mmcore.eval.retrieval import retrieval_eval
     from mmcore.eval.zeroshot import zero_shot_eval
 
+    if n is not None and n < 0:
+        raise MMError(f"--n must be positive (or 0 for the whole split), got {n}")
     bundle = load_clip(model, pretrained)
     if dataset.lower() == "shapes":
-        data = load_image_text("shapes", split=split, n=n, seed=seed, image_size=bundle.image_size)
+        if n == 0:
+            raise MMError("shapes: --n is the number of images to generate; give at least 1")
+        data = load_image_text("shapes", split=split, n=SHAPES_EVAL_N if n is None else n, seed=seed,
+                               image_size=bundle.image_size, caption_file=caption_file)
     else:
-        data = load_image_text(dataset, root=data_root, split=split)
-        if n > 0:
-            data = data.subset(range(min(n, len(data))))
-    metrics: dict[str, Any] = {"model": bundle.model_name, "dataset": data.name, "n": len(data)}
-    if data.classnames and all(r.label is not None for r in data.records):
-        zs = zero_shot_eval(bundle.model, bundle.tokenizer, data, bundle.preprocess_eval, templates=templates,
-                            batch_size=batch_size)
-        metrics["zero_shot_accuracy"] = zs["accuracy"]
-        metrics["per_class"] = zs["per_class"]
-    if any(r.captions for r in data.records):
-        metrics.update(retrieval_eval(bundle.model, bundle.tokenizer, data, bundle.preprocess_eval, batch_size=batch_size))
+        kw: dict[str, Any] = {"caption_file": caption_file, "limit": n or None}
+        if skip_bad:
+            kw["skip_bad"] = True
+        data = load_image_text(dataset, root=data_root, split=split, **kw)
+    if skip_bad:
+        data, _ = data.drop_unreadable()
+    if not len(data):
+        raise MMError(f"{dataset}/{split}: no records left to evaluate" + (f" ({data.skipped} skipped)" if data.skipped else ""))
+    metrics: dict[str, Any] = {"model": bundle.model_name, "dataset": data.name, "n": len(data), "skipped": data.skipped}
+    try:
+        if data.classnames and all(r.label is not None for r in data.records):
+            zs = zero_shot_eval(bundle.model, bundle.tokenizer, data, bundle.preprocess_eval, templates=templates,
+                                batch_size=batch_size)
+            metrics["zero_shot_accuracy"] = zs["accuracy"]
+            metrics["per_class"] = zs["per_class"]
+        if any(r.captions for r in data.records):
+            metrics.update(retrieval_eval(bundle.model, bundle.tokenizer, data, bundle.preprocess_eval,
+                                          batch_size=batch_size))
+    except ImageReadError as e:
+        if skip_bad:
+            raise
+        raise ImageReadError(e.path, f"{e.problem} (pass skip_bad=True / --skip-bad to skip unreadable items)") from None
     return metrics

@@ -22,5 +22,9 @@ class DataError(MMError):
         super().__init__(f"{self.path}: {problem}" if self.path is not None else problem)
 
 
+class ImageReadError(DataError):
+    """An image file (or an encoded image) is missing or cannot be decoded."""
+
+
 class ConfigError(MMError):
     """A configuration value or command-line option is invalid."""

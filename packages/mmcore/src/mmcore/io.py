@@ -106,10 +106,12 @@ def safe_join(root: str | Path, member: str) -> Path:
     return target
 
 
-def prepare_output_dir(path: str | Path, overwrite: bool = False, resume: bool = False) -> Path:
+def prepare_output_dir(path: str | Path, overwrite: bool = False, resume: bool | None = None) -> Path:
     """Create an output directory; refuse to reuse a non-empty one unless ``overwrite`` or ``resume``.
 
     ``overwrite`` deletes the old contents; ``resume`` keeps them (a run continues from its checkpoint).
+    Commands that can resume pass ``resume`` (True or False): only then does the refusal suggest
+    ``--resume``; a command without that option leaves it None.
     """
     path = Path(path)
     if path.exists() and not path.is_dir():
@@ -118,9 +120,8 @@ def prepare_output_dir(path: str | Path, overwrite: bool = False, resume: bool =
         if resume:
             return path
         if not overwrite:
-            raise MMError(
-                f"{path}: output directory is not empty; pass --overwrite to replace it or --resume to continue"
-            )
+            or_resume = "" if resume is None else " or --resume to continue"
+            raise MMError(f"{path}: output directory is not empty; pass --overwrite to replace it{or_resume}")
         shutil.rmtree(path)
     path.mkdir(parents=True, exist_ok=True)
     return path

@@ -100,8 +100,9 @@ def load_avqa_yang(path: str | Path, *, skip_bad: bool = False) -> QuestionList:
 
     A malformed entry raises :class:`DataError` naming the file, entry and problem; with
     ``skip_bad`` it is skipped and counted in the result's ``skipped`` (reasons in ``problems``).
+    A file whose entries are Music-AVQA's, all or some, is a :class:`DataError` whatever ``skip_bad``.
     """
-    return read_question_list(path, lambda entry, i: _parse(entry, i, str(path)), skip_bad=skip_bad)
+    return read_question_list(path, lambda entry, i: _parse(entry, i, str(path)), skip_bad=skip_bad, fmt="avqa-yang")
 
 
 def stats(questions: list[AVQAYangQuestion]) -> dict[str, Any]:

@@ -119,16 +119,23 @@ class QuestionList(list):
 
 
 def read_question_list(
-    path: str | Path, parse: Callable[[Any, int], Any], *, skip_bad: bool = False
+    path: str | Path, parse: Callable[[Any, int], Any], *, skip_bad: bool = False, fmt: str | None = None
 ) -> QuestionList:
     """Read a JSON list of annotation entries and ``parse(entry, index)`` each one.
 
     ``parse`` raises ValueError for a malformed entry (→ :class:`DataError` naming the file and the
-    entry, or skipped and counted with ``skip_bad``) and may return None to drop an entry."""
+    entry, or skipped and counted with ``skip_bad``) and may return None to drop an entry. With
+    ``fmt`` ("music-avqa" / "avqa-yang") every entry is checked first: a file in the other format,
+    or mixing both, is a :class:`DataError` (see :mod:`mmcore.data.avqa_format`), never a file
+    whose other-format entries ``skip_bad`` would silently drop."""
     path = Path(path)
     data = read_json(path)
     if not isinstance(data, list):
         raise DataError(path, f"expected a JSON list of question objects, got {type(data).__name__}")
+    if fmt is not None:
+        from mmcore.data.avqa_format import check_format
+
+        check_format(data, path, fmt)
     out = QuestionList()
     for i, entry in enumerate(data):
         try:
@@ -216,9 +223,12 @@ def load_music_avqa(path: str | Path, *, skip_bad: bool = False) -> QuestionList
 
     Deleted questions (``question_deleted`` = 1) are dropped. A malformed entry raises
     :class:`DataError` naming the file, the entry index and the problem; with ``skip_bad`` it is
-    skipped instead and counted in the result's ``skipped`` (reasons in ``problems``).
+    skipped instead and counted in the result's ``skipped`` (reasons in ``problems``). A file whose
+    entries are AVQA-Yang's, all or some, is a :class:`DataError` whatever ``skip_bad``.
     """
-    return read_question_list(path, lambda entry, _i: _parse_entry(entry, str(path)), skip_bad=skip_bad)
+    return read_question_list(
+        path, lambda entry, _i: _parse_entry(entry, str(path)), skip_bad=skip_bad, fmt="music-avqa"
+    )
 
 
 class Vocab:

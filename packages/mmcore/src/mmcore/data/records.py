@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import torch
 
-from mmcore.errors import DataError
+from mmcore.errors import DataError, ImageReadError
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -38,7 +38,8 @@ class ImageTextRecord:
     image_bytes: bytes | None = field(default=None, repr=False)
 
     def load_image(self) -> Image.Image:
-        """The image as an RGB PIL image; :class:`DataError` naming the file if missing or corrupt."""
+        """The image as an RGB PIL image; :class:`~mmcore.errors.ImageReadError` (a :class:`DataError`)
+        naming the file if missing or corrupt."""
         from PIL import Image, UnidentifiedImageError
 
         if self.image is not None:
@@ -49,7 +50,7 @@ class ImageTextRecord:
         elif self.path is not None:
             path = Path(self.path)
             if not path.is_file():
-                raise DataError(path, f"image file not found (record {self.id!r})")
+                raise ImageReadError(path, f"image file not found (record {self.id!r})")
             source, where = path, path
         else:
             raise DataError(None, f"record {self.id!r} has no image (no array, path or bytes)")
@@ -58,7 +59,7 @@ class ImageTextRecord:
                 im.load()  # decode now so truncated files fail here, not later in a worker
                 return im.convert("RGB")
         except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError, SyntaxError) as e:
-            raise DataError(where, f"cannot read image ({e})") from None
+            raise ImageReadError(where, f"cannot read image ({e})") from None
 
 
 @dataclass
@@ -86,6 +87,25 @@ class ImageTextData:
             skipped=self.skipped,
             attrs=dict(self.attrs),
         )
+
+    def drop_unreadable(self) -> tuple[ImageTextData, list[str]]:
+        """A copy without the records whose image file or bytes cannot be decoded in full (a loader's
+        ``skip_bad`` only checks headers: a truncated JPEG passes it), with ``skipped`` counting them
+        too; and the problems found. Decodes every file-backed image once (in-memory arrays are kept
+        unchecked)."""
+        keep: list[int] = []
+        problems: list[str] = []
+        for i, r in enumerate(self.records):
+            if r.image is None:
+                try:
+                    r.load_image()
+                except ImageReadError as e:
+                    problems.append(str(e))
+                    continue
+            keep.append(i)
+        out = self.subset(keep)
+        out.skipped = self.skipped + len(problems)
+        return out, problems
 
     def texts(self) -> tuple[list[str], list[int]]:
         """All captions flattened, with the index of each caption's record (for retrieval)."""

@@ -53,6 +53,8 @@ _LOADERS: dict[str, Callable[..., ImageTextData]] = {
 }
 
 IMAGE_TEXT_DATASETS: tuple[str, ...] = tuple(_LOADERS)
+#: Datasets whose images are arrays in memory (nothing unreadable): ``skip_bad`` is accepted and ignored.
+IN_MEMORY_DATASETS: tuple[str, ...] = ("shapes", "cifar100")
 
 
 def load_image_text(
@@ -62,11 +64,22 @@ def load_image_text(
 
     ``shapes`` ignores ``root`` and takes ``n``, ``seed`` and :func:`~mmcore.data.shapes.make_shapes`
     options; the real datasets read ``root`` and take their loader's options (``skip_bad``,
-    ``limit``, ``download`` for cifar100, ...).
+    ``limit``, ``download`` for cifar100, ``caption_file`` for flickr30k, ...). ``caption_file="auto"``
+    is accepted (and ignored) for every dataset, ``skip_bad`` for the in-memory ones too.
     """
     key = name.lower().replace("-", "").replace("_", "")
     if key not in _LOADERS:
         raise MMError(f"unknown image-text dataset {name!r}; known: {', '.join(IMAGE_TEXT_DATASETS)}")
+    # caption_file (flickr30k's choice between its caption files) may be passed for any dataset, so
+    # configs can carry it; anything but "auto" for another dataset is a mistake.
+    caption_file = kw.pop("caption_file", "auto")
+    if key == "flickr30k":
+        kw["caption_file"] = caption_file
+    elif caption_file != "auto":
+        raise MMError(f"caption file {caption_file!r} applies to flickr30k only, not to dataset {name!r}")
+    # skip_bad too: the in-memory datasets have no unreadable items to skip
+    if key in IN_MEMORY_DATASETS:
+        kw.pop("skip_bad", None)
     try:
         return _LOADERS[key](None if root is None else Path(root), split, **kw)
     except TypeError as e:

@@ -1,7 +1,13 @@
 """Evaluation: zero-shot classification (accuracy as fractions in [0, 1]) and image–text
 retrieval Recall@K (percent, 0–100), batched under inference mode for any open_clip model."""
 
-from mmcore.eval.retrieval import encode_images, encode_texts, recall_at_k, retrieval_eval
+from mmcore.eval.retrieval import (
+    encode_images,
+    encode_texts,
+    recall_at_k,
+    recall_at_k_blocked,
+    retrieval_eval,
+)
 from mmcore.eval.zeroshot import build_zero_shot_classifier, zero_shot_eval
 
 __all__ = [
@@ -9,6 +15,7 @@ __all__ = [
     "encode_images",
     "encode_texts",
     "recall_at_k",
+    "recall_at_k_blocked",
     "retrieval_eval",
     "zero_shot_eval",
 ]

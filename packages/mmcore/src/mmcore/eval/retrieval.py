@@ -2,7 +2,9 @@
 
 The model needs ``encode_image(images)`` and ``encode_text(tokens)``; the tokenizer maps a list of
 strings to a token tensor (open_clip's ``get_tokenizer``). Features are L2-normalised. Recalls
-are percentages (0–100).
+are percentages (0–100), computed exactly in blocks of images (:func:`recall_at_k_blocked`), so
+memory grows with the features and one block of similarities, not with n_images × n_texts.
+Identical caption strings are one text owned by all their images (``unique_texts``).
 
 With an accelerate ``accelerator`` the images/texts are sharded across processes and the
 features gathered back in the original order, so 2 processes give the same numbers as 1.
@@ -149,7 +151,9 @@ def _encode_texts(
 def recall_at_k(
     sim: torch.Tensor, text_to_image: torch.Tensor, ks: Sequence[int] = (1, 5, 10)
 ) -> dict[str, float]:
-    """Recall@K in percent from a similarity matrix ``sim`` [n_images, n_texts].
+    """Recall@K in percent from a dense similarity matrix ``sim`` [n_images, n_texts] (the reference
+    :func:`recall_at_k_blocked` is tested against; it holds [n_images, n_texts] floats and bools, so
+    large galleries go through :func:`recall_at_k_blocked` instead).
 
     ``text_to_image[j]`` is the image that caption ``j`` belongs to. Image→text: a hit when ANY of
     the image's captions is among the top K texts. Text→image: a hit when the caption's own image is
@@ -174,12 +178,96 @@ def recall_at_k(
     # Text→image rank: how many other images score >= the caption's own image.
     own = sim.gather(0, t2i[None, :])  # [1, n_txt]
     t2i_rank = ((sim >= own) & ~match).sum(dim=0)
+    return _recalls(i2t_rank[has_caption], t2i_rank, ks)
 
-    out: dict[str, float] = {}
-    for k in ks:
-        out[f"i2t_R@{k}"] = _percent(i2t_rank[has_caption] < k)
-    for k in ks:
-        out[f"t2i_R@{k}"] = _percent(t2i_rank < k)
+
+def _owner_pairs(
+    text_owners: Any, n_img: int, n_txt: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(image, text) index pairs of ``text_owners`` (one image index per text, or a sequence of image
+    indices per text), duplicates removed, sorted by image."""
+    if isinstance(text_owners, torch.Tensor) or (
+        len(text_owners) and not isinstance(text_owners[0], Sequence | torch.Tensor)
+    ):
+        img = torch.as_tensor(text_owners, dtype=torch.long).reshape(-1)
+        if img.numel() != n_txt:
+            raise MMError(f"text_owners has {img.numel()} entries, expected one per text ({n_txt})")
+        txt = torch.arange(n_txt)
+    else:
+        if len(text_owners) != n_txt:
+            raise MMError(f"text_owners has {len(text_owners)} entries, expected one per text ({n_txt})")
+        if any(len(o) == 0 for o in text_owners):
+            raise MMError("text_owners: every text needs at least one image that owns it")
+        img = torch.tensor([int(i) for o in text_owners for i in o], dtype=torch.long)
+        txt = torch.tensor([j for j, o in enumerate(text_owners) for _ in o], dtype=torch.long)
+    if img.numel() and (int(img.min()) < 0 or int(img.max()) >= n_img):
+        raise MMError("text_owners holds an image index outside the image features")
+    key = torch.unique(img * max(n_txt, 1) + txt)  # sorted by image, then text
+    return (key // max(n_txt, 1)).to(device), (key % max(n_txt, 1)).to(device)
+
+
+def recall_at_k_blocked(
+    image_features: torch.Tensor,
+    text_features: torch.Tensor,
+    text_owners: Any,
+    ks: Sequence[int] = (1, 5, 10),
+    *,
+    block_size: int = 1024,
+) -> dict[str, float]:
+    """Exact Recall@K in percent, both directions, without an [n_images, n_texts] matrix.
+
+    Similarities are ``image_features @ text_features.T``, computed for ``block_size`` images at a
+    time. ``text_owners[j]`` is the image owning text ``j``, or a sequence of the images owning it
+    (one text shared by several images, e.g. a class prompt). Image→text: a hit when ANY text the
+    image owns is among the top K texts; text→image: a hit when ANY image owning the text is among
+    the top K images. Ties count against the query, as in :func:`recall_at_k`: a competitor scoring
+    equal to the query's best match ranks above it. Images owning no text are left out of image→text.
+
+    Image→text ranks come from each image block's own row of similarities. Text→image keeps, per
+    text, the ``max(ks)`` highest scores of images NOT owning it, merged block by block with topk
+    (those scores are all that decides whether the rank is below K; index order among ties does not
+    matter), and the best score of an owning image. Memory: the features, a [block_size, n_texts]
+    block and a [max(ks), n_texts] running top list. With one owner per text the numbers equal
+    :func:`recall_at_k` on the dense matrix computed the same way.
+    """
+    img, txt = image_features.float(), text_features.float().to(image_features.device)
+    n_img, n_txt = img.shape[0], txt.shape[0]
+    dev = img.device
+    if block_size < 1:
+        raise MMError(f"block_size must be at least 1, got {block_size}")
+    pair_img, pair_txt = _owner_pairs(text_owners, n_img, n_txt, dev)
+    kmax = max(1, min(max(ks, default=1), n_img))
+    neg_inf = float("-inf")
+    i2t_rank = torch.zeros(n_img, dtype=torch.long, device=dev)
+    has_text = torch.zeros(n_img, dtype=torch.bool, device=dev)
+    own_best = torch.full((n_txt,), neg_inf, device=dev)  # best score of an image owning each text
+    others_top = torch.full((0, n_txt), neg_inf, device=dev)  # top scores of images not owning it
+    bounds = torch.searchsorted(pair_img, torch.arange(0, n_img + block_size, block_size, device=dev))
+    for b, start in enumerate(range(0, n_img, block_size)):
+        sim = img[start : start + block_size] @ txt.T  # [b, n_txt]
+        lo, hi = int(bounds[b]), int(bounds[b + 1])
+        pi, pt = pair_img[lo:hi] - start, pair_txt[lo:hi]
+        owned = sim[pi, pt]
+        # image -> text: texts scoring >= the image's best owned text, minus the owned ones among them
+        best = torch.full((sim.shape[0],), neg_inf, device=dev).scatter_reduce(0, pi, owned, "amax")
+        owned_ge = torch.zeros(sim.shape[0], dtype=torch.long, device=dev).scatter_add(
+            0, pi, (owned >= best[pi]).long()
+        )
+        i2t_rank[start : start + sim.shape[0]] = (sim >= best[:, None]).sum(1) - owned_ge
+        has_text[start : start + sim.shape[0]] = torch.bincount(pi, minlength=sim.shape[0]) > 0
+        # text -> image: the owners' best score, and the running top scores of the other images
+        own_best.scatter_reduce_(0, pt, owned, "amax")
+        sim[pi, pt] = neg_inf
+        merged = torch.cat([others_top, sim])
+        others_top = merged.topk(min(kmax, merged.shape[0]), dim=0).values
+    t2i_rank = (others_top >= own_best[None, :]).sum(0)
+    return _recalls(i2t_rank[has_text], t2i_rank, ks)
+
+
+def _recalls(i2t_rank: torch.Tensor, t2i_rank: torch.Tensor, ks: Sequence[int]) -> dict[str, float]:
+    """``i2t_R@K`` then ``t2i_R@K`` (percent) from 0-based ranks of the first correct match."""
+    out = {f"i2t_R@{k}": _percent(i2t_rank < k) for k in ks}
+    out.update({f"t2i_R@{k}": _percent(t2i_rank < k) for k in ks})
     return out
 
 
@@ -196,23 +284,42 @@ def retrieval_eval(
     batch_size: int = 256,
     device: str | torch.device = "cpu",
     accelerator: Any = None,
+    *,
+    unique_texts: bool = True,
+    block_size: int = 1024,
 ) -> dict[str, float | int]:
     """Recall@K (percent) both ways over ``records`` using every caption of every record, plus
-    ``n_images`` and ``n_texts``."""
+    ``n_images``, ``n_texts`` (texts ranked) and ``n_captions`` (captions of all records).
+
+    ``unique_texts=True``: identical caption strings are ONE text owned by every image that has it
+    (a class prompt such as "a photo of a cat" shared by many images): an image is a hit when any
+    of its texts is in the top K, a text when any image owning it is. A perfect model therefore
+    scores 100 both ways on class-caption data. ``unique_texts=False``: every caption is its own
+    text owned by its one image, clip_benchmark's definition (which differs only on exact score
+    ties: it lets torch.topk break them, here ties count against the query). Computed in blocks of
+    ``block_size`` images (:func:`recall_at_k_blocked`): no [n_images, n_texts] matrix."""
     recs = records.records if isinstance(records, ImageTextData) else list(records)
     if not recs:
         raise MMError("retrieval_eval: no records to evaluate")
     texts: list[str] = []
-    owner: list[int] = []
+    owners: list[list[int]] = []
+    index: dict[str, int] = {}
+    n_captions = 0
     for i, r in enumerate(recs):
-        texts.extend(r.captions)
-        owner.extend([i] * len(r.captions))
+        n_captions += len(r.captions)
+        for c in r.captions:
+            j = index.setdefault(c, len(texts)) if unique_texts else len(texts)
+            if j == len(texts):
+                texts.append(c)
+                owners.append([])
+            if not owners[j] or owners[j][-1] != i:  # records come in order: a repeat is the last owner
+                owners[j].append(i)
     if not texts:
         raise MMError("retrieval_eval: the records have no captions")
     img = encode_images(model, recs, transform, batch_size=batch_size, device=device, accelerator=accelerator)
     txt = encode_texts(model, tokenizer, texts, batch_size=batch_size, device=device, accelerator=accelerator)
-    sim = img @ txt.T
-    out: dict[str, float | int] = dict(recall_at_k(sim, torch.tensor(owner, device=sim.device), ks))
+    out: dict[str, float | int] = dict(recall_at_k_blocked(img, txt, owners, ks, block_size=block_size))
     out["n_images"] = len(recs)
     out["n_texts"] = len(texts)
+    out["n_captions"] = n_captions
     return out
