@@ -41,6 +41,11 @@ DEFINITION_NOTES = {
         "clip_benchmark's mean_per_class_recall (sklearn balanced_accuracy_score) equals the mean of "
         "ours per_class accuracies over the classes present."
     ),
+    "retrieval_unique_texts": (
+        "mm's retrieval default ranks identical caption strings as ONE text owned by all their images; "
+        "clip_benchmark ranks each caption separately. The comparison runs ours with unique_texts=False, "
+        "clip_benchmark's definition."
+    ),
     "units": "ours: accuracy in [0, 1], Recall@K in percent (0-100); clip_benchmark: fractions. Compared as ours/100.",
     "retrieval_direction_names": (
         "clip_benchmark's image_retrieval_recall@K (text query -> images) is ours t2i_R@K; its "
@@ -119,8 +124,9 @@ def _ks(records) -> list[int]:
 def _ours_ret(bundle, records, bs):
     from mmcore.eval.retrieval import retrieval_eval
 
+    # clip_benchmark ranks every caption as its own text (identical captions compete): its definition
     return retrieval_eval(bundle.model, bundle.tokenizer, records, bundle.preprocess_eval, ks=_ks(records),
-                          batch_size=bs)
+                          batch_size=bs, unique_texts=False)
 
 
 def _accuracy_numpy2(output, target, topk=(1,)):
