@@ -22,7 +22,8 @@ SECTIONS = [
     ("unlearn_shapes", "Unlearning \"circle\" on the tiny CLIP (`mm unlearn compare`)"),
     ("unlearn_defaults", "CLIPErase default choices, each undone alone (validation forget classes, never circle)"),
     ("diffusion_shapes", "Diffusion evaluation of the unlearned text encoder"),
-    ("avqa_synth", "Audio-visual QA on the synthetic Music-AVQA world"),
+    ("avqa_synth", "Audio-visual QA on the synthetic Music-AVQA world (`configs/avqa/*-cpu-benchmark.yaml`)"),
+    ("sasr_public_speed", "SaSR-Net: our module vs the authors' public code (paper sizes, identical shapes)"),
     ("clip_eval_peers", "CLIP evaluation vs clip_benchmark"),
     ("video_decode", "Video decoding for AVQA"),
     ("hw_efficiency", "Hardware efficiency (achieved FLOP/s vs measured matmul peak)"),
@@ -60,14 +61,22 @@ def _adapt(name: str, data: dict[str, Any]) -> tuple[dict[str, Any] | None, list
     elif name == "avqa_synth":
         keys = ["A-Count", "A-Comp", "A-Avg", "V-Count", "V-Loc", "V-Avg", "AV-Ext", "AV-Count", "AV-Loc",
                 "AV-Comp", "AV-Temp", "AV-Avg", "overall"]
-        table = [{"model": m, **{k: r["test"][k] for k in keys},
+        table = [{"run": m, **({"recipe": r["recipe"].rsplit("/", 1)[-1]} if "recipe" in r else {}),
+                  **{k: r["test"][k] for k in keys},
                   **({"overall per seed": list(r["overall_per_seed"].values())} if "overall_per_seed" in r else {}),
                   "train samples/s": r.get("train_samples_per_s"),
                   "ms/question": r.get("latency_ms_per_question")} for m, r in data["models"].items()]
         summary = dict(data.get("verdict", {}))
         if "training_seeds" in summary:
             seeds = data["settings"]["train_seeds"]
-            summary = {"accuracies": f"test %, median over training seeds {seeds} (per seed in the JSON)", **summary}
+            n_q = next(iter(data["models"].values()))["test"]["n_questions"]
+            summary = {"accuracies": f"test % over all {n_q} test questions, median over training seeds {seeds} "
+                                     "(per seed in the JSON)", **summary}
+        for key, g in data.get("gaps", {}).items():
+            b = g["seed_mean_paired_bootstrap"]
+            summary[key.replace("_", " ").replace("blind", "question-only")] = (
+                f"median {_fmt(g['median_gap'])}; per seed {_fmt(g['per_seed'])}; seed-mean {_fmt(b['gap'])} "
+                f"[95 % CI {_fmt(b['ci95'][0])}, {_fmt(b['ci95'][1])}] (paired bootstrap over {b['questions']} questions)")
     elif name == "unlearn_shapes":
         cols = ["method", "forget_accuracy", "retain_accuracy", "test_accuracy", "retain_i2t_R@1", "mia_efficacy",
                 "wall_seconds", "time_ratio_to_retrain", "relearn_steps"]
@@ -119,6 +128,15 @@ def render_section(name: str, title: str, data: dict[str, Any]) -> list[str]:
         lines.append("")
     if table and isinstance(table[0], dict):
         lines += _table(table)
+        lines.append("")
+    if name == "avqa_synth" and data.get("per_template"):
+        rows = sorted(data["per_template"], key=lambda r: r.get("sasrnet", 0) - r.get("avst", 0))
+        runs = [k for k in data["models"] if k in rows[0]]
+        lines += ["Per question template (test accuracy %, pooled over the training seeds), sorted by SaSR-Net − AVST:", ""]
+        lines += _table([{"template": r["template"], "type": r["type"], "questions": r["questions"],
+                          **{k: r[k] for k in runs},
+                          **({"SaSR-Net − AVST": round(r["sasrnet"] - r["avst"], 2)} if {"sasrnet", "avst"} <= set(r) else {})}
+                         for r in rows])
         lines.append("")
     png = RESULTS / f"{name}.png"
     if png.exists():

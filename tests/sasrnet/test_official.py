@@ -109,3 +109,30 @@ def test_outputs_equal_the_public_code_at_equal_weights(weight_scale):
         assert (got - want).abs().max() <= 1e-5 * max(1.0, float(want.abs().max()) if weight_scale else 1.0), name
         assert (got - want).norm() / want.norm() <= 1e-4, name
     assert torch.equal(out["qa"].argmax(-1), qa.argmax(-1))
+
+
+def test_grounding_checkpoint_gives_the_shared_tensors_and_init_from_uses_them(tmp_path):
+    """ST-AVQA's grounding checkpoint (a match-network state dict): its audio embedding, grounding and
+    match-head tensors initialise ours by name; its other layers are dropped; a file with none is an error."""
+    from sasrnet.config import model_config
+    from sasrnet.model import build_model
+    from sasrnet.official import grounding_init_weights
+    from sasrnet.train import _init_from
+
+    g = torch.Generator().manual_seed(0)
+    public = {k: torch.randn(SHAPES[k], generator=g) for k in SHAPES
+              if k.split(".")[0] in ("fc_a1", "fc_a2", "fc_gl", "fc1", "fc2", "fc3", "fc4")}
+    public["visual_net.conv1.weight"] = torch.zeros(64, 3, 7, 7)  # its own ResNet: not ours
+    path = tmp_path / "main_grounding_gen_best.pt"
+    torch.save({f"module.{k}": v for k, v in public.items()}, path)
+    mapped = grounding_init_weights(path)
+    assert set(mapped) == {"audio.fc1.weight", "audio.fc1.bias", "audio.fc2.weight", "audio.fc2.bias", "ground.weight",
+                           "ground.bias", *(f"match.{i}.{p}" for i in (0, 2, 4, 6) for p in ("weight", "bias"))}
+    model = build_model(model_config("avst", "paper", {"word_vocab": 93, "n_answers": 42}))
+    assert _init_from(model, path) == len(mapped)
+    assert torch.equal(model.match[6].weight, public["fc4.weight"]) and torch.equal(model.ground.bias, public["fc_gl.bias"])
+    torch.save({"visual_net.conv1.weight": torch.zeros(1)}, tmp_path / "other.pt")
+    with pytest.raises(DataError, match="no audio-embedding"):
+        grounding_init_weights(tmp_path / "other.pt")
+    with pytest.raises(DataError, match="not found"):
+        _init_from(model, tmp_path / "missing.pt")
