@@ -66,3 +66,18 @@ def test_jsonl_logger_appends_records(tmp_path):
     log.log({"loss": 0.5}, step=2)
     lines = [json.loads(x) for x in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert [r["loss"] for r in lines] == [1.0, 0.5] and lines[1]["step"] == 2
+
+
+def test_deterministic_algorithms_on_cpu_by_default_and_a_config_choice():
+    import torch
+    from mmcore.distributed import AcceleratorConfig, build_accelerator
+
+    before = torch.are_deterministic_algorithms_enabled()
+    try:
+        torch.use_deterministic_algorithms(False)
+        build_accelerator(AcceleratorConfig(cpu=True, log_with="none", deterministic=False))
+        assert not torch.are_deterministic_algorithms_enabled()  # "never": left as it was
+        build_accelerator(AcceleratorConfig(cpu=True, log_with="none"))  # None: on, since this is the CPU
+        assert torch.are_deterministic_algorithms_enabled()
+    finally:
+        torch.use_deterministic_algorithms(before, warn_only=True)

@@ -87,3 +87,22 @@ def test_prepare_output_dir_never_overwrites_silently(tmp_path):
     assert prepare_output_dir(out, resume=True) == out and (out / "metrics.json").exists()
     prepare_output_dir(out, overwrite=True)
     assert not (out / "metrics.json").exists()
+
+
+def test_atomic_writes_get_the_umask_mode_not_0600(tmp_path):
+    import os
+    import stat
+
+    from mmcore.io import atomic_write_text, save_safetensors
+
+    old = os.umask(0o022)
+    try:
+        a = atomic_write_text(tmp_path / "a.json", "{}")
+        import torch
+
+        b = save_safetensors(tmp_path / "w.safetensors", {"x": torch.zeros(2)})
+        assert stat.S_IMODE(a.stat().st_mode) == stat.S_IMODE(b.stat().st_mode) == 0o644
+        os.umask(0o077)
+        assert stat.S_IMODE(atomic_write_text(tmp_path / "c.txt", "x").stat().st_mode) == 0o600
+    finally:
+        os.umask(old)

@@ -25,7 +25,9 @@ class AcceleratorConfig:
     mixed_precision: str = "no"  # "no" | "bf16" | "fp16"; on CPU bf16 measured slower for tiny models
     cpu: bool = False  # force CPU even when a GPU is visible
     log_with: str = "auto"  # "auto" (tensorboard if installed) | "none" | "tensorboard" | "wandb"
-    deterministic: bool = True  # torch.use_deterministic_algorithms(warn_only=True) on CPU
+    # torch.use_deterministic_algorithms(warn_only=True): None = on the CPU only (where it costs nothing
+    # measurable here and makes runs repeatable), True / False = always / never (on GPUs it costs speed)
+    deterministic: bool | None = None
 
 
 def build_accelerator(cfg: AcceleratorConfig | None = None, project_dir: str | Path | None = None):
@@ -55,7 +57,7 @@ def build_accelerator(cfg: AcceleratorConfig | None = None, project_dir: str | P
         log_with=log_with,
         project_config=project,
     )
-    if cfg.deterministic:
+    if cfg.deterministic or (cfg.deterministic is None and acc.device.type == "cpu"):
         import torch
 
         torch.use_deterministic_algorithms(True, warn_only=True)
