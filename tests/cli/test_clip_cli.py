@@ -25,6 +25,11 @@ def test_pretrain_then_eval(tmp_path, monkeypatch):
     metrics = json.loads((out / "metrics.json").read_text())
     assert 0.0 <= metrics["zero_shot_accuracy"] <= 1.0 and metrics["wall_seconds"] > 0
     assert "zero_shot_accuracy" in r.output
+    assert not (out / "checkpoint").exists()  # a finished run keeps no resumable state unless asked
+    kept = tmp_path / "kept"
+    r = runner.invoke(app, ["clip", "pretrain", "--out", str(kept), "--keep-checkpoints", *TINY])
+    assert r.exit_code == 0, r.output
+    assert (kept / "checkpoint" / "state.json").is_file()
 
     # a non-empty output dir needs --overwrite (exit 2, one-line error)
     r = runner.invoke(app, ["clip", "pretrain", "--out", str(out), *TINY])

@@ -21,6 +21,8 @@ def pretrain_cmd(
     set_: list[str] | None = typer.Option(None, "--set", help="Override a config field: key=value (repeatable), e.g. steps=200."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty output directory."),
     resume: bool = typer.Option(False, "--resume", help="Continue from OUT/checkpoint."),
+    keep_checkpoints: bool = typer.Option(False, "--keep-checkpoints",
+                                          help="Keep OUT/checkpoint after the run finishes (removed by default)."),
 ) -> None:
     """Train the offline default tiny CLIP (mm-tiny-clip) on synthetic shapes and report held-out
     zero-shot shape accuracy ("a photo of a {shape}")."""
@@ -30,6 +32,8 @@ def pretrain_cmd(
     overrides: dict[str, object] = dict(parse_set_options(set_))
     if seed is not None:
         overrides["seed"] = seed
+    if keep_checkpoints:
+        overrides["keep_checkpoints"] = True
     cfg = resolve_config(ClipTrainConfig, config, overrides)
     metrics = pretrain(cfg, out, resume=resume, overwrite=overwrite)
     print_table(

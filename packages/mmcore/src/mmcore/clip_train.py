@@ -41,6 +41,7 @@ class ClipTrainConfig:
     max_grad_norm: float = 0.0  # 0 = no clipping
     seed: int = 0
     checkpoint_every: int = 200
+    keep_checkpoints: bool = False  # pretrain: keep OUT/checkpoint after a finished run (it only serves --resume)
     eval_every: int = 100  # pretrain: zero-shot accuracy on the held-out set every N steps (0 = end only)
     log_every: int = 10
     multi_positive: bool = True  # identical captions within a batch count as positives
@@ -373,6 +374,10 @@ def pretrain(cfg: ClipTrainConfig, out_dir: str | Path, resume: bool = False, ov
     if acc.is_main_process:
         save_clip(model, out, bundle.model_name, bundle.model_cfg)
         write_json(out / "metrics.json", metrics)
+        if not cfg.keep_checkpoints:  # the run is complete: the resumable state is dead weight now
+            import shutil
+
+            shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)
     acc.end_training()
     return metrics
 
