@@ -81,3 +81,15 @@ def test_deterministic_algorithms_on_cpu_by_default_and_a_config_choice():
         assert torch.are_deterministic_algorithms_enabled()
     finally:
         torch.use_deterministic_algorithms(before, warn_only=True)
+
+
+def test_third_party_progress_bars_are_silenced():
+    import diffusers.utils.logging as dl
+    import transformers.utils.logging as tl
+    from mmcore.distributed import quiet_third_party_progress
+
+    dl.enable_progress_bar()
+    tl.enable_progress_bar()
+    assert dl.is_progress_bar_enabled() and tl.is_progress_bar_enabled()
+    quiet_third_party_progress()
+    assert not dl.is_progress_bar_enabled() and not tl.is_progress_bar_enabled()

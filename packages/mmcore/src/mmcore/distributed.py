@@ -179,6 +179,21 @@ def console():
 
 
 @contextmanager
+def quiet_third_party_progress() -> None:
+    """Silence the tqdm bars of diffusers, transformers and huggingface_hub ("Loading pipeline components",
+    "Loading weights", "Writing model shards"): only the project's own bars (:func:`progress_bar`) show.
+    Call before loading or saving with those libraries; a library that is not installed is skipped."""
+    import importlib
+
+    for mod, fn in (("diffusers.utils.logging", "disable_progress_bar"),
+                    ("transformers.utils.logging", "disable_progress_bar"),
+                    ("huggingface_hub.utils", "disable_progress_bars")):
+        try:
+            getattr(importlib.import_module(mod), fn)()
+        except (ImportError, AttributeError):
+            pass
+
+
 def progress_bar(total: int | None, description: str, disable: bool | None = None) -> Iterator[Any]:
     """A rich progress bar shown on the main process only; yields an ``advance(n=1, **fields)`` callable.
 

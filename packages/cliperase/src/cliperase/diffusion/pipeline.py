@@ -20,6 +20,7 @@ import torch
 from diffusers import DiffusionPipeline
 from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 from diffusers.utils.torch_utils import randn_tensor
+from mmcore.distributed import quiet_third_party_progress
 from mmcore.errors import DataError, MMError
 from mmcore.io import read_json
 
@@ -135,25 +136,12 @@ def swap_text_encoder(pipe: Any, text_encoder: Any, tokenizer: Any | None = None
     return pipe
 
 
-def _quiet_loading_bars() -> None:
-    """Honour ``MM_NO_PROGRESS=1`` for the "Loading pipeline components / weights" bars of diffusers
-    and transformers too (otherwise they precede a one-line user error in logs and tests)."""
-    import os
-
-    if os.environ.get("MM_NO_PROGRESS") == "1":
-        import diffusers.utils.logging
-        import transformers.utils.logging
-
-        diffusers.utils.logging.disable_progress_bar()
-        transformers.utils.logging.disable_progress_bar()
-
-
 def load_pipeline(dir_or_id: str | Path, device: str = "cpu", *, text_components: bool = True) -> Any:
     """Load a diffusion pipeline: a ``mm diffusion pretrain`` dir, any local diffusers dir, or a hub id.
 
     ``text_components=False`` skips loading a generic pipeline's own text encoder and tokenizer (they are
     replaced by the swap anyway; for SD that saves loading a ViT-L/14 tower)."""
-    _quiet_loading_bars()
+    quiet_third_party_progress()
     path = Path(dir_or_id)
     if path.exists():
         index = path / "model_index.json"

@@ -287,6 +287,9 @@ def _pretrain_diffusion(
 
     pipe = ShapesDiffusionPipeline(unet=ema.eval(), scheduler=sample_sched, text_encoder=text_encoder, tokenizer=tokenizer,
                                   patch_size=cfg.patch_size)
+    from mmcore.distributed import quiet_third_party_progress
+
+    quiet_third_party_progress()
     pipe.save_pretrained(str(out), safe_serialization=True)
 
     # 3. sanity check: does the trained generator draw each shape (per the detector)?

@@ -217,6 +217,9 @@ def save_hf_text_encoder(
     hf, tok = export_text_tower(model, model_cfg, with_projection=with_projection)
     out = Path(out_dir)
     paths = {"text_encoder": out / "text_encoder", "tokenizer": out / "tokenizer"}
+    from mmcore.distributed import quiet_third_party_progress
+
+    quiet_third_party_progress()
     hf.save_pretrained(paths["text_encoder"], safe_serialization=True)
     tok.save_pretrained(paths["tokenizer"])
     # tokenizer.json would re-add the id-0 pad alias as a new token on reload; vocab.json + merges.txt
