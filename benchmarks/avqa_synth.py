@@ -160,6 +160,44 @@ def _median_report(per_seed: dict[int, dict[str, Any]], keys: tuple[str, ...]) -
     return med, lo, hi
 
 
+def chance_levels(data: Path) -> dict[str, float | None]:
+    """Per report key, the test accuracy (%) of always giving the type's most frequent training answer."""
+    from sasrnet.data import load_questions
+    from sasrnet.metrics import majority_answer_accuracy, majority_answers
+
+    train = load_questions(data / "annotations" / "avqa-train.json")
+    test = load_questions(data / "annotations" / "avqa-test.json")
+    return majority_answer_accuracy(majority_answers([(q.type_key, q.answer) for q in train]),
+                                    [(q.type_key, q.answer) for q in test])
+
+
+def plot_result(result: dict[str, Any], path: Path) -> None:
+    from sasrnet.metrics import plot_type_accuracies
+
+    models, seeds = result["models"], result["settings"]["train_seeds"].split(",")
+    label = {k: ("question-only" if k == "blind" else k) for k in models}
+    n_q = next(iter(models.values()))["test"]["n_questions"]
+    plot_type_accuracies({label[k]: v["test"] for k, v in models.items()}, path,
+                         title=f"synthetic AVQA ({result['settings']['videos']} videos), test split ({n_q} questions): "
+                               f"accuracy per type, median of {len(seeds)} training seed(s), bars min-max",
+                         spread={label[k]: (v["test_min"], v["test_max"]) for k, v in models.items()}
+                         if len(seeds) > 1 else None, chance=result.get("chance"))
+
+
+def replot(out: Path | None, work: Path, name: str = "avqa_synth") -> None:
+    """Re-draw results/NAME.png from its JSON (adding the chance levels from WORK/data if missing)."""
+    from mmcore.io import read_json, write_json
+
+    from benchmarks._common import RESULTS
+
+    path = (out or RESULTS) / f"{name}.json"
+    result = read_json(path)
+    if "chance" not in result:
+        result["chance"] = chance_levels(work / "data")
+        write_json(path, result)
+    plot_result(result, png_path(name, out))
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(prog="python -m benchmarks avqa_synth", description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="smoke run: 24 videos, 1 epoch, tiny models, batch 8")
@@ -183,7 +221,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                    help="with --work: keep WORK/data if its features are complete (timings then omit synthesis)")
     p.add_argument("--out", type=Path, default=None, help="results directory (default benchmarks/results)")
     p.add_argument("--no-write", action="store_true", help="print the result instead of writing results/NAME.json")
+    p.add_argument("--replot", action="store_true",
+                   help="only re-draw results/NAME.png from results/NAME.json (chance levels from --work's data)")
     args = p.parse_args(argv)
+    if args.replot:
+        if args.work is None:
+            p.error("--replot needs --work (the kept data dir, for the chance levels)")
+        replot(args.out, args.work, "avqa_synth_quick" if args.quick else "avqa_synth")
+        return {}
     from mmcore.config import parse_set_options
 
     overrides = {**(QUICK if args.quick else {}), **parse_set_options(args.overrides)}
@@ -204,7 +249,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from mmcore.data.synth_avqa import synthesize
     from mmcore.features import extract_features
     from mmcore.io import read_json
-    from sasrnet.metrics import REPORT_KEYS, plot_type_accuracies
+    from sasrnet.metrics import REPORT_KEYS
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -309,6 +354,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "gaps": gaps,
             "per_template": templates_table,
             "timings": timings,
+            "chance": chance_levels(data),
             "verdict": verdict,
             "note": "accuracies are test-split percentages over every test question, medians over the training "
                     "seeds (every seed's figure under 'seeds'); averages are question-weighted (sasrnet.metrics); "
@@ -319,13 +365,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if args.no_write:
             print(json.dumps(result, indent=1, default=str))
         else:
-            label = {k: ("question-only" if k == "blind" else k) for k in models}
-            n_q = models[runs_asked[0]]["test"]["n_questions"]
-            plot_type_accuracies({label[k]: v["test"] for k, v in models.items()}, png_path(name, args.out),
-                                 title=f"synthetic AVQA ({args.videos} videos), test split ({n_q} questions): "
-                                       f"accuracy per type, median of {len(seeds)} training seed(s)",
-                                 spread={label[k]: (v["test_min"], v["test_max"]) for k, v in models.items()}
-                                 if len(seeds) > 1 else None)
+            plot_result(result, png_path(name, args.out))
             write_result(name, result, args.out)
         print(verdict, gaps, flush=True)
         return result

@@ -20,3 +20,14 @@ def test_type_accuracies_match_brute_force(pairs):
         assert m[key] == expected, key
 
 
+
+
+def test_majority_answer_chance_level_per_type():
+    from sasrnet.metrics import majority_answer_accuracy, majority_answers
+
+    train = [("A-Count", "two"), ("A-Count", "two"), ("A-Count", "one"), ("V-Loc", "left")]
+    maj = majority_answers(train)
+    assert maj == {"A-Count": "two", "V-Loc": "left"}
+    acc = majority_answer_accuracy(maj, [("A-Count", "two"), ("A-Count", "three"), ("V-Loc", "right"), ("AV-Ext", "yes")])
+    assert acc["A-Count"] == 50.0 and acc["V-Loc"] == 0.0 and acc["AV-Ext"] == 0.0 and acc["overall"] == 25.0
+    assert majority_answer_accuracy({"A-Count": "three"}, [("A-Count", "three")])["A-Count"] == 100.0

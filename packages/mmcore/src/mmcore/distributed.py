@@ -178,7 +178,6 @@ def console():
     return Console(stderr=True)
 
 
-@contextmanager
 def quiet_third_party_progress() -> None:
     """Silence the tqdm bars of diffusers, transformers and huggingface_hub ("Loading pipeline components",
     "Loading weights", "Writing model shards"): only the project's own bars (:func:`progress_bar`) show.
@@ -194,6 +193,7 @@ def quiet_third_party_progress() -> None:
             pass
 
 
+@contextmanager
 def progress_bar(total: int | None, description: str, disable: bool | None = None) -> Iterator[Any]:
     """A rich progress bar shown on the main process only; yields an ``advance(n=1, **fields)`` callable.
 

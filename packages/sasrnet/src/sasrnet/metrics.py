@@ -37,33 +37,63 @@ def type_accuracies(type_keys: Sequence[str], correct: Sequence[bool]) -> dict[s
     return out
 
 
+def majority_answers(train: Sequence[tuple[str, str]]) -> dict[str, str]:
+    """The most frequent training answer of each question type, from (type_key, answer) pairs."""
+    from collections import Counter
+
+    by_type: dict[str, Counter] = {}
+    for t, a in train:
+        by_type.setdefault(t, Counter())[a] += 1
+    return {t: c.most_common(1)[0][0] for t, c in sorted(by_type.items())}
+
+
+def majority_answer_accuracy(majority: dict[str, str], questions: Sequence[tuple[str, str]]) -> dict[str, float | None]:
+    """Chance level per report key: the accuracy (%) on (type_key, answer) pairs of always giving the
+    type's most frequent training answer (:func:`majority_answers`): what a model reading neither the
+    video nor the question's words can reach."""
+    out = type_accuracies([t for t, _ in questions], [majority.get(t) == a for t, a in questions])
+    out.pop("n_questions", None)
+    return out
+
+
 def plot_type_accuracies(results: dict[str, dict], path: str | Path, title: str = "Accuracy per question type",
-                         spread: dict[str, tuple[dict, dict]] | None = None) -> Path:
-    """Grouped bar chart: one group per report key, one bar per model. ``spread[model] = (low, high)``
-    (per-key dicts, e.g. the min and max over training seeds) draws an error bar from low to high."""
+                         spread: dict[str, tuple[dict, dict]] | None = None,
+                         chance: dict[str, float | None] | None = None) -> Path:
+    """Grouped bar chart: the nine question types, then ``overall`` after a gap (the group averages are in
+    metrics.json, not among the types), one bar per model. ``spread[model] = (low, high)`` (per-key dicts,
+    e.g. min and max over training seeds) draws an error bar from low to high; ``chance`` (per key, e.g.
+    :func:`majority_answer_accuracy`) a black line across each group. Put the split and its size in ``title``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    keys = [k for k in REPORT_KEYS if any(r.get(k) is not None for r in results.values())]
+    keys = [k for k in REPORT_KEYS if k not in AVG_GROUPS and any(r.get(k) is not None for r in results.values())]
     n = max(len(results), 1)
     width = 0.8 / n
-    fig, ax = plt.subplots(figsize=(max(8, len(keys) * 0.9), 4))
+    xpos = {k: i + (0.6 if k == "overall" else 0.0) for i, k in enumerate(keys)}  # a gap before overall
+    fig, ax = plt.subplots(figsize=(max(8, len(keys) * 0.9), 4.2))
     for j, (name, r) in enumerate(results.items()):
-        xs = [i + (j - (n - 1) / 2) * width for i in range(len(keys))]
+        xs = [xpos[k] + (j - (n - 1) / 2) * width for k in keys]
         ys = [r.get(k) or 0.0 for k in keys]
         yerr = None
         if spread and name in spread:
             lo, hi = spread[name]
             yerr = [[y - (y if lo.get(k) is None else lo[k]) for y, k in zip(ys, keys, strict=True)],
                     [(y if hi.get(k) is None else hi[k]) - y for y, k in zip(ys, keys, strict=True)]]
-        ax.bar(xs, ys, width, label=name, yerr=yerr, capsize=2 if yerr else 0)
-    ax.set_xticks(range(len(keys)), keys, rotation=45, ha="right")
+        ax.bar(xs, ys, width, label=name, yerr=yerr, capsize=2 if yerr else 0, error_kw={"ecolor": "0.35", "lw": 0.8})
+    if chance:
+        for i, k in enumerate(keys):
+            if chance.get(k) is not None:
+                ax.hlines(chance[k], xpos[k] - 0.45, xpos[k] + 0.45, colors="black", linewidth=1.6, linestyles="--",
+                          label="chance: the type's majority training answer" if i == 0 else None)
+    if "overall" in xpos:
+        ax.axvline(xpos["overall"] - 0.8, color="grey", lw=0.8, ls=":")
+    ax.set_xticks([xpos[k] for k in keys], keys, rotation=45, ha="right")
     ax.set_ylabel("accuracy (%)")
     ax.set_ylim(0, 100)
-    ax.set_title(title)
-    ax.legend()
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8, ncol=min(n + bool(chance), 5), loc="upper left")
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

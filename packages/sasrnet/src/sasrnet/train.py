@@ -50,7 +50,7 @@ from sasrnet.data import (
     negative_frames,
     to_device,
 )
-from sasrnet.metrics import plot_type_accuracies, type_accuracies
+from sasrnet.metrics import majority_answer_accuracy, majority_answers, plot_type_accuracies, type_accuracies
 from sasrnet.model import AVQAModel, build_model, compute_loss, count_parameters
 
 MODEL_FILE = "model.safetensors"
@@ -148,9 +148,11 @@ def _accuracies(recs: list[dict]) -> dict:
     return type_accuracies([r["type_key"] for r in recs], [r["answer"] == r["prediction"] for r in recs])
 
 
-def _write_model_files(out: Path, mcfg: ModelConfig, cfg: TrainConfig, paths: DataPaths, qv: Any, av: Any) -> None:
+def _write_model_files(out: Path, mcfg: ModelConfig, cfg: TrainConfig, paths: DataPaths, qv: Any, av: Any,
+                       majority: dict[str, str]) -> None:
     feats_json = paths.features / "features.json"
     info = {
+        "majority_answers": majority,  # per type, for the chance level of later evaluations
         "kind": mcfg.kind,
         "model_config": dataclasses.asdict(mcfg),
         "n_segments": cfg.n_segments,
@@ -258,7 +260,8 @@ def train(
         state["step"] = loaded["step"]
     if acc.is_main_process:
         save_config(cfg, out / "config.json")
-        _write_model_files(out, mcfg, cfg, paths, qv, av)
+        _write_model_files(out, mcfg, cfg, paths, qv, av,
+                           majority_answers([(q.type_key, str(q.answer)) for q in train_ds.questions]))
     model, opt = acc.prepare(model, opt)  # the scheduler is stepped by hand, once per epoch
     log = JsonlLogger(out / "log.jsonl")
     if acc.is_main_process and state["step"] == 0:
@@ -362,10 +365,12 @@ def train(
             write_predictions(out / "test_predictions.jsonl", test_recs, av)
     if acc.is_main_process:
         write_json(out / "metrics.json", metrics)
-        results = {mcfg.kind: metrics["test"]} if metrics.get("test") else (
-            {mcfg.kind: metrics["val"]} if metrics["val"] else {})
-        if results:
-            plot_type_accuracies(results, out / "accuracy.png")
+        if metrics.get("test"):
+            _plot_split(out / "accuracy.png", mcfg.kind, metrics["test"], "test", test_recs,
+                        majority_answers([(q.type_key, str(q.answer)) for q in train_ds.questions]))
+        elif metrics["val"]:
+            plot_type_accuracies({mcfg.kind: metrics["val"]}, out / "accuracy.png",
+                                 title=f"{mcfg.kind}: best validation accuracy ({metrics['val']['n_questions']} questions)")
     acc.wait_for_everyone()
     return metrics
 
@@ -587,8 +592,14 @@ def evaluate(
                "eval_s_per_question": round(elapsed / max(len(recs), 1), 6)}
     write_json(out / "metrics.json", metrics)
     write_predictions(out / "predictions.jsonl", recs, av)
-    plot_type_accuracies({info["kind"]: m}, out / "accuracy.png")
+    _plot_split(out / "accuracy.png", info["kind"], m, Path(ann).name, recs, info.get("majority_answers"))
     return metrics
+
+
+def _plot_split(path: Path, kind: str, m: dict, split: str, recs: list[dict], majority: dict[str, str] | None) -> None:
+    """accuracy.png of one evaluated split, with the majority-answer chance level when it is known."""
+    chance = majority_answer_accuracy(majority, [(r["type_key"], r["answer_text"]) for r in recs]) if majority else None
+    plot_type_accuracies({kind: m}, path, title=f"{kind}: {split} ({m['n_questions']} questions)", chance=chance)
 
 
 def predict(checkpoint_dir: str | Path, video: str | Path, question: str, *, top_k: int = 5) -> dict:
