@@ -342,6 +342,35 @@ def test_cc12m_json_and_images(tmp_path):
         load_cc12m_json(tmp_path)
 
 
+@pytest.mark.parametrize("chunk_size", [1, 3, 64, 1 << 20])
+def test_json_entries_are_parsed_incrementally(tmp_path, chunk_size):
+    from mmcore.data.image_text import iter_json_entries
+
+    entries = [{"img_name": f"{i}.png", "text": "]}[, \"tricky\" " * (i % 3)} for i in range(40)]
+    entries += [15000000000.0, -1.5e-3, 123, "s", None, True, [], {}]
+    (tmp_path / "a.json").write_text(json.dumps(entries, indent=1))
+    assert list(iter_json_entries(tmp_path / "a.json", chunk_size=chunk_size)) == entries
+    (tmp_path / "a.jsonl").write_text("".join(json.dumps(e) + "\n" for e in entries))
+    assert list(iter_json_entries(tmp_path / "a.jsonl", chunk_size=chunk_size)) == entries
+    for bad, problem in [('[{"a": 1}', "not closed"), ('[{"a": 1} {"b": 2}]', "expected ','"),
+                         ('[1, ]', "malformed JSON in entry 1"), ('{"a": 1}', "expected a JSON list")]:
+        (tmp_path / "b.json").write_text(bad)
+        with pytest.raises(DataError, match=problem):
+            list(iter_json_entries(tmp_path / "b.json", chunk_size=chunk_size))
+
+
+def test_cc12m_json_lines_and_limit(tmp_path):
+    items = [{"img_name": n, "text": t} for n, t in [("a.png", "one"), ("b.png", "two"), ("a.png", "uno"),
+                                                      ("c.png", "three")]]
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(i) + "\n" for i in items))
+    for name, v in (("a.png", 1), ("b.png", 2), ("c.png", 3)):
+        _png(tmp_path / "images" / name, v)
+    data = load_cc12m_json(tmp_path, "train")
+    assert [(r.id, r.captions) for r in data.records] == [("a.png", ["one", "uno"]), ("b.png", ["two"]),
+                                                          ("c.png", ["three"])]
+    assert [r.id for r in load_cc12m_json(tmp_path / "train.jsonl", limit=2).records] == ["a.png", "b.png"]
+
+
 # ---------------------------------------------------------------- webdataset shards
 
 

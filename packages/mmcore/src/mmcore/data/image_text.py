@@ -4,9 +4,9 @@
   (torchvision's layout; Python 2 pickles, or Python 3 re-pickles with bytes keys).
 - Flickr30K: Karpathy's ``dataset_flickr30k.json`` or the ``results.csv`` caption file
   (``image_name| comment_number| comment``), plus a folder of images.
-- Conceptual-12M style: a JSON list of ``{"img_name", "text"}`` plus an image folder, or
-  webdataset tar shards (``KEY.jpg``/``KEY.png`` + ``KEY.txt`` [+ ``KEY.json``]) read with
-  the stdlib ``tarfile``.
+- Conceptual-12M style: a JSON list (or JSON Lines) of ``{"img_name", "text"}`` plus an image
+  folder, parsed incrementally; or webdataset tar shards (``KEY.jpg``/``KEY.png`` + ``KEY.txt``
+  [+ ``KEY.json``], img2dataset's layout), read by :mod:`mmcore.data.streaming`.
 
 Every path taken from an annotation file or a tar member goes through :func:`mmcore.io.safe_join`.
 With ``skip_bad=True`` unreadable items (missing/undecodable images, malformed lines) are dropped and
@@ -16,9 +16,9 @@ counted in ``ImageTextData.skipped``; otherwise the first one raises :class:`Dat
 from __future__ import annotations
 
 import io
+import json
 import re
-import tarfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -426,6 +426,79 @@ def _flickr_csv_captions(path: Path, skip: _Skipper) -> dict[str, list[str]]:
 # ---------------------------------------------------------------- CC12M-style JSON + folder
 
 
+_JSON_CHUNK = 1 << 20
+
+
+def iter_json_entries(path: str | Path, *, chunk_size: int = _JSON_CHUNK) -> Iterator[Any]:
+    """The entries of a JSON array file, or the values of a JSON Lines file (``.jsonl``), parsed
+    one at a time from ``chunk_size``-character reads: memory holds one chunk and one entry, never
+    the whole file. :class:`DataError` naming the file (and the entry) on malformed JSON."""
+    path = Path(path)
+    lines = path.suffix.lower() == ".jsonl"
+    decoder = json.JSONDecoder()
+    try:
+        f = path.open(encoding="utf-8")
+    except OSError as e:
+        raise DataError(path, f"cannot read ({e})") from None
+    with f:
+        buf, pos, eof, k = "", 0, False, 0
+
+        def fill() -> None:
+            nonlocal buf, pos, eof
+            more = f.read(chunk_size)
+            eof = not more
+            buf, pos = buf[pos:] + more, 0
+
+        def skip_ws() -> None:
+            nonlocal pos
+            while True:
+                while pos < len(buf) and buf[pos] in " \t\r\n":
+                    pos += 1
+                if pos < len(buf) or eof:
+                    return
+                fill()
+
+        try:
+            fill()
+            skip_ws()
+            if not lines:
+                if buf[pos : pos + 1] != "[":
+                    raise DataError(path, 'expected a JSON list of {"img_name": ..., "text": ...} objects')
+                pos += 1
+            while True:
+                skip_ws()
+                if pos >= len(buf):
+                    if lines:
+                        return
+                    raise DataError(path, "truncated JSON: the list is not closed")
+                if not lines and buf[pos] == "]":
+                    return
+                if not lines and k > 0:
+                    if buf[pos] != ",":
+                        raise DataError(path, f"malformed JSON after entry {k - 1}: expected ',' or ']'")
+                    pos += 1
+                    skip_ws()
+                while True:
+                    try:
+                        value, end = decoder.raw_decode(buf, pos)
+                    except json.JSONDecodeError as e:
+                        if eof:
+                            raise DataError(path, f"malformed JSON in entry {k} ({e.msg})") from None
+                        fill()
+                        continue
+                    # a number cut by the chunk end ("1.5" of "1.5e3") decodes too: read on first
+                    cut = end == len(buf) or (isinstance(value, int | float) and buf[end] not in ",] \t\r\n")
+                    if cut and not eof:
+                        fill()
+                        continue
+                    break
+                pos = end
+                yield value
+                k += 1
+        except UnicodeDecodeError as e:
+            raise DataError(path, f"not UTF-8 text ({e})") from None
+
+
 def load_cc12m_json(
     root: str | Path,
     split: str = "train",
@@ -435,11 +508,14 @@ def load_cc12m_json(
     skip_bad: bool = False,
     limit: int | None = None,
 ) -> ImageTextData:
-    """A JSON list of ``{"img_name", "text"}`` plus an image folder (CC12M as used by CLIPErase).
+    """A JSON list (or JSON Lines) of ``{"img_name", "text"}`` plus an image folder (CC12M as used by
+    CLIPErase), parsed entry by entry (:func:`iter_json_entries`: the file is never loaded whole).
 
-    ``root`` may be the JSON file itself or a folder holding ``{split}.json``, ``cc12m.json`` or a
-    single ``*.json``; images are in ``images_dir``, ``<folder>/images`` or the folder itself.
-    Entries naming the same image are merged into one record with several captions.
+    ``root`` may be the annotation file itself or a folder holding ``{split}.json[l]``,
+    ``cc12m.json[l]`` or a single ``*.json[l]``; images are in ``images_dir``, ``<folder>/images``
+    or the folder itself. Entries naming the same image are merged into one record with several
+    captions; with ``limit`` the file is read only up to the entry naming image ``limit + 1``
+    (later entries of the first ``limit`` images are then not merged).
     """
     root = Path(root)
     if annotations is not None:
@@ -449,24 +525,23 @@ def load_cc12m_json(
     else:
         if not root.is_dir():
             raise DataError(root, "data root not found")
-        cands = [root / f"{split}.json", root / "cc12m.json"]
+        cands = [root / f"{stem}.{ext}" for stem in (split, "cc12m") for ext in ("json", "jsonl")]
         ann = next((c for c in cands if c.is_file()), None)  # type: ignore[assignment]
         if ann is None:
-            jsons = sorted(root.glob("*.json"))
+            jsons = sorted([*root.glob("*.json"), *root.glob("*.jsonl")])
             if len(jsons) != 1:
                 raise DataError(
                     root,
-                    f"cannot pick the annotation file: expected {split}.json, cc12m.json or exactly one *.json "
-                    f"(found {len(jsons)}); give the JSON file itself as the data root",
+                    f"cannot pick the annotation file: expected {split}.json, cc12m.json (or .jsonl) or exactly one "
+                    f"*.json / *.jsonl (found {len(jsons)}); give the JSON file itself as the data root",
                 )
             ann = jsons[0]
-    data = read_json(ann)
-    if not isinstance(data, list):
-        raise DataError(ann, 'expected a JSON list of {"img_name": ..., "text": ...} objects')
+    if not ann.is_file():
+        raise DataError(ann, "annotation file not found")
     imgs = _find_images_dir(root, images_dir, ("images",))
     skip = _Skipper(skip_bad)
     grouped: dict[str, list[str]] = {}
-    for k, item in enumerate(data):
+    for k, item in enumerate(iter_json_entries(ann)):
         if not (
             isinstance(item, dict)
             and isinstance(item.get("img_name"), str)
@@ -474,9 +549,10 @@ def load_cc12m_json(
         ):
             skip.bad(ann, f'entry {k} is not an object with string "img_name" and "text"')
             continue
-        grouped.setdefault(item["img_name"], []).append(item["text"].strip())
-    if limit is not None:
-        grouped = dict(list(grouped.items())[:limit])
+        name = item["img_name"]
+        if limit is not None and name not in grouped and len(grouped) >= limit:
+            break
+        grouped.setdefault(name, []).append(item["text"].strip())
     records = _records_from_captions(grouped, imgs, skip, skip_bad, split)
     return ImageTextData(
         name="cc12m",
@@ -490,112 +566,22 @@ def load_cc12m_json(
 
 # ---------------------------------------------------------------- webdataset tar shards
 
-# webdataset's key rule: the key is the path up to the first dot of the file name.
-_WDS_KEY = re.compile(r"^((?:.*/|)[^./]+)\.([^/]*)$")
-
-
-def _shard_paths(root: Path) -> list[Path]:
-    if root.is_file():
-        return [root]
-    if root.is_dir():
-        shards = sorted(root.glob("*.tar"))
-        if not shards:
-            raise DataError(root, "no *.tar shards in this folder")
-        return shards
-    shards = sorted(root.parent.glob(root.name))  # a glob such as data/shard-*.tar
-    if not shards:
-        raise DataError(root, "no tar shards found (give a .tar file, a folder of them or a glob)")
-    return shards
-
 
 def load_wds(
     root: str | Path, split: str = "train", *, skip_bad: bool = False, limit: int | None = None
 ) -> ImageTextData:
-    """Webdataset tar shards: samples are members sharing a key (``KEY.jpg``/``.png``/... +
-    ``KEY.txt``, optional ``KEY.json``). ``root`` is a .tar, a folder of .tar files or a glob.
+    """Webdataset / img2dataset tar shards as records that read their image from the shard when
+    loaded; see :func:`mmcore.data.streaming.load_wds` (and :func:`~mmcore.data.streaming.open_wds_stream`
+    for the streaming reader)."""
+    from mmcore.data.streaming import load_wds as _load
 
-    Members are read into memory (encoded); only regular files with names that stay inside the
-    shard's folder are accepted. Caption from ``.txt``, else ``json["caption"]``/``json["text"]``.
-    """
-    import json
-
-    skip = _Skipper(skip_bad)
-    records: list[ImageTextRecord] = []
-    for shard in _shard_paths(Path(root)):
-        try:
-            tf = tarfile.open(shard, mode="r:*")
-        except (tarfile.TarError, OSError) as e:
-            skip.bad(shard, f"not a readable tar file ({e})")
-            continue
-        samples: dict[str, dict[str, tuple[str, bytes]]] = {}
-        try:
-            with tf:
-                for m in tf:
-                    safe_join(shard.parent, m.name)  # refuses absolute / ../ names
-                    if m.isdir():
-                        continue
-                    if not m.isfile():
-                        skip.bad(shard, f"member {m.name!r} is not a regular file (links are not followed)")
-                        continue
-                    match = _WDS_KEY.match(m.name)
-                    if match is None:
-                        skip.bad(shard, f"member {m.name!r} has no KEY.extension name")
-                        continue
-                    key, ext = match.group(1), match.group(2).lower()
-                    f = tf.extractfile(m)
-                    samples.setdefault(key, {})[ext] = (m.name, f.read() if f is not None else b"")
-        except (tarfile.TarError, OSError, EOFError) as e:
-            skip.bad(shard, f"truncated or corrupt tar ({e})")  # keep the samples read before the damage
-        for key, parts in samples.items():
-            source = f"{shard}:{key}"
-            img_ext = next((e for e in IMAGE_EXTENSIONS if e in parts), None)
-            meta: dict[str, Any] = {}
-            if "json" in parts:
-                try:
-                    meta = json.loads(parts["json"][1].decode("utf-8"))
-                except (UnicodeDecodeError, json.JSONDecodeError) as e:
-                    skip.bad(source + ".json", f"malformed JSON ({e})")
-                    continue
-            caption = None
-            if "txt" in parts:
-                try:
-                    caption = parts["txt"][1].decode("utf-8").strip()
-                except UnicodeDecodeError:
-                    skip.bad(source + ".txt", "caption is not UTF-8 text")
-                    continue
-            elif isinstance(meta, dict):
-                caption = meta.get("caption") or meta.get("text")
-            if img_ext is None or not caption:
-                skip.bad(
-                    shard, f"sample {key!r} lacks an image ({'/'.join(IMAGE_EXTENSIONS)}) or a caption (.txt)"
-                )
-                continue
-            member, data = parts[img_ext]
-            if skip_bad:
-                problem = _bytes_ok(data)
-                if problem:
-                    skip.bad(f"{shard}:{member}", problem)
-                    continue
-            records.append(
-                ImageTextRecord(
-                    id=f"{shard.stem}/{key}",
-                    captions=[str(caption)],
-                    image_bytes=data,
-                    attrs={"source": f"{shard}:{member}", **({"json": meta} if meta else {})},
-                )
-            )
-            if limit is not None and len(records) >= limit:
-                break
-        if limit is not None and len(records) >= limit:
-            break
-    return ImageTextData(
-        name="wds", records=records, classnames=None, templates=["a photo of a {}."], skipped=skip.count
-    )
+    return _load(root, split, skip_bad=skip_bad, limit=limit)
 
 
 __all__ = [
     "CIFAR_TEMPLATES",
     "FLICKR_CAPTION_FILES",
+    "iter_json_entries",
     "load_cc12m_json",
     "load_cifar100",
     "load_flickr30k",

@@ -26,8 +26,9 @@ if TYPE_CHECKING:
 @dataclass
 class ImageTextRecord:
     """One image with its captions. The image is in memory (``image``, HxWx3 uint8: synthetic data
-    and CIFAR), a file (``path``: image folders) or encoded bytes (``image_bytes``: tar shards, with
-    ``attrs["source"]`` naming the shard member for error messages)."""
+    and CIFAR), a file (``path``: image folders), encoded bytes (``image_bytes``) or a member of an
+    uncompressed tar shard (``tar_member`` = (shard path, data offset, size): read with one seek when
+    loaded); for the last two ``attrs["source"]`` names the shard member for error messages."""
 
     id: str
     captions: list[str]
@@ -36,6 +37,20 @@ class ImageTextRecord:
     path: Path | None = None
     attrs: dict[str, Any] = field(default_factory=dict)
     image_bytes: bytes | None = field(default=None, repr=False)
+    tar_member: tuple[str, int, int] | None = field(default=None, repr=False)
+
+    def _member_bytes(self) -> bytes:
+        shard, offset, size = self.tar_member  # type: ignore[misc]
+        where = self.attrs.get("source", shard)
+        try:
+            with open(shard, "rb") as f:
+                f.seek(offset)
+                data = f.read(size)
+        except OSError as e:
+            raise ImageReadError(where, f"cannot read the shard ({e})") from None
+        if len(data) != size:
+            raise ImageReadError(where, f"shard truncated: {len(data)} of {size} image bytes")
+        return data
 
     def load_image(self) -> Image.Image:
         """The image as an RGB PIL image; :class:`~mmcore.errors.ImageReadError` (a :class:`DataError`)
@@ -44,8 +59,9 @@ class ImageTextRecord:
 
         if self.image is not None:
             return Image.fromarray(np.asarray(self.image, dtype=np.uint8)).convert("RGB")
-        if self.image_bytes is not None:
-            source: Any = io.BytesIO(self.image_bytes)
+        if self.image_bytes is not None or self.tar_member is not None:
+            data = self.image_bytes if self.image_bytes is not None else self._member_bytes()
+            source: Any = io.BytesIO(data)
             where = self.attrs.get("source", self.id)
         elif self.path is not None:
             path = Path(self.path)
@@ -53,7 +69,7 @@ class ImageTextRecord:
                 raise ImageReadError(path, f"image file not found (record {self.id!r})")
             source, where = path, path
         else:
-            raise DataError(None, f"record {self.id!r} has no image (no array, path or bytes)")
+            raise DataError(None, f"record {self.id!r} has no image (no array, path, bytes or tar member)")
         try:
             with Image.open(source) as im:
                 im.load()  # decode now so truncated files fail here, not later in a worker

@@ -1,4 +1,5 @@
-"""One entry point for every image–text dataset: ``load_image_text(name, root, split, **kw)``."""
+"""One entry point for every image–text dataset: ``load_image_text(name, root, split, **kw)``, and
+``open_image_text_stream`` for the datasets read as a stream of batches (:data:`STREAMED_DATASETS`)."""
 
 from __future__ import annotations
 
@@ -53,6 +54,8 @@ _LOADERS: dict[str, Callable[..., ImageTextData]] = {
 }
 
 IMAGE_TEXT_DATASETS: tuple[str, ...] = tuple(_LOADERS)
+#: Datasets that :func:`open_image_text_stream` reads as a stream (decoded in DataLoader workers).
+STREAMED_DATASETS: tuple[str, ...] = ("wds",)
 #: Datasets whose images are arrays in memory (nothing unreadable): ``skip_bad`` is accepted and ignored.
 IN_MEMORY_DATASETS: tuple[str, ...] = ("shapes", "cifar100")
 
@@ -87,3 +90,21 @@ def load_image_text(
         if "unexpected keyword argument" in str(e):
             raise MMError(f"dataset {name!r}: {e}") from None
         raise
+
+
+def open_image_text_stream(
+    name: str, root: str | Path | None, split: str = "train", *, skip_bad: bool = False,
+    limit: int | None = None, caption_file: str = "auto",
+) -> Any:
+    """A :class:`~mmcore.data.streaming.ShardStream` over dataset ``name`` (one of
+    :data:`STREAMED_DATASETS`): batches decoded in DataLoader workers, nothing else held."""
+    key = name.lower().replace("-", "").replace("_", "")
+    if key not in STREAMED_DATASETS:
+        raise MMError(f"dataset {name!r} is not read as a stream; streamed: {', '.join(STREAMED_DATASETS)}")
+    if root is None:
+        raise MMError(f"dataset {name!r} needs a data root (--data-root PATH)")
+    if caption_file != "auto":
+        raise MMError(f"caption file {caption_file!r} applies to flickr30k only, not to dataset {name!r}")
+    from mmcore.data.streaming import open_wds_stream
+
+    return open_wds_stream(root, split, skip_bad=skip_bad, limit=limit)
