@@ -12,7 +12,7 @@ import typer
 
 from mm_cli.common import print_table, user_errors
 
-app = typer.Typer(help="CLIP unlearning (CLIPErase, GA, GradDiff, FT, MultiDelete, Retrain): run, evaluate, compare.",
+app = typer.Typer(help="CLIP unlearning (CLIPErase, GA, GradDiff, FT, MultiDelete, SLUG, Retrain): run, evaluate, compare.",
                   no_args_is_help=True)
 
 # forget_accuracy: held-out forget images (zero-shot templates unlearning never used); forget_train_accuracy: D_f.
@@ -104,7 +104,7 @@ def _summary_rows(before: dict[str, Any] | None, after: dict[str, Any]) -> list[
 @user_errors
 def run(
     out: Path = typer.Option(..., "--out", help="Output directory."),
-    method: str = typer.Option(None, "--method", help="cliperase | ga | graddiff | ft | multidelete | retrain."),
+    method: str = typer.Option(None, "--method", help="cliperase | ga | graddiff | ft | multidelete | slug | retrain."),
     model: str = _MODEL,
     pretrained: str = _PRETRAINED,
     dataset: str = _DATASET,
@@ -175,7 +175,7 @@ def compare(
     out: Path = typer.Option(..., "--out", help="Output directory (one sub-directory per method)."),
     methods: str = typer.Option(
         "cliperase,ga,graddiff,ft,multidelete", "--methods",
-        help="Comma-separated methods (cliperase, ga, graddiff, ft, multidelete, retrain); also cliperase-fm, cliperase-fm+rm, cliperase-negce, cliperase-dot, cliperase-paper (the paper's setting: both encoders trained, forget pairs with captions). "
+        help="Comma-separated methods (cliperase, ga, graddiff, ft, multidelete, slug, retrain); also cliperase-fm, cliperase-fm+rm, cliperase-negce, cliperase-dot, cliperase-paper (the paper's setting: both encoders trained, forget pairs with captions). "
         "Retrain is added (time ratios) where it can run: not for weights pretrained elsewhere (--pretrained).",
     ),
     model: str = _MODEL,

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from mmcore.distributed import AcceleratorConfig
 from mmcore.errors import ConfigError
 
-METHODS = ("cliperase", "ga", "graddiff", "ft", "multidelete", "retrain")
+METHODS = ("cliperase", "ga", "graddiff", "ft", "multidelete", "slug", "retrain")
 MODULES = ("fm", "fm+rm", "fm+rm+cm")
 FM_VARIANTS = ("similarity", "negated_ce")
 SIMILARITIES = ("cosine", "dot")
@@ -52,6 +52,28 @@ class RelearnConfig:
 
 
 @dataclass
+class SlugConfig:
+    """SLUG, Single Layer Unlearning Gradient (Cai, Tan, Asif, ICML 2025; public code CSIPlab/SLUG):
+    one gradient computation on D_f (mean cosine similarity of the forget pairs) and one on D_r (the CLIP
+    loss); per layer the importance ||g_f|| / ||theta|| and the alignment |cos(g_f, g_r)|; the layers on the
+    Pareto front of each tower (high importance, low alignment); for each, a binary search on the step size
+    of theta <- theta - step * g_f against validation data (D_f / D_r training images, unlearning templates;
+    no held-out data); the layer whose searched step meets the target with the best retain validation
+    accuracy gets its one update. See :mod:`cliperase.slug`."""
+
+    retain_grad_samples: int = 1024  # D_r pairs of the retain gradient (seeded subsample; 0 = all of D_r)
+    forget_grad_samples: int = 0  # D_f pairs of the forget gradient (0 = all of D_f, as published)
+    val_samples: int = 256  # D_f and D_r training images (each) of the search's validation accuracies
+    # The search shrinks the step while the D_f validation accuracy is at most this (percent) and grows it
+    # otherwise. Published: top-5 accuracy 0 among 100 identities; here top-1 (with ten shapes, top-5 is half
+    # the classes).
+    target_accuracy: float = 0.0
+    search_iters: int = 10  # published MAX_ITERATIONS
+    initial_fraction: float = 0.1  # first step = this x ||theta|| / ||g_f|| (published: 1 / INITIAL_RATIO_DIVISOR)
+    max_layers: int = 0  # Pareto layers searched, highest importance first (0 = every layer on the fronts)
+
+
+@dataclass
 class RetrainConfig:
     """Retrain baseline: the pretraining recipe (mmcore.clip_train) on D_r from random weights.
 
@@ -71,7 +93,9 @@ TOWERS = ("auto", "text", "both")
 # "auto": each method's own setting. MultiDelete's public code (CLU-UML/MultiDelete, vl_unlearn/runner_unlearn.py)
 # fine-tunes every parameter of the model (AdamW over all requires_grad parameters), so it trains both towers;
 # with the image tower frozen its unimodal image term would be identically zero. The others: CLIPErase's default.
-METHOD_TOWERS: dict[str, str] = {"multidelete": "both"}
+# SLUG's public code ranks the layers of both towers (a Pareto front for the vision and one for the language
+# layers) and may update a layer of either.
+METHOD_TOWERS: dict[str, str] = {"multidelete": "both", "slug": "both"}
 MULTIDELETE_UNIMODAL = ("image+text", "image")
 
 
@@ -79,7 +103,7 @@ MULTIDELETE_UNIMODAL = ("image+text", "image")
 class UnlearnConfig:
     """One unlearning run. The total CLIPErase loss is L = λ_retain·L_RM + λ_forget·L_FM + λ_consistency·L_CM."""
 
-    method: str = "cliperase"  # cliperase | ga | graddiff | ft | multidelete | retrain
+    method: str = "cliperase"  # cliperase | ga | graddiff | ft | multidelete | slug | retrain
     model: str = "mm-tiny-clip"  # saved model dir (mm clip pretrain / mm unlearn run) or open_clip name
     pretrained: str | None = None  # open_clip pretrained tag or local checkpoint file
     dataset: str = "shapes"  # mmcore.data.registry name: shapes | cifar100 | flickr30k | cc12m | wds
@@ -154,7 +178,7 @@ class UnlearnConfig:
     log_every: int = 10
 
     # Prompt templates (cliperase.templates), two disjoint sets. eval_templates: the zero-shot templates of every
-    # reported accuracy; unlearn_templates: the class prompts of unlearning and relearning, which
+    # reported accuracy; unlearn_templates: the class prompts of unlearning, relearning and SLUG's search, which
     # also never pair an image with a caption equal to an evaluation prompt. Empty: the dataset's templates,
     # every other one from the first for evaluation, the rest for unlearning (shapes: "a photo of a {}" / "a {}").
     eval_templates: list[str] = field(default_factory=list)
@@ -169,6 +193,7 @@ class UnlearnConfig:
     mia_max_samples: int = 1000  # per split (retain, test, forget) for the membership-inference attack
     eval_max_samples: int = 0  # 0 = all; otherwise seeded subsample per split for zero-shot accuracy
     relearn: RelearnConfig = field(default_factory=RelearnConfig)
+    slug: SlugConfig = field(default_factory=SlugConfig)
     retrain: RetrainConfig = field(default_factory=RetrainConfig)
     accelerator: AcceleratorConfig = field(default_factory=lambda: AcceleratorConfig(log_with="none"))
 
@@ -215,7 +240,9 @@ class UnlearnConfig:
         if not 0.0 < rl.forget_fraction < 1.0 or rl.batch_size < 2:
             raise ConfigError("relearn batches mix D_f and D_r pairs: relearn.forget_fraction must be in (0, 1) and "
                               f"relearn.batch_size at least 2; got {rl.forget_fraction} and {rl.batch_size}")
-
+        sl = self.slug
+        if sl.search_iters < 1 or sl.initial_fraction <= 0 or sl.val_samples < 0:
+            raise ConfigError("slug.search_iters must be >= 1, slug.initial_fraction > 0 and slug.val_samples >= 0")
         f = self.forget
         given = [bool(f.classes), f.keyword is not None, f.ratio is not None, f.ids_file is not None]
         if sum(given) != 1:

@@ -275,6 +275,10 @@ def _report(metrics: dict[str, Any]) -> str:
         lines += ["", f"Relearn: {'cap of ' + str(rl['max_steps']) + ' steps hit' if rl['cap_hit'] else str(rl['steps']) + ' steps'}"
                   f" to recover {rl['target_score']:.1f} (half the original's {rl['probe']['from']} forget score"
                   f" {rl['original_score']:.1f}); curve in relearn.png."]
+    sl = metrics.get("slug")
+    if sl:
+        lines += ["", f"SLUG: layer `{sl['layer']}` updated once, step size {sl['step_size']:.4g} "
+                      f"({sum(map(len, sl['pareto_layers'].values()))} layers on the Pareto fronts, {len(sl['searched'])} searched)."]
     return "\n".join(lines) + "\n"
 
 
@@ -317,12 +321,13 @@ def run_unlearning(
     split = prep.split
 
     retrain_cfg = None
+    info: dict[str, Any] = {}
     if cfg.method == "retrain":
         model, train_seconds, retrain_cfg = _retrain(cfg, bundle, split, acc, out, resume)
         last_log: dict[str, float] = {}
     else:
         res = unlearn(bundle, split, cfg, acc, out, resume)
-        model, train_seconds, last_log = res.model, res.train_seconds, res.last_log
+        model, train_seconds, last_log, info = res.model, res.train_seconds, res.last_log, res.info
     model = unwrap(model).eval()
     after = evaluate_split(model, bundle, split, cfg)
     relearn = None
@@ -345,11 +350,13 @@ def run_unlearning(
         "relearn": relearn,
         "final_losses": last_log,
         "world_size": acc.num_processes,
-        "steps": cfg.steps if cfg.method != "retrain" else (retrain_cfg or {}).get("steps"),
+        "steps": {"retrain": (retrain_cfg or {}).get("steps"), "slug": 1}.get(cfg.method, cfg.steps),
         "templates": config_templates(split.retain, cfg).to_dict(),
     }
     if retrain_cfg is not None:
         metrics["retrain_config"] = retrain_cfg
+    if cfg.method == "slug":
+        metrics["slug"] = info
     if _is_main(acc):
         save_clip(model, out, bundle.model_name, bundle.model_cfg)
         write_json(out / "metrics.json", metrics)

@@ -4,7 +4,7 @@ unlearning never optimised.
 - ``evaluation``: the zero-shot templates of every reported accuracy (forget, retain, test) and of the MIA
   features. Default: every other template of the dataset, starting with the first (shapes: "a photo of a {}";
   CIFAR-100: 9 of the 18 CLIP templates); a dataset with one template evaluates on it.
-- ``unlearning``: the templates that unlearning (and relearning) fill with a
+- ``unlearning``: the templates that unlearning (and relearning, and SLUG's validation search) fill with a
   class name when it pairs an image with a class prompt. Default: the dataset's other templates (shapes:
   "a {}").
 
@@ -41,7 +41,7 @@ class Templates:
 
     def to_dict(self) -> dict[str, object]:
         return {"evaluation": list(self.evaluation), "unlearning": list(self.unlearning),
-                "rule": "disjoint: unlearning and relearning never use an evaluation template, "
+                "rule": "disjoint: unlearning, relearning and SLUG's search never use an evaluation template, "
                         "nor a caption equal to an evaluation prompt"}
 
 

@@ -1,4 +1,5 @@
-"""One training loop for every unlearning method (all but Retrain, which is the pretraining recipe).
+"""One training loop for every unlearning method (all but Retrain, which is the pretraining recipe, and
+SLUG, a single gradient step: :mod:`cliperase.slug`).
 
 Each step draws one global forget batch and one global retain batch. Batches depend only on
 (seed, step) (:func:`mmcore.distributed.global_batches`), each process encodes its round-robin
@@ -181,6 +182,7 @@ class UnlearnResult:
     steps: int
     resumed_from: int = 0
     last_log: dict[str, float] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)  # method-specific record (SLUG: layer, step, search)
 
 
 def _make_optimizer(cfg: UnlearnConfig, params: list[nn.Parameter]) -> torch.optim.Optimizer:
@@ -207,7 +209,12 @@ def unlearn(
     """Run ``cfg.steps`` steps of ``cfg.method`` on ``bundle.model`` (modified in place and returned).
 
     With ``out_dir``: logs to ``out_dir/log.jsonl`` and checkpoints every ``cfg.checkpoint_every``
-    steps (and at the end) to ``out_dir/checkpoint``; ``resume`` continues from that checkpoint."""
+    steps (and at the end) to ``out_dir/checkpoint``; ``resume`` continues from that checkpoint. SLUG (one
+    gradient computation and one update, no steps) runs :func:`cliperase.slug.slug_unlearn` instead."""
+    if cfg.method == "slug":
+        from cliperase.slug import slug_unlearn
+
+        return slug_unlearn(bundle, split, cfg, accelerator, out_dir)
     use = needs(cfg)
     world = accelerator.num_processes
     rank = accelerator.process_index
