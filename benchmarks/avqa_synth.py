@@ -5,7 +5,7 @@
 
 Pipeline: ``mmcore.data.synth_avqa.synthesize`` (mp4 + AAC, real Music-AVQA JSON) →
 ``mmcore.features.extract_features`` (default mmcore encoders: ``pixels`` grid + ``logmel`` audio) →
-``sasrnet.train.train`` per run → per-type test accuracy, training samples/s, single-question latency.
+``sasrnet.recipes.train.train`` per run → per-type test accuracy, training samples/s, single-question latency.
 
 Recipes are the committed files under configs/avqa/: each model's PUBLISHED recipe scaled by one rule
 (epochs and StepLR steps x 15/80, batch x 2, lr x 5, plus the same warm-up, clipping, batching by video and
@@ -54,7 +54,7 @@ def _latency(run_dir: Path, data: Path, n: int = 20) -> dict[str, float]:
     """Median seconds to answer one question (features already extracted), batch size 1."""
     import torch
     from sasrnet.data import collate, data_paths, feature_dataset, load_questions
-    from sasrnet.train import load_trained
+    from sasrnet.recipes.evaluate import load_trained
 
     model, info, qv, av = load_trained(run_dir)
     paths = data_paths(data)
@@ -84,7 +84,7 @@ def train_config(name: str, overrides: dict[str, Any]):
 def _train_one(name: str, overrides: dict[str, Any], data: Path, out: Path, threads: int) -> tuple[dict, float]:
     """One training (run in a worker process when ``--jobs 2``): metrics and wall seconds."""
     import torch
-    from sasrnet.train import train
+    from sasrnet.recipes.train import train
 
     if threads:
         torch.set_num_threads(threads)

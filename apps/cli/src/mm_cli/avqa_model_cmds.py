@@ -78,7 +78,7 @@ def train(
     from mmcore.config import parse_set_options, resolve_config
     from mmcore.errors import ConfigError
     from sasrnet.config import TrainConfig
-    from sasrnet.train import train as run
+    from sasrnet.recipes.train import train as run
 
     if preset is not None:
         if config is not None:
@@ -119,7 +119,7 @@ def pretrain_grounding(
     `--set init_from=OUT/model.safetensors`."""
     from mmcore.config import parse_set_options, resolve_config
     from sasrnet.config import GroundingConfig
-    from sasrnet.train import pretrain_grounding as run
+    from sasrnet.recipes.grounding import pretrain_grounding as run
 
     explicit = {"size": size, "epochs": epochs}
     overrides = {**parse_set_options(set_), **{k: v for k, v in explicit.items() if v is not None}}
@@ -144,7 +144,7 @@ def eval_cmd(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty --out."),
 ) -> None:
     """Per-type accuracy (A-Count ... AV-Temp, group averages, overall) of a trained model."""
-    from sasrnet.train import evaluate
+    from sasrnet.recipes.evaluate import evaluate
 
     m = evaluate(checkpoint, _paths(data, None, None, None, features), out, annotations=ann, batch_size=batch_size,
                  skip_bad=skip_bad, overwrite=overwrite)
@@ -165,7 +165,7 @@ def predict(
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Answer one question about one video; shows the top answers and the temporal attention."""
-    from sasrnet.train import predict as run
+    from sasrnet.recipes.evaluate import predict as run
 
     res = run(checkpoint, video, question, top_k=top_k)
     if as_json:
