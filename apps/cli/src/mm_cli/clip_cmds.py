@@ -17,6 +17,9 @@ app = typer.Typer(help="CLIP models: pretrain the offline tiny CLIP on synthetic
 def pretrain_cmd(
     out: Path = typer.Option(..., "--out", help="Output directory (model.safetensors, clip_config.json, metrics.json, log.jsonl)."),
     seed: int | None = typer.Option(None, "--seed", help="Random seed (data, init, order)."),
+    dataset: str | None = typer.Option(None, "--dataset", help="shapes | cifar100 | flickr30k | cc12m | wds [default: shapes]."),
+    data_root: Path | None = typer.Option(None, "--data-root", help="Dataset root (real datasets)."),
+    skip_bad: bool = typer.Option(False, "--skip-bad", help="Real data: skip (and count in metrics.json) unreadable items instead of failing."),
     config: Path | None = typer.Option(None, "--config", help="TOML/YAML file with ClipTrainConfig fields."),
     set_: list[str] | None = typer.Option(None, "--set", help="Override a config field: key=value (repeatable), e.g. steps=200."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty output directory."),
@@ -34,6 +37,8 @@ def pretrain_cmd(
         overrides["seed"] = seed
     if keep_checkpoints:
         overrides["keep_checkpoints"] = True
+    overrides.update({k: v for k, v in (("dataset", dataset), ("data_root", data_root and str(data_root)),
+                                        ("skip_bad", skip_bad or None)) if v is not None})
     cfg = resolve_config(ClipTrainConfig, config, overrides)
     metrics = pretrain(cfg, out, resume=resume, overwrite=overwrite)
     print_table(
