@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from mm_cli.common import print_table, user_errors
+from mm_cli.common import check_image_text_dataset, choose_clip_model, print_table, user_errors
 
 app = typer.Typer(help="CLIP models: pretrain the offline tiny CLIP on synthetic shapes; evaluate any CLIP.",
                   no_args_is_help=True)
@@ -40,6 +40,7 @@ def pretrain_cmd(
     overrides.update({k: v for k, v in (("dataset", dataset), ("data_root", data_root and str(data_root)),
                                         ("skip_bad", skip_bad or None)) if v is not None})
     cfg = resolve_config(ClipTrainConfig, config, overrides)
+    check_image_text_dataset(cfg.dataset)
     metrics = pretrain(cfg, out, resume=resume, overwrite=overwrite)
     print_table(
         "mm clip pretrain",
@@ -51,7 +52,7 @@ def pretrain_cmd(
 @app.command("eval")
 @user_errors
 def eval_cmd(
-    model: str = typer.Option(..., "--model", help="A saved model directory (from `mm clip pretrain`) or an open_clip model name."),
+    model: str | None = typer.Option(None, "--model", help="A saved model directory (from `mm clip pretrain`), or an open_clip model name with --pretrained (or --random-init) [default: the tiny CLIP cached by `mm demo`]."),
     pretrained: str | None = typer.Option(None, "--pretrained", help="open_clip pretrained tag or a local checkpoint (with a model name)."),
     dataset: str = typer.Option("shapes", "--dataset", help="shapes | cifar100 | flickr30k | cc12m | wds."),
     data_root: Path | None = typer.Option(None, "--data-root", help="Dataset root (real datasets)."),
@@ -63,14 +64,19 @@ def eval_cmd(
     caption_file: str = typer.Option("auto", "--caption-file", help="flickr30k: auto | karpathy | csv, the caption file to read when both dataset_flickr30k.json and results.csv exist [default: auto = the Karpathy JSON]."),
     out: Path = typer.Option(..., "--out", help="Output directory for metrics.json."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty output directory."),
+    random_init: bool = typer.Option(False, "--random-init", help="Evaluate an architecture name's untrained weights on purpose (marked in metrics.json)."),
 ) -> None:
     """Zero-shot classification (when the dataset has classes) and image-text retrieval Recall@K."""
     from mmcore.clip_train import evaluate_clip
+    from mmcore.encoders.clip import random_init_marks
     from mmcore.io import prepare_output_dir, write_json
 
+    check_image_text_dataset(dataset)
+    model = choose_clip_model(model, pretrained, random_init)  # before the output dir and any weights
     out_dir = prepare_output_dir(out, overwrite=overwrite)
     metrics = evaluate_clip(model, pretrained, dataset, data_root=data_root, split=split, n=n, seed=seed,
                             batch_size=batch_size, skip_bad=skip_bad, caption_file=caption_file)
+    metrics.update(random_init_marks(model, pretrained))
     write_json(out_dir / "config.json", {"model": model, "pretrained": pretrained, "dataset": dataset,
                                           "data_root": data_root, "split": split, "n": n, "seed": seed,
                                           "skip_bad": skip_bad, "caption_file": caption_file})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import functools
 import os
 import shutil
@@ -15,6 +16,15 @@ import typer
 F = TypeVar("F", bound=Callable[..., Any])
 
 DEBUG_ENV = "MM_DEBUG"
+CACHE_ENV = "MM_CACHE"
+# mmcore.data.registry.IMAGE_TEXT_DATASETS, spelt out here: importing mmcore.data imports torch, and a
+# misspelt name must be reported in a moment (tests/cli/test_first_hour.py checks that both agree).
+IMAGE_TEXT_DATASETS = ("shapes", "cifar100", "flickr30k", "cc12m", "wds")
+
+
+def default_cache_dir() -> Path:
+    """Where `mm demo` caches its trained models: $MM_CACHE, else ~/.cache/mm."""
+    return Path(os.environ.get(CACHE_ENV, Path.home() / ".cache" / "mm"))
 
 
 def _created_top(out: Any) -> Path | None:
@@ -90,3 +100,54 @@ def print_table(title: str, rows: list[dict[str, Any]], columns: list[str] | Non
 
 def eprint(msg: str) -> None:
     print(msg, file=sys.stderr)
+
+
+def check_image_text_dataset(name: str) -> None:
+    """A misspelt dataset name is an MMError before any heavy import (the registry's spelling rules)."""
+    from mmcore.errors import MMError
+
+    if name.lower().replace("-", "").replace("_", "") not in IMAGE_TEXT_DATASETS:
+        close = difflib.get_close_matches(name.lower(), IMAGE_TEXT_DATASETS, n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise MMError(f"unknown image-text dataset {name!r}{hint} (known: {', '.join(IMAGE_TEXT_DATASETS)})")
+
+
+def cached_tiny_clip() -> Path | None:
+    """The tiny CLIP `mm demo` trained and cached (seed 0 first), if there is one."""
+    cache = default_cache_dir().expanduser()
+    dirs = sorted(cache.glob("tiny-clip-seed*"), key=lambda d: (d.name != "tiny-clip-seed0", d.name))
+    return next((d for d in dirs if all((d / f).is_file() for f in
+                                        ("metrics.json", "model.safetensors", "clip_config.json"))), None)
+
+
+def choose_clip_model(model: str | None, pretrained: str | None, random_init: bool,
+                      default_arch: str = "mm-tiny-clip") -> str:
+    """The CLIP a command runs on; random weights only when asked for with ``--random-init``.
+
+    ``model`` None (not given anywhere): the tiny CLIP cached by `mm demo`, else an error saying how to
+    get one. An architecture name without ``pretrained`` is random weights: an error unless
+    ``random_init``, then a warning. A missing or wrong model path is an error here, before torch loads."""
+    from mmcore.encoders.clip import RANDOM_INIT_WARNING, check_model_source, project_model_names
+    from mmcore.errors import MMError
+
+    get_one = ("train one with `mm clip pretrain --out DIR` and pass --model DIR (`mm demo` caches one), "
+               "or pass --random-init to run on untrained weights on purpose")
+    if model is None and not random_init and not pretrained:
+        cached = cached_tiny_clip()
+        if cached is None:
+            raise MMError(f"no --model given and no cached tiny CLIP in {default_cache_dir()} "
+                          f"(${CACHE_ENV}); {get_one}")
+        typer.echo(f"using the cached tiny CLIP {cached} (--model DIR to choose another)", err=True)
+        return str(cached)
+    model = default_arch if model is None else model
+    if check_model_source(model, pretrained) == "name" and not pretrained:
+        if not random_init:
+            close = [] if model in project_model_names() else difflib.get_close_matches(model, project_model_names(), 1)
+            hint = f" (not a directory; did you mean {close[0]!r}?)" if close else ""
+            raise MMError(f"model {model!r}{hint} names an architecture, not trained weights: it would run on random "
+                          f"weights. Pass --pretrained TAG/FILE with it for trained ones, or {get_one}")
+        typer.echo(f"warning: {RANDOM_INIT_WARNING} ({model}, --random-init)", err=True)
+    elif random_init:
+        raise MMError(f"--random-init is for an architecture name without --pretrained; {model!r}"
+                      + (f" with --pretrained {pretrained!r}" if pretrained else "") + " has trained weights")
+    return model
