@@ -123,7 +123,7 @@ def _cases() -> list:
     """(id, argv with {root} placeholders, substrings the one error line must contain)."""
     ef = ["avqa", "extract-features", "--out", "{out}"]
     ev = ["avqa", "eval", "--checkpoint", "{root}/avqa_run", "--out", "{out}"]
-    ul = ["unlearn", "run", "--out", "{out}", "--model", "mm-micro-clip", "--set", "n_train=40", "--set", "n_test=20",
+    ul = ["unlearn", "run", "--out", "{out}", "--model", "{root}/micro", "--set", "n_train=40", "--set", "n_test=20",
           "--steps", "1"]
     return [
         ("truncated-mp4", [*ef, "--videos", "{root}/videos_truncated"], ["b_truncated.mp4"]),

@@ -24,6 +24,7 @@ from typing import Any
 
 from mmcore.config import config_to_dict, save_config
 from mmcore.data.records import ImageTextData
+from mmcore.encoders.clip import random_init_marks
 from mmcore.errors import ConfigError, MMError
 from mmcore.io import atomic_write_text, prepare_output_dir, read_json, write_json
 
@@ -252,6 +253,7 @@ def _report(metrics: dict[str, Any]) -> str:
         f"Sizes: D_f {metrics['sizes']['forget']}, D_r {metrics['sizes']['retain']}, "
         f"test {metrics['sizes']['test']} (test-forget {metrics['sizes']['test_forget']}).",
         f"Unlearning wall time: {metrics['wall_seconds']:.1f} s on {metrics['world_size']} process(es).",
+        *([f"**Warning: {metrics['warning']}.**"] if metrics.get("random_init") else []),
         "",
         "| metric (%) | before | after |",
         "|---|---|---|",
@@ -322,6 +324,7 @@ def run_unlearning(
     metrics: dict[str, Any] = {
         "method": cfg.method,
         "model": cfg.model,
+        **random_init_marks(cfg.model, cfg.pretrained),
         "dataset": cfg.dataset,
         "forget": split.description,
         "forget_classes": split.forget_classes,
@@ -366,6 +369,7 @@ def evaluate_model(cfg: UnlearnConfig, out_dir: str | Path | None = None, overwr
     split = split_forget_retain(train, test, cfg.forget)
     metrics = {
         "model": cfg.model,
+        **random_init_marks(cfg.model, cfg.pretrained),
         "dataset": cfg.dataset,
         "forget": split.description,
         "forget_classes": split.forget_classes,
@@ -454,6 +458,7 @@ def compare_methods(
         "retrain_seconds": retrain_s,
         "retrain_unavailable": _retrain_error(retrain_missing).args[0] if retrain_missing else None,
         "config": config_to_dict(cfg),
+        **random_init_marks(cfg.model, cfg.pretrained),
     }
     if _is_main(acc):
         write_json(out / "comparison.json", comparison)

@@ -62,15 +62,21 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def model_config(kind: str, size: str = "paper", overrides: dict[str, Any] | None = None) -> ModelConfig:
-    """The preset ``size`` for model ``kind`` with ``overrides`` (strings coerced, unknown keys rejected)."""
+def model_config(kind: str, size: str = "paper", overrides: dict[str, Any] | None = None, *,
+                 sources: dict[str, str] | None = None) -> ModelConfig:
+    """The preset ``size`` for model ``kind`` with ``overrides`` (strings coerced, unknown keys rejected).
+
+    ``overrides`` are a run config's ``arch`` table: errors name them ``arch.KEY`` and say where they came
+    from, ``sources["arch.KEY"]`` (``"run.yaml:4"``, ``"--set arch.dim=8"``; default ``arch.KEY=VALUE``)."""
     from mmcore.config import resolve_config
 
     if kind not in MODEL_KINDS:
         raise ConfigError(f"unknown model {kind!r}; choose one of {', '.join(MODEL_KINDS)}")
     if size not in PRESETS:
         raise ConfigError(f"unknown model size {size!r}; choose one of {', '.join(PRESETS)}")
-    return resolve_config(ModelConfig, overrides={**PRESETS[size], **(overrides or {}), "kind": kind})
+    labels = {k: (sources or {}).get(f"arch.{k}") or f"arch.{k}={v}" for k, v in (overrides or {}).items()}
+    return resolve_config(ModelConfig, overrides={**PRESETS[size], **(overrides or {}), "kind": kind},
+                          prefix="arch.", sources=labels)
 
 
 def model_config_from_dict(d: dict[str, Any]) -> ModelConfig:
