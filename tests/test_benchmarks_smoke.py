@@ -163,3 +163,16 @@ def test_paired_bootstrap_gap_and_interval_move_with_the_models() -> None:
     assert res["gap"] == 30.0 and res["ci95"][0] > 0 and res["ci95"][1] < 60
     same = paired_bootstrap(better, better, n_boot=200)
     assert same["gap"] == 0.0 and same["ci95"] == [0.0, 0.0]
+
+
+@pytest.mark.slow
+def test_sasr_public_speed_records_the_public_code_as_unavailable_without_it(tmp_path: Path, monkeypatch) -> None:
+    from benchmarks import sasr_public_speed
+
+    monkeypatch.delenv("MM_SASRNET_PUBLIC_DIR", raising=False)
+    sasr_public_speed.main(["--quick", "--threads", "1", "--out", str(tmp_path)])
+    data = _load(tmp_path, "sasr_public_speed")
+    assert data["summary"]["public_code"].startswith("unavailable (MM_SASRNET_PUBLIC_DIR not set)")
+    assert data["summary"]["sasr_module_params"] == 45_506_382
+    assert all(r["ours_questions_per_s"] > 0 and "ratio_x" not in r for r in data["table"])
+    assert (tmp_path / "sasr_public_speed.png").is_file()

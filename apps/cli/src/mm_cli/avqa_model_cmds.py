@@ -22,6 +22,25 @@ def _paths(data: Path | None, train_ann: Path | None, val_ann: Path | None, test
     return data_paths(data, train_ann=train_ann, val_ann=val_ann, test_ann=test_ann, features=features)
 
 
+# committed recipes, configs/avqa/<model>-<preset>.yaml (the question-only model uses SaSR-Net's)
+PRESETS = {"paper": "the published recipe (SaSR-Net: 80 epochs, batch 16, StepLR(16, 0.3); AVST: ST-AVQA's)",
+           "cpu-benchmark": "the recipe of benchmarks/avqa_synth (cpu-small, 15 epochs; see the YAML)"}
+
+
+def preset_file(preset: str, model: str | None) -> Path:
+    """configs/avqa/<model>-<preset>.yaml of this checkout."""
+    from mmcore.errors import ConfigError
+
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown --preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    name = "avst" if model == "avst" else "sasrnet"
+    path = Path(__file__).resolve().parents[4] / "configs" / "avqa" / f"{name}-{preset}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"preset file {path} not found (presets live in the repository's configs/avqa/; "
+                          "outside a checkout pass --config FILE)")
+    return path
+
+
 def _type_table(title: str, results: dict[str, dict]) -> None:
     """One row per report key (A-Count ... overall), one column per model."""
     from sasrnet.metrics import REPORT_KEYS
@@ -40,26 +59,38 @@ def train(
     val_ann: Path | None = typer.Option(None, "--val-ann", help="Validation annotations (best checkpoint kept)."),
     test_ann: Path | None = typer.Option(None, "--test-ann", help="Test annotations (evaluated after training)."),
     features: Path | None = typer.Option(None, "--features", help="Feature root (audio/, visual/ in the ST-AVQA layout)."),
-    size: str | None = typer.Option(None, "--size", help="Model size preset: paper (default) | cpu-small | cpu-tiny."),
+    size: str | None = typer.Option(None, "--size", help="Model size: paper (default) | cpu-small | cpu-tiny. The size "
+                                    "only: epochs, lr etc. stay the paper's unless --preset / --config / --set change them."),
     epochs: int | None = typer.Option(None, "--epochs", help="Epochs (paper: 80)."),
     batch_size: int | None = typer.Option(None, "--batch-size", help="Global batch size (paper: 16)."),
     seed: int | None = typer.Option(None, "--seed", help="Random seed (paper: 1)."),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip and count bad annotations / feature files."),
+    preset: str | None = typer.Option(None, "--preset", help="A committed recipe, configs/avqa/<model>-<preset>.yaml: "
+                                      + "; ".join(f"{k}: {v}" for k, v in PRESETS.items()) + ". Instead of --config."),
     config: Path | None = typer.Option(None, "--config", help="TOML/YAML config (keys of sasrnet.config.TrainConfig)."),
     set_: list[str] | None = typer.Option(None, "--set", help="Override a config key, e.g. --set arch.dim=64 (repeatable)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty --out."),
     resume: bool = typer.Option(False, "--resume", help="Continue from --out/checkpoint exactly."),
 ) -> None:
-    """Train an AVQA model (accelerate; multi-process with `accelerate launch -m mm_cli.main avqa train ...`)."""
-    from mmcore.config import parse_set_options, resolve_config
-    from sasrnet.config import TrainConfig
-    from sasrnet.train import train as run
+    """Train an AVQA model (accelerate; multi-process with `accelerate launch -m mm_cli.main avqa train ...`).
 
+    Settings: TrainConfig defaults (the paper's) < --preset or --config file < --set < explicit options."""
+    from mmcore.config import parse_set_options, resolve_config_with_sources
+    from mmcore.errors import ConfigError
+    from sasrnet.config import TrainConfig, model_config
+
+    if preset is not None:
+        if config is not None:
+            raise ConfigError("--preset is a committed --config file: pass one of them, not both")
+        config = preset_file(preset, model)
     explicit = {"model": model, "size": size, "epochs": epochs, "batch_size": batch_size, "seed": seed,
                 "skip_bad": skip_bad or None}
     # defaults < --config file < --set < explicit options (an option left out does not erase a --set)
     overrides = {**parse_set_options(set_), **{k: v for k, v in explicit.items() if v is not None}}
-    cfg = resolve_config(TrainConfig, config, overrides)
+    cfg, sources = resolve_config_with_sources(TrainConfig, config, overrides)
+    model_config(cfg.model, cfg.size, cfg.arch, sources=sources)  # a bad arch key fails now, naming its source
+    from sasrnet.recipes.train import train as run
+
     metrics = run(cfg, _paths(data, train_ann, val_ann, test_ann, features), out, resume=resume, overwrite=overwrite)
     from mmcore.distributed import is_main_process
 
@@ -88,13 +119,14 @@ def pretrain_grounding(
 ) -> None:
     """ST-AVQA's grounding pre-training (audio-visual match only); start `train` from it with
     `--set init_from=OUT/model.safetensors`."""
-    from mmcore.config import parse_set_options, resolve_config
-    from sasrnet.config import GroundingConfig
-    from sasrnet.train import pretrain_grounding as run
+    from mmcore.config import parse_set_options, resolve_config_with_sources
+    from sasrnet.config import GroundingConfig, model_config
 
     explicit = {"size": size, "epochs": epochs}
     overrides = {**parse_set_options(set_), **{k: v for k, v in explicit.items() if v is not None}}
-    cfg = resolve_config(GroundingConfig, config, overrides)
+    cfg, sources = resolve_config_with_sources(GroundingConfig, config, overrides)
+    model_config("avst", cfg.size, cfg.arch, sources=sources)  # the grounding model is an AVST
+    from sasrnet.recipes.grounding import pretrain_grounding as run
     m = run(cfg, _paths(data, train_ann, val_ann, None, features), out, overwrite=overwrite)
     from mmcore.distributed import is_main_process
 
@@ -115,7 +147,7 @@ def eval_cmd(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty --out."),
 ) -> None:
     """Per-type accuracy (A-Count ... AV-Temp, group averages, overall) of a trained model."""
-    from sasrnet.train import evaluate
+    from sasrnet.recipes.evaluate import evaluate
 
     m = evaluate(checkpoint, _paths(data, None, None, None, features), out, annotations=ann, batch_size=batch_size,
                  skip_bad=skip_bad, overwrite=overwrite)
@@ -136,7 +168,7 @@ def predict(
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Answer one question about one video; shows the top answers and the temporal attention."""
-    from sasrnet.train import predict as run
+    from sasrnet.recipes.evaluate import predict as run
 
     res = run(checkpoint, video, question, top_k=top_k)
     if as_json:

@@ -10,7 +10,7 @@ from typing import Any
 
 import typer
 
-from mm_cli.common import print_table, user_errors
+from mm_cli.common import check_image_text_dataset, choose_clip_model, print_table, user_errors
 
 app = typer.Typer(help="CLIP unlearning (CLIPErase, GA, GradDiff, FT, MultiDelete, SLUG, Retrain): run, evaluate, compare.",
                   no_args_is_help=True)
@@ -22,7 +22,8 @@ SUMMARY = ("forget_accuracy", "forget_train_accuracy", "retain_accuracy", "test_
            "forget_t2i_R@1", "retain_i2t_R@1", "retain_t2i_R@1", "mia_efficacy", "mia_attack_accuracy")
 
 # Shared options (typer reads the defaults as option declarations).
-_MODEL = typer.Option(None, "--model", help="Saved model dir (mm clip pretrain) or open_clip name [default: mm-tiny-clip].")
+_MODEL = typer.Option(None, "--model", help="Saved model dir (mm clip pretrain), or an open_clip name with --pretrained "
+                      "(or --random-init) [default: the tiny CLIP cached by `mm demo`].")
 _PRETRAINED = typer.Option(None, "--pretrained", help="open_clip pretrained tag or local checkpoint file.")
 _DATASET = typer.Option(None, "--dataset", help="shapes | cifar100 | flickr30k | cc12m | wds [default: shapes].")
 _DATA_ROOT = typer.Option(None, "--data-root", help="Dataset root folder (real datasets).")
@@ -36,6 +37,8 @@ _SEED = typer.Option(None, "--seed", help="Random seed [default: 0].")
 _SKIP_BAD = typer.Option(False, "--skip-bad", help="Skip (and count) unreadable data items instead of failing.")
 _OVERWRITE = typer.Option(False, "--overwrite", help="Replace a non-empty output directory.")
 _RESUME = typer.Option(False, "--resume", help="Continue from the checkpoint in the output directory.")
+_RANDOM_INIT = typer.Option(False, "--random-init",
+                            help="Run on an architecture name's untrained weights on purpose (marked in metrics.json).")
 
 
 def _overrides(
@@ -82,11 +85,19 @@ def _overrides(
     return ov
 
 
-def _config(config: Path | None, overrides: dict[str, Any]):
-    from cliperase.config import UnlearnConfig
-    from mmcore.config import resolve_config
+def _config(config: Path | None, overrides: dict[str, Any], random_init: bool):
+    """The resolved UnlearnConfig; a misspelt dataset, a wrong model path or untrained weights without
+    --random-init are errors here, before torch is imported. A model named nowhere (option, file, --set) is
+    the tiny CLIP cached by `mm demo`."""
+    import dataclasses
 
-    return resolve_config(UnlearnConfig, config, overrides)
+    from cliperase.config import UnlearnConfig
+    from mmcore.config import resolve_config_with_sources
+
+    cfg, sources = resolve_config_with_sources(UnlearnConfig, config, overrides)
+    check_image_text_dataset(cfg.dataset)
+    named = cfg.model if "model" in sources else None
+    return dataclasses.replace(cfg, model=choose_clip_model(named, cfg.pretrained, random_init, default_arch=cfg.model))
 
 
 def _summary_rows(before: dict[str, Any] | None, after: dict[str, Any]) -> list[dict[str, Any]]:
@@ -120,14 +131,14 @@ def run(
     skip_bad: bool = _SKIP_BAD,
     overwrite: bool = _OVERWRITE,
     resume: bool = _RESUME,
+    random_init: bool = _RANDOM_INIT,
 ) -> None:
     """Unlearn a forget set from a CLIP model; writes metrics.json, model.safetensors, config.json, report.md."""
-    from cliperase.runner import run_unlearning
-
     cfg = _config(config, _overrides(model=model, pretrained=pretrained, dataset=dataset, data_root=data_root,
                                      forget_classes=forget_classes, forget_keyword=forget_keyword,
                                      forget_ratio=forget_ratio, forget_ids=forget_ids, seed=seed, skip_bad=skip_bad,
-                                     set_=set_, method=method, steps=steps))
+                                     set_=set_, method=method, steps=steps), random_init)
+    from cliperase.runner import run_unlearning
     m = run_unlearning(cfg, out, resume=resume, overwrite=overwrite)
     from mmcore.distributed import is_main_process
 
@@ -154,14 +165,14 @@ def evaluate(
     seed: int = _SEED,
     skip_bad: bool = _SKIP_BAD,
     overwrite: bool = _OVERWRITE,
+    random_init: bool = _RANDOM_INIT,
 ) -> None:
     """Unlearning metrics (forget/retain/test accuracy, retrieval, MIA) of any CLIP model."""
-    from cliperase.runner import evaluate_model
-
     cfg = _config(config, _overrides(model=model, pretrained=pretrained, dataset=dataset, data_root=data_root,
                                      forget_classes=forget_classes, forget_keyword=forget_keyword,
                                      forget_ratio=forget_ratio, forget_ids=forget_ids, seed=seed, skip_bad=skip_bad,
-                                     set_=set_))
+                                     set_=set_), random_init)
+    from cliperase.runner import evaluate_model
     m = evaluate_model(cfg, out, overwrite=overwrite)
     print_table(f"{model}: forget {m['forget']} (D_f {m['sizes']['forget']}, D_r {m['sizes']['retain']}, "
                 f"test {m['sizes']['test']})", _summary_rows(None, m["metrics"]))
@@ -193,14 +204,14 @@ def compare(
     skip_bad: bool = _SKIP_BAD,
     overwrite: bool = _OVERWRITE,
     resume: bool = _RESUME,
+    random_init: bool = _RANDOM_INIT,
 ) -> None:
     """Run several methods on identical data and seeds; writes comparison.json/.md/.png."""
-    from cliperase.runner import compare_methods
-
     cfg = _config(config, _overrides(model=model, pretrained=pretrained, dataset=dataset, data_root=data_root,
                                      forget_classes=forget_classes, forget_keyword=forget_keyword,
                                      forget_ratio=forget_ratio, forget_ids=forget_ids, seed=seed, skip_bad=skip_bad,
-                                     set_=set_, steps=steps))
+                                     set_=set_, steps=steps), random_init)
+    from cliperase.runner import compare_methods
     names = [m.strip() for m in methods.split(",") if m.strip()]
     comp = compare_methods(names, cfg, out, overwrite=overwrite, resume=resume)
     cols = ["method", "forget_accuracy", "forget_train_accuracy", "retain_accuracy", "test_accuracy", "forget_i2t_R@1",

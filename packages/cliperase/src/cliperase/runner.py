@@ -25,6 +25,7 @@ from typing import Any
 
 from mmcore.config import config_to_dict, save_config
 from mmcore.data.records import ImageTextData
+from mmcore.encoders.clip import random_init_marks
 from mmcore.errors import ConfigError, MMError
 from mmcore.io import atomic_write_text, prepare_output_dir, read_json, write_json
 
@@ -255,6 +256,7 @@ def _report(metrics: dict[str, Any]) -> str:
         f"Sizes: D_f {metrics['sizes']['forget']}, D_r {metrics['sizes']['retain']}, "
         f"test {metrics['sizes']['test']} (test-forget {metrics['sizes']['test_forget']}).",
         f"Unlearning wall time: {metrics['wall_seconds']:.1f} s on {metrics['world_size']} process(es).",
+        *([f"**Warning: {metrics['warning']}.**"] if metrics.get("random_init") else []),
         "",
         "| metric (%) | before | after |",
         "|---|---|---|",
@@ -337,6 +339,7 @@ def run_unlearning(
     metrics: dict[str, Any] = {
         "method": cfg.method,
         "model": cfg.model,
+        **random_init_marks(cfg.model, cfg.pretrained),
         "dataset": cfg.dataset,
         "forget": split.description,
         "forget_classes": split.forget_classes,
@@ -387,6 +390,7 @@ def evaluate_model(cfg: UnlearnConfig, out_dir: str | Path | None = None, overwr
     split = split_forget_retain(train, test, cfg.forget)
     metrics = {
         "model": cfg.model,
+        **random_init_marks(cfg.model, cfg.pretrained),
         "dataset": cfg.dataset,
         "forget": split.description,
         "forget_classes": split.forget_classes,
@@ -484,6 +488,7 @@ def compare_methods(
             "max_steps": rl_retrain["max_steps"], "target_score": rl_retrain["target_score"]},
         "relearn_plot": "relearn.png" if curves else None,  # every method's relearn curve
         "config": config_to_dict(cfg),
+        **random_init_marks(cfg.model, cfg.pretrained),
     }
     if _is_main(acc):
         write_json(out / "comparison.json", comparison)
