@@ -5,7 +5,7 @@
 
 Pipeline: ``mmcore.data.synth_avqa.synthesize`` (mp4 + AAC, real Music-AVQA JSON) →
 ``mmcore.features.extract_features`` (default mmcore encoders: ``pixels`` grid + ``logmel`` audio) →
-``sasrnet.train.train`` per run → per-type test accuracy, training samples/s, single-question latency.
+``sasrnet.recipes.train.train`` per run → per-type test accuracy, training samples/s, single-question latency.
 
 Recipes are the committed files under configs/avqa/: each model's PUBLISHED recipe scaled by one rule
 (epochs and StepLR steps x 15/80, batch x 2, lr x 5, plus the same warm-up, clipping, batching by video and
@@ -54,7 +54,7 @@ def _latency(run_dir: Path, data: Path, n: int = 20) -> dict[str, float]:
     """Median seconds to answer one question (features already extracted), batch size 1."""
     import torch
     from sasrnet.data import collate, data_paths, feature_dataset, load_questions
-    from sasrnet.train import load_trained
+    from sasrnet.recipes.evaluate import load_trained
 
     model, info, qv, av = load_trained(run_dir)
     paths = data_paths(data)
@@ -84,7 +84,7 @@ def train_config(name: str, overrides: dict[str, Any]):
 def _train_one(name: str, overrides: dict[str, Any], data: Path, out: Path, threads: int) -> tuple[dict, float]:
     """One training (run in a worker process when ``--jobs 2``): metrics and wall seconds."""
     import torch
-    from sasrnet.train import train
+    from sasrnet.recipes.train import train
 
     if threads:
         torch.set_num_threads(threads)
@@ -97,22 +97,39 @@ def _run_dir(work: Path, name: str, seed: int) -> Path:
     return work / "runs" / f"{name}-seed{seed}"
 
 
+def _finished(run_dir: Path) -> tuple[dict, None] | None:
+    """(metrics, None) of a completed earlier training in ``run_dir`` (``--reuse-runs``), else None."""
+    import json as _json
+
+    m = run_dir / "metrics.json"
+    if m.is_file() and (run_dir / "test_predictions.jsonl").is_file():
+        metrics = _json.loads(m.read_text())
+        return (metrics, None) if metrics.get("test") else None
+    return None
+
+
 def _run_trainings(jobs: list[tuple[str, int]], overrides: dict[str, Any], data: Path, work: Path, n_procs: int,
-                   threads: int) -> dict[tuple[str, int], tuple[dict, float]]:
+                   threads: int, reuse: bool = False) -> dict[tuple[str, int], tuple[dict, float | None]]:
     """Train each (run, seed) of ``jobs``, in ``n_procs`` worker processes when > 1; SaSR-Net (the slowest)
-    is submitted first, so the cheaper runs share the other process."""
+    is submitted first, so the cheaper runs share the other process. ``reuse``: a (run, seed) whose run
+    dir holds a finished training is read back, not trained again (its wall seconds are then unknown)."""
+    done = {j: r for j in jobs if reuse and (r := _finished(_run_dir(work, *j))) is not None}
+    jobs = [j for j in jobs if j not in done]
+
     def job(j: tuple[str, int]):
         return j[0], {**overrides, "seed": j[1]}, data, _run_dir(work, *j), threads
 
+    if not jobs:
+        return done
     if n_procs <= 1:
-        return {j: _train_one(*job(j)) for j in jobs}
+        return done | {j: _train_one(*job(j)) for j in jobs}
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
     order = sorted(jobs, key=lambda j: (list(RUNS).index(j[0]), j[1]))
     with ProcessPoolExecutor(n_procs, mp_context=mp.get_context("spawn")) as pool:
         futs = {j: pool.submit(_train_one, *job(j)) for j in order}
-        return {j: f.result() for j, f in futs.items()}
+        return done | {j: f.result() for j, f in futs.items()}
 
 
 def _correct(run_dir: Path) -> tuple[list[int], list[bool], list[str]]:
@@ -219,6 +236,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--models", default=",".join(RUNS), help=f"runs, comma-separated, of {', '.join(RUNS)}")
     p.add_argument("--reuse-data", action="store_true",
                    help="with --work: keep WORK/data if its features are complete (timings then omit synthesis)")
+    p.add_argument("--reuse-runs", action="store_true",
+                   help="with --work: read back trainings already finished in WORK/runs instead of training them again")
     p.add_argument("--out", type=Path, default=None, help="results directory (default benchmarks/results)")
     p.add_argument("--no-write", action="store_true", help="print the result instead of writing results/NAME.json")
     p.add_argument("--replot", action="store_true",
@@ -273,12 +292,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             timings["extract_features_s"] = round(time.perf_counter() - t, 2)
 
         # the first seed alone: the pipeline the issue times, measured as wall time (latency runs included)
-        runs = _run_trainings([(r, seeds[0]) for r in runs_asked], overrides, data, work, args.jobs, args.threads)
+        runs = _run_trainings([(r, seeds[0]) for r in runs_asked], overrides, data, work, args.jobs, args.threads,
+                              args.reuse_runs)
         latency = {r: _latency(_run_dir(work, r, seeds[0]), data) for r in runs_asked}
-        single_seed_s = time.perf_counter() - t_start
+        single_seed_s: float | None = time.perf_counter() - t_start
+        if any(runs[(r, seeds[0])][1] is None for r in runs_asked):
+            single_seed_s = None  # reused: not timed in this process (see single_seed_minutes_from_files)
         if len(seeds) > 1:
             runs |= _run_trainings([(r, s) for s in seeds[1:] for r in runs_asked], overrides, data, work, args.jobs,
-                                   args.threads)
+                                   args.threads, args.reuse_runs)
         models: dict[str, Any] = {}
         correct: dict[str, list[list[bool]]] = {}
         qids = templates = None
@@ -287,7 +309,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             correct[run] = []
             for s in seeds:
                 m, secs = runs[(run, s)]
-                timings[f"train_{run}_seed{s}_s"] = secs
+                timings[f"train_{run}_seed{s}_s"] = secs if secs is not None else f"reused ({m['train_time_s']} s training)"
                 ids, ok, tmpl = _correct(_run_dir(work, run, s))
                 if qids is None:
                     qids, templates = ids, tmpl
@@ -319,6 +341,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             }
         total = time.perf_counter() - t_start
         acc = {k: v["test"]["overall"] for k, v in models.items()}
+        if single_seed_s is None:
+            # wall time of the earlier process that did the first seed: from the first synthesised video to
+            # the last first-seed metrics.json (file modification times)
+            first = min(p.stat().st_mtime for p in (data / "videos").iterdir())
+            last = max((_run_dir(work, r, seeds[0]) / "metrics.json").stat().st_mtime for r in runs_asked)
+            timings["single_seed_minutes_from_files"] = round((last - first) / 60, 2)
+            single_seed_s = last - first
         verdict: dict[str, Any] = {"training_seeds": len(seeds),
                                    "single_seed_minutes": round(single_seed_s / 60, 2),
                                    "within_20_minutes": single_seed_s <= 20 * 60,

@@ -94,7 +94,7 @@ def _cifar(root, n_test: int) -> None:
 
 def test_eval_real_data_takes_the_whole_split_unless_capped(tmp_path):
     _cifar(tmp_path / "c", 1003)  # more than the old cap of 1000
-    base = ["clip", "eval", "--model", "mm-micro-clip", "--dataset", "cifar100", "--data-root", str(tmp_path / "c")]
+    base = ["clip", "eval", "--model", "mm-micro-clip", "--random-init", "--dataset", "cifar100", "--data-root", str(tmp_path / "c")]
     r = runner.invoke(app, [*base, "--out", str(tmp_path / "all"), "--batch-size", "512"])
     assert r.exit_code == 0, r.output
     m = json.loads((tmp_path / "all" / "metrics.json").read_text())
@@ -105,7 +105,7 @@ def test_eval_real_data_takes_the_whole_split_unless_capped(tmp_path):
     assert r.exit_code == 0, r.output
     assert json.loads((tmp_path / "ten" / "metrics.json").read_text())["n"] == 10
     # synthetic shapes keep their default size
-    r = runner.invoke(app, ["clip", "eval", "--model", "mm-micro-clip", "--out", str(tmp_path / "shapes")])
+    r = runner.invoke(app, ["clip", "eval", "--model", "mm-micro-clip", "--random-init", "--out", str(tmp_path / "shapes")])
     assert r.exit_code == 0, r.output
     assert json.loads((tmp_path / "shapes" / "metrics.json").read_text())["n"] == 1000
 
@@ -131,7 +131,7 @@ def _flickr_with_bad_images(root) -> None:
 
 def test_eval_skip_bad_skips_and_counts_unreadable_images(tmp_path):
     _flickr_with_bad_images(tmp_path / "f")
-    base = ["clip", "eval", "--model", "mm-micro-clip", "--dataset", "flickr30k", "--data-root", str(tmp_path / "f")]
+    base = ["clip", "eval", "--model", "mm-micro-clip", "--random-init", "--dataset", "flickr30k", "--data-root", str(tmp_path / "f")]
     r = runner.invoke(app, [*base, "--out", str(tmp_path / "e1")])
     assert r.exit_code == 2 and "missing.jpg: image file not found" in r.output and "--skip-bad" in r.output
     _hints_are_options(r.output, "clip", "eval")
@@ -163,8 +163,8 @@ def test_eval_error_hints_name_only_its_own_options(tmp_path):
         ["--caption-file", "csv", "--out", str(tmp_path / "d")],  # shapes have no caption files
     ]
     for extra in cases:
-        r = runner.invoke(app, ["clip", "eval", "--model", "mm-micro-clip", *extra])
+        r = runner.invoke(app, ["clip", "eval", "--model", "mm-micro-clip", "--random-init", *extra])
         assert r.exit_code == 2, (extra, r.output)
         _hints_are_options(r.output, "clip", "eval")
-    r = runner.invoke(app, ["clip", "eval", "--model", "mm-micro-clip", "--out", str(tmp_path / "full")])
+    r = runner.invoke(app, ["clip", "eval", "--model", "mm-micro-clip", "--random-init", "--out", str(tmp_path / "full")])
     assert "--overwrite" in r.output and "--resume" not in r.output

@@ -195,7 +195,7 @@ def test_results_are_written_atomically():
     assert not bad, "\n".join(bad)
 
 
-def test_manifest_paths_cannot_escape_the_data_root(tmp_path):
+def test_manifest_paths_cannot_escape_the_data_root(inputs, tmp_path):
     """JSON (cc12m), CSV (Flickr30K results.csv) and tar members (webdataset) through `mm clip eval`."""
     (tmp_path / "secret.jpg").write_bytes(b"x")
     root = tmp_path / "data"
@@ -211,7 +211,7 @@ def test_manifest_paths_cannot_escape_the_data_root(tmp_path):
             tar.addfile(info, io.BytesIO(data))
     for i, (dataset, data_root, split) in enumerate(
             [("flickr30k", root, "all"), ("cc12m", root, "test"), ("wds", shards, "test")]):
-        res = runner.invoke(app, ["clip", "eval", "--model", "mm-micro-clip", "--dataset", dataset, "--data-root",
+        res = runner.invoke(app, ["clip", "eval", "--model", str(inputs / "clip"), "--dataset", dataset, "--data-root",
                                   str(data_root), "--split", split, "--out", str(tmp_path / f"e{i}")])
         assert res.exit_code == 2, (dataset, res.output, res.exception)
         assert "escapes the data root" in _one_error_line(res.output), dataset

@@ -16,9 +16,9 @@ from mmcore.encoders.clip import load_clip
 from mmcore.errors import MMError
 from mmcore.io import load_safetensors
 
-RUN_KEYS = {"forget_accuracy", "retain_accuracy", "test_accuracy", "test_forget_accuracy", "per_class_accuracy",
-            "retrieval", "forget_i2t_R@1", "retain_t2i_R@10", "mia", "mia_efficacy", "mia_informative",
-            "mia_attack_accuracy"}
+RUN_KEYS = {"forget_accuracy", "forget_train_accuracy", "retain_accuracy", "test_accuracy", "per_class_accuracy",
+            "retrieval", "forget_i2t_R@1", "forget_t2i_R@5", "retain_t2i_R@10", "mia", "mia_efficacy",
+            "mia_informative", "mia_attack_accuracy", "zero_shot_templates"}
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +41,17 @@ def test_run_writes_files_and_metrics(cliperase_run):
     assert saved["after"]["mia_informative"] is (mia["attack_balanced_accuracy"] >= 55.0)
     assert saved["after"]["mia_efficacy"] == (mia["efficacy"] if saved["after"]["mia_informative"] else None)
     assert saved["wall_seconds"] > 0 and saved["relearn"]["max_steps"] == 4
-    assert set(saved["after"]["per_class_accuracy"]["forget"]) == {"circle"}
+    assert set(saved["after"]["per_class_accuracy"]["forget"]) == {"circle"}  # held-out forget images
+    assert set(saved["after"]["per_class_accuracy"]["forget_train"]) == {"circle"}  # D_f
+    assert saved["after"]["zero_shot_n"]["forget"] == saved["sizes"]["test_forget"]
+    assert saved["after"]["zero_shot_n"]["forget_train"] == saved["sizes"]["forget"]
+    assert saved["templates"]["evaluation"] == ["a photo of a {}"] and saved["templates"]["unlearning"] == ["a {}"]
+    assert saved["after"]["zero_shot_templates"] == ["a photo of a {}"]
+    gallery = saved["after"]["retrieval"]["gallery"]
+    assert gallery["forget_part"] == gallery["retain_part"] == "held-out"
+    assert gallery["n_images"] == saved["sizes"]["test_forget"] + min(saved["sizes"]["test_retain"], 16)
+    rl = saved["relearn"]
+    assert rl["curve"][0]["step"] == 0 and rl["probe"]["from"] == "held-out" and (out / "relearn.png").stat().st_size
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["method"] == "cliperase" and cfg["lambda_forget"] == 3.0
     assert "| forget_accuracy |" in (out / "report.md").read_text()

@@ -117,7 +117,7 @@ def test_grounding_checkpoint_gives_the_shared_tensors_and_init_from_uses_them(t
     from sasrnet.config import model_config
     from sasrnet.model import build_model
     from sasrnet.official import grounding_init_weights
-    from sasrnet.train import _init_from
+    from sasrnet.recipes.train import _init_from
 
     g = torch.Generator().manual_seed(0)
     public = {k: torch.randn(SHAPES[k], generator=g) for k in SHAPES

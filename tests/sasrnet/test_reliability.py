@@ -11,7 +11,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from sasrnet.train import train
+from sasrnet.recipes.train import train
 from sasrnet_testdata import tiny_config
 
 HERE = Path(__file__).parent
@@ -32,7 +32,7 @@ def test_sigkill_mid_training_then_resume_equals_straight_run(avqa_dir, tmp_path
         import sys, time, torch
         sys.path.insert(0, {str(HERE)!r})
         torch.set_num_threads(1)
-        import sasrnet.train as T
+        import sasrnet.recipes.train as T
         from sasrnet_testdata import tiny_config
         save = T.save_training_state
         def slow_save(d, model, opt, sched, step, extra):

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from mmcore.errors import DataError, MMError
 from sasrnet.metrics import REPORT_KEYS, type_accuracies
-from sasrnet.train import evaluate, load_trained, train
+from sasrnet.recipes.evaluate import evaluate, load_trained
+from sasrnet.recipes.train import train
 from sasrnet_testdata import make_avqa_dir, tiny_config
 
 
@@ -193,7 +194,7 @@ def test_grounding_pretraining_learns_the_match_and_feeds_init_from(tmp_path):
     import torch
     from mmcore.io import load_safetensors
     from sasrnet.config import GroundingConfig
-    from sasrnet.train import pretrain_grounding
+    from sasrnet.recipes.grounding import pretrain_grounding
 
     data = make_avqa_dir(tmp_path / "d", n_videos=48, c=4, hw=2)
     for f in (data / "features/audio").glob("*.npy"):  # the frames carry the audio's cue

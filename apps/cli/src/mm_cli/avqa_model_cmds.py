@@ -75,10 +75,9 @@ def train(
     """Train an AVQA model (accelerate; multi-process with `accelerate launch -m mm_cli.main avqa train ...`).
 
     Settings: TrainConfig defaults (the paper's) < --preset or --config file < --set < explicit options."""
-    from mmcore.config import parse_set_options, resolve_config
+    from mmcore.config import parse_set_options, resolve_config_with_sources
     from mmcore.errors import ConfigError
-    from sasrnet.config import TrainConfig
-    from sasrnet.train import train as run
+    from sasrnet.config import TrainConfig, model_config
 
     if preset is not None:
         if config is not None:
@@ -88,7 +87,10 @@ def train(
                 "skip_bad": skip_bad or None}
     # defaults < --config file < --set < explicit options (an option left out does not erase a --set)
     overrides = {**parse_set_options(set_), **{k: v for k, v in explicit.items() if v is not None}}
-    cfg = resolve_config(TrainConfig, config, overrides)
+    cfg, sources = resolve_config_with_sources(TrainConfig, config, overrides)
+    model_config(cfg.model, cfg.size, cfg.arch, sources=sources)  # a bad arch key fails now, naming its source
+    from sasrnet.recipes.train import train as run
+
     metrics = run(cfg, _paths(data, train_ann, val_ann, test_ann, features), out, resume=resume, overwrite=overwrite)
     from mmcore.distributed import is_main_process
 
@@ -117,13 +119,14 @@ def pretrain_grounding(
 ) -> None:
     """ST-AVQA's grounding pre-training (audio-visual match only); start `train` from it with
     `--set init_from=OUT/model.safetensors`."""
-    from mmcore.config import parse_set_options, resolve_config
-    from sasrnet.config import GroundingConfig
-    from sasrnet.train import pretrain_grounding as run
+    from mmcore.config import parse_set_options, resolve_config_with_sources
+    from sasrnet.config import GroundingConfig, model_config
 
     explicit = {"size": size, "epochs": epochs}
     overrides = {**parse_set_options(set_), **{k: v for k, v in explicit.items() if v is not None}}
-    cfg = resolve_config(GroundingConfig, config, overrides)
+    cfg, sources = resolve_config_with_sources(GroundingConfig, config, overrides)
+    model_config("avst", cfg.size, cfg.arch, sources=sources)  # the grounding model is an AVST
+    from sasrnet.recipes.grounding import pretrain_grounding as run
     m = run(cfg, _paths(data, train_ann, val_ann, None, features), out, overwrite=overwrite)
     from mmcore.distributed import is_main_process
 
@@ -144,7 +147,7 @@ def eval_cmd(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty --out."),
 ) -> None:
     """Per-type accuracy (A-Count ... AV-Temp, group averages, overall) of a trained model."""
-    from sasrnet.train import evaluate
+    from sasrnet.recipes.evaluate import evaluate
 
     m = evaluate(checkpoint, _paths(data, None, None, None, features), out, annotations=ann, batch_size=batch_size,
                  skip_bad=skip_bad, overwrite=overwrite)
@@ -165,7 +168,7 @@ def predict(
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Answer one question about one video; shows the top answers and the temporal attention."""
-    from sasrnet.train import predict as run
+    from sasrnet.recipes.evaluate import predict as run
 
     res = run(checkpoint, video, question, top_k=top_k)
     if as_json:

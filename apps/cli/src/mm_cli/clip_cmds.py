@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from mm_cli.common import print_table, user_errors
+from mm_cli.common import check_image_text_dataset, choose_clip_model, print_table, user_errors
 
 app = typer.Typer(help="CLIP models: pretrain the offline tiny CLIP on synthetic shapes; evaluate any CLIP.",
                   no_args_is_help=True)
@@ -17,6 +17,9 @@ app = typer.Typer(help="CLIP models: pretrain the offline tiny CLIP on synthetic
 def pretrain_cmd(
     out: Path = typer.Option(..., "--out", help="Output directory (model.safetensors, clip_config.json, metrics.json, log.jsonl)."),
     seed: int | None = typer.Option(None, "--seed", help="Random seed (data, init, order)."),
+    dataset: str | None = typer.Option(None, "--dataset", help="shapes | cifar100 | flickr30k | cc12m | wds [default: shapes]."),
+    data_root: Path | None = typer.Option(None, "--data-root", help="Dataset root (real datasets)."),
+    skip_bad: bool = typer.Option(False, "--skip-bad", help="Real data: skip (and count in metrics.json) unreadable items instead of failing."),
     config: Path | None = typer.Option(None, "--config", help="TOML/YAML file with ClipTrainConfig fields."),
     set_: list[str] | None = typer.Option(None, "--set", help="Override a config field: key=value (repeatable), e.g. steps=200."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty output directory."),
@@ -34,7 +37,10 @@ def pretrain_cmd(
         overrides["seed"] = seed
     if keep_checkpoints:
         overrides["keep_checkpoints"] = True
+    overrides.update({k: v for k, v in (("dataset", dataset), ("data_root", data_root and str(data_root)),
+                                        ("skip_bad", skip_bad or None)) if v is not None})
     cfg = resolve_config(ClipTrainConfig, config, overrides)
+    check_image_text_dataset(cfg.dataset)
     metrics = pretrain(cfg, out, resume=resume, overwrite=overwrite)
     print_table(
         "mm clip pretrain",
@@ -46,7 +52,7 @@ def pretrain_cmd(
 @app.command("eval")
 @user_errors
 def eval_cmd(
-    model: str = typer.Option(..., "--model", help="A saved model directory (from `mm clip pretrain`) or an open_clip model name."),
+    model: str | None = typer.Option(None, "--model", help="A saved model directory (from `mm clip pretrain`), or an open_clip model name with --pretrained (or --random-init) [default: the tiny CLIP cached by `mm demo`]."),
     pretrained: str | None = typer.Option(None, "--pretrained", help="open_clip pretrained tag or a local checkpoint (with a model name)."),
     dataset: str = typer.Option("shapes", "--dataset", help="shapes | cifar100 | flickr30k | cc12m | wds."),
     data_root: Path | None = typer.Option(None, "--data-root", help="Dataset root (real datasets)."),
@@ -58,14 +64,19 @@ def eval_cmd(
     caption_file: str = typer.Option("auto", "--caption-file", help="flickr30k: auto | karpathy | csv, the caption file to read when both dataset_flickr30k.json and results.csv exist [default: auto = the Karpathy JSON]."),
     out: Path = typer.Option(..., "--out", help="Output directory for metrics.json."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty output directory."),
+    random_init: bool = typer.Option(False, "--random-init", help="Evaluate an architecture name's untrained weights on purpose (marked in metrics.json)."),
 ) -> None:
     """Zero-shot classification (when the dataset has classes) and image-text retrieval Recall@K."""
     from mmcore.clip_train import evaluate_clip
+    from mmcore.encoders.clip import random_init_marks
     from mmcore.io import prepare_output_dir, write_json
 
+    check_image_text_dataset(dataset)
+    model = choose_clip_model(model, pretrained, random_init)  # before the output dir and any weights
     out_dir = prepare_output_dir(out, overwrite=overwrite)
     metrics = evaluate_clip(model, pretrained, dataset, data_root=data_root, split=split, n=n, seed=seed,
                             batch_size=batch_size, skip_bad=skip_bad, caption_file=caption_file)
+    metrics.update(random_init_marks(model, pretrained))
     write_json(out_dir / "config.json", {"model": model, "pretrained": pretrained, "dataset": dataset,
                                           "data_root": data_root, "split": split, "n": n, "seed": seed,
                                           "skip_bad": skip_bad, "caption_file": caption_file})

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import difflib
 import functools
 import os
+import shutil
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
@@ -13,31 +16,70 @@ import typer
 F = TypeVar("F", bound=Callable[..., Any])
 
 DEBUG_ENV = "MM_DEBUG"
+CACHE_ENV = "MM_CACHE"
+# mmcore.data.registry.IMAGE_TEXT_DATASETS, spelt out here: importing mmcore.data imports torch, and a
+# misspelt name must be reported in a moment (tests/cli/test_first_hour.py checks that both agree).
+IMAGE_TEXT_DATASETS = ("shapes", "cifar100", "flickr30k", "cc12m", "wds")
+
+
+def default_cache_dir() -> Path:
+    """Where `mm demo` caches its trained models: $MM_CACHE, else ~/.cache/mm."""
+    return Path(os.environ.get(CACHE_ENV, Path.home() / ".cache" / "mm"))
+
+
+def _created_top(out: Any) -> Path | None:
+    """The outermost directory of ``out`` (itself or a parent) that does not exist yet."""
+    if not isinstance(out, str | Path):
+        return None
+    top, p = None, Path(out).expanduser().absolute()
+    while not p.exists() and p != p.parent:
+        top, p = p, p.parent
+    return top
+
+
+def _remove_if_empty(top: Path | None) -> None:
+    """Remove ``top`` (created by this run) when it holds no file: a failed run leaves no empty output
+    directory behind. Only the main process (RANK 0 or unset) removes anything."""
+    if top is None or not top.is_dir() or os.environ.get("RANK", "0") != "0":
+        return
+    if all(p.is_dir() and not p.is_symlink() for p in top.rglob("*")):
+        shutil.rmtree(top, ignore_errors=True)
 
 
 def user_errors(fn: F) -> F:
     """Turn user errors (mmcore.errors.MMError, missing files) into one red line and exit code 2.
 
-    ``mm --debug ...`` (or MM_DEBUG=1) re-raises them with the full traceback."""
+    ``mm --debug ...`` (or MM_DEBUG=1) re-raises them with the full traceback. When the command fails,
+    an ``out`` directory it created and left without any file is removed (never one that existed before)."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        created = _created_top(kwargs.get("out"))
         try:
-            return fn(*args, **kwargs)
-        except (typer.Exit, typer.Abort, KeyboardInterrupt):
+            return _reporting_user_errors(fn, *args, **kwargs)
+        except BaseException as e:
+            if not (isinstance(e, typer.Exit) and e.exit_code == 0):
+                _remove_if_empty(created)
             raise
-        except Exception as e:
-            from mmcore.errors import MMError
-
-            if os.environ.get(DEBUG_ENV) == "1" or not isinstance(e, MMError | FileNotFoundError):
-                raise
-            from rich.console import Console
-
-            msg = str(e) if isinstance(e, MMError) else f"{e.filename}: file not found"
-            Console(stderr=True).print(f"[bold red]error:[/] {msg}", highlight=False, soft_wrap=True)
-            raise typer.Exit(code=2) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _reporting_user_errors(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    try:
+        return fn(*args, **kwargs)
+    except (typer.Exit, typer.Abort, KeyboardInterrupt):
+        raise
+    except Exception as e:
+        from mmcore.errors import MMError
+
+        if os.environ.get(DEBUG_ENV) == "1" or not isinstance(e, MMError | FileNotFoundError):
+            raise
+        from rich.console import Console
+
+        msg = str(e) if isinstance(e, MMError) else f"{e.filename}: file not found"
+        Console(stderr=True).print(f"[bold red]error:[/] {msg}", highlight=False, soft_wrap=True)
+        raise typer.Exit(code=2) from None
 
 
 def print_table(title: str, rows: list[dict[str, Any]], columns: list[str] | None = None) -> None:
@@ -58,3 +100,54 @@ def print_table(title: str, rows: list[dict[str, Any]], columns: list[str] | Non
 
 def eprint(msg: str) -> None:
     print(msg, file=sys.stderr)
+
+
+def check_image_text_dataset(name: str) -> None:
+    """A misspelt dataset name is an MMError before any heavy import (the registry's spelling rules)."""
+    from mmcore.errors import MMError
+
+    if name.lower().replace("-", "").replace("_", "") not in IMAGE_TEXT_DATASETS:
+        close = difflib.get_close_matches(name.lower(), IMAGE_TEXT_DATASETS, n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise MMError(f"unknown image-text dataset {name!r}{hint} (known: {', '.join(IMAGE_TEXT_DATASETS)})")
+
+
+def cached_tiny_clip() -> Path | None:
+    """The tiny CLIP `mm demo` trained and cached (seed 0 first), if there is one."""
+    cache = default_cache_dir().expanduser()
+    dirs = sorted(cache.glob("tiny-clip-seed*"), key=lambda d: (d.name != "tiny-clip-seed0", d.name))
+    return next((d for d in dirs if all((d / f).is_file() for f in
+                                        ("metrics.json", "model.safetensors", "clip_config.json"))), None)
+
+
+def choose_clip_model(model: str | None, pretrained: str | None, random_init: bool,
+                      default_arch: str = "mm-tiny-clip") -> str:
+    """The CLIP a command runs on; random weights only when asked for with ``--random-init``.
+
+    ``model`` None (not given anywhere): the tiny CLIP cached by `mm demo`, else an error saying how to
+    get one. An architecture name without ``pretrained`` is random weights: an error unless
+    ``random_init``, then a warning. A missing or wrong model path is an error here, before torch loads."""
+    from mmcore.encoders.clip import RANDOM_INIT_WARNING, check_model_source, project_model_names
+    from mmcore.errors import MMError
+
+    get_one = ("train one with `mm clip pretrain --out DIR` and pass --model DIR (`mm demo` caches one), "
+               "or pass --random-init to run on untrained weights on purpose")
+    if model is None and not random_init and not pretrained:
+        cached = cached_tiny_clip()
+        if cached is None:
+            raise MMError(f"no --model given and no cached tiny CLIP in {default_cache_dir()} "
+                          f"(${CACHE_ENV}); {get_one}")
+        typer.echo(f"using the cached tiny CLIP {cached} (--model DIR to choose another)", err=True)
+        return str(cached)
+    model = default_arch if model is None else model
+    if check_model_source(model, pretrained) == "name" and not pretrained:
+        if not random_init:
+            close = [] if model in project_model_names() else difflib.get_close_matches(model, project_model_names(), 1)
+            hint = f" (not a directory; did you mean {close[0]!r}?)" if close else ""
+            raise MMError(f"model {model!r}{hint} names an architecture, not trained weights: it would run on random "
+                          f"weights. Pass --pretrained TAG/FILE with it for trained ones, or {get_one}")
+        typer.echo(f"warning: {RANDOM_INIT_WARNING} ({model}, --random-init)", err=True)
+    elif random_init:
+        raise MMError(f"--random-init is for an architecture name without --pretrained; {model!r}"
+                      + (f" with --pretrained {pretrained!r}" if pretrained else "") + " has trained weights")
+    return model

@@ -9,17 +9,12 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 from pathlib import Path
 
 import typer
 
-from mm_cli.common import print_table, user_errors
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("MM_CACHE", Path.home() / ".cache" / "mm"))
+from mm_cli.common import default_cache_dir, print_table, user_errors
 
 
 @user_errors

@@ -10,17 +10,20 @@ from typing import Any
 
 import typer
 
-from mm_cli.common import print_table, user_errors
+from mm_cli.common import check_image_text_dataset, choose_clip_model, print_table, user_errors
 
-app = typer.Typer(help="CLIP unlearning (CLIPErase, GA, GradDiff, FT, MultiDelete, Retrain): run, evaluate, compare.",
+app = typer.Typer(help="CLIP unlearning (CLIPErase, GA, GradDiff, FT, MultiDelete, SLUG, Retrain): run, evaluate, compare.",
                   no_args_is_help=True)
 
+# forget_accuracy: held-out forget images (zero-shot templates unlearning never used); forget_train_accuracy: D_f.
+# Recalls: forget / retain queries against the whole held-out gallery.
 # mia_efficacy is None (printed "–") where the attack is uninformative: held-out accuracy mia_attack_accuracy < 55 %
-SUMMARY = ("forget_accuracy", "retain_accuracy", "test_accuracy", "forget_i2t_R@1", "retain_i2t_R@1", "mia_efficacy",
-           "mia_attack_accuracy")
+SUMMARY = ("forget_accuracy", "forget_train_accuracy", "retain_accuracy", "test_accuracy", "forget_i2t_R@1",
+           "forget_t2i_R@1", "retain_i2t_R@1", "retain_t2i_R@1", "mia_efficacy", "mia_attack_accuracy")
 
 # Shared options (typer reads the defaults as option declarations).
-_MODEL = typer.Option(None, "--model", help="Saved model dir (mm clip pretrain) or open_clip name [default: mm-tiny-clip].")
+_MODEL = typer.Option(None, "--model", help="Saved model dir (mm clip pretrain), or an open_clip name with --pretrained "
+                      "(or --random-init) [default: the tiny CLIP cached by `mm demo`].")
 _PRETRAINED = typer.Option(None, "--pretrained", help="open_clip pretrained tag or local checkpoint file.")
 _DATASET = typer.Option(None, "--dataset", help="shapes | cifar100 | flickr30k | cc12m | wds [default: shapes].")
 _DATA_ROOT = typer.Option(None, "--data-root", help="Dataset root folder (real datasets).")
@@ -34,6 +37,8 @@ _SEED = typer.Option(None, "--seed", help="Random seed [default: 0].")
 _SKIP_BAD = typer.Option(False, "--skip-bad", help="Skip (and count) unreadable data items instead of failing.")
 _OVERWRITE = typer.Option(False, "--overwrite", help="Replace a non-empty output directory.")
 _RESUME = typer.Option(False, "--resume", help="Continue from the checkpoint in the output directory.")
+_RANDOM_INIT = typer.Option(False, "--random-init",
+                            help="Run on an architecture name's untrained weights on purpose (marked in metrics.json).")
 
 
 def _overrides(
@@ -80,11 +85,19 @@ def _overrides(
     return ov
 
 
-def _config(config: Path | None, overrides: dict[str, Any]):
-    from cliperase.config import UnlearnConfig
-    from mmcore.config import resolve_config
+def _config(config: Path | None, overrides: dict[str, Any], random_init: bool):
+    """The resolved UnlearnConfig; a misspelt dataset, a wrong model path or untrained weights without
+    --random-init are errors here, before torch is imported. A model named nowhere (option, file, --set) is
+    the tiny CLIP cached by `mm demo`."""
+    import dataclasses
 
-    return resolve_config(UnlearnConfig, config, overrides)
+    from cliperase.config import UnlearnConfig
+    from mmcore.config import resolve_config_with_sources
+
+    cfg, sources = resolve_config_with_sources(UnlearnConfig, config, overrides)
+    check_image_text_dataset(cfg.dataset)
+    named = cfg.model if "model" in sources else None
+    return dataclasses.replace(cfg, model=choose_clip_model(named, cfg.pretrained, random_init, default_arch=cfg.model))
 
 
 def _summary_rows(before: dict[str, Any] | None, after: dict[str, Any]) -> list[dict[str, Any]]:
@@ -102,7 +115,7 @@ def _summary_rows(before: dict[str, Any] | None, after: dict[str, Any]) -> list[
 @user_errors
 def run(
     out: Path = typer.Option(..., "--out", help="Output directory."),
-    method: str = typer.Option(None, "--method", help="cliperase | ga | graddiff | ft | multidelete | retrain."),
+    method: str = typer.Option(None, "--method", help="cliperase | ga | graddiff | ft | multidelete | slug | retrain."),
     model: str = _MODEL,
     pretrained: str = _PRETRAINED,
     dataset: str = _DATASET,
@@ -118,14 +131,14 @@ def run(
     skip_bad: bool = _SKIP_BAD,
     overwrite: bool = _OVERWRITE,
     resume: bool = _RESUME,
+    random_init: bool = _RANDOM_INIT,
 ) -> None:
     """Unlearn a forget set from a CLIP model; writes metrics.json, model.safetensors, config.json, report.md."""
-    from cliperase.runner import run_unlearning
-
     cfg = _config(config, _overrides(model=model, pretrained=pretrained, dataset=dataset, data_root=data_root,
                                      forget_classes=forget_classes, forget_keyword=forget_keyword,
                                      forget_ratio=forget_ratio, forget_ids=forget_ids, seed=seed, skip_bad=skip_bad,
-                                     set_=set_, method=method, steps=steps))
+                                     set_=set_, method=method, steps=steps), random_init)
+    from cliperase.runner import run_unlearning
     m = run_unlearning(cfg, out, resume=resume, overwrite=overwrite)
     from mmcore.distributed import is_main_process
 
@@ -152,14 +165,14 @@ def evaluate(
     seed: int = _SEED,
     skip_bad: bool = _SKIP_BAD,
     overwrite: bool = _OVERWRITE,
+    random_init: bool = _RANDOM_INIT,
 ) -> None:
     """Unlearning metrics (forget/retain/test accuracy, retrieval, MIA) of any CLIP model."""
-    from cliperase.runner import evaluate_model
-
     cfg = _config(config, _overrides(model=model, pretrained=pretrained, dataset=dataset, data_root=data_root,
                                      forget_classes=forget_classes, forget_keyword=forget_keyword,
                                      forget_ratio=forget_ratio, forget_ids=forget_ids, seed=seed, skip_bad=skip_bad,
-                                     set_=set_))
+                                     set_=set_), random_init)
+    from cliperase.runner import evaluate_model
     m = evaluate_model(cfg, out, overwrite=overwrite)
     print_table(f"{model}: forget {m['forget']} (D_f {m['sizes']['forget']}, D_r {m['sizes']['retain']}, "
                 f"test {m['sizes']['test']})", _summary_rows(None, m["metrics"]))
@@ -173,7 +186,7 @@ def compare(
     out: Path = typer.Option(..., "--out", help="Output directory (one sub-directory per method)."),
     methods: str = typer.Option(
         "cliperase,ga,graddiff,ft,multidelete", "--methods",
-        help="Comma-separated methods; also cliperase-fm, cliperase-fm+rm, cliperase-negce, cliperase-dot, cliperase-paper (the paper's setting: both encoders trained, forget pairs with captions). "
+        help="Comma-separated methods (cliperase, ga, graddiff, ft, multidelete, slug, retrain); also cliperase-fm, cliperase-fm+rm, cliperase-negce, cliperase-dot, cliperase-paper (the paper's setting: both encoders trained, forget pairs with captions). "
         "Retrain is added (time ratios) where it can run: not for weights pretrained elsewhere (--pretrained).",
     ),
     model: str = _MODEL,
@@ -191,17 +204,23 @@ def compare(
     skip_bad: bool = _SKIP_BAD,
     overwrite: bool = _OVERWRITE,
     resume: bool = _RESUME,
+    random_init: bool = _RANDOM_INIT,
 ) -> None:
     """Run several methods on identical data and seeds; writes comparison.json/.md/.png."""
-    from cliperase.runner import compare_methods
-
     cfg = _config(config, _overrides(model=model, pretrained=pretrained, dataset=dataset, data_root=data_root,
                                      forget_classes=forget_classes, forget_keyword=forget_keyword,
                                      forget_ratio=forget_ratio, forget_ids=forget_ids, seed=seed, skip_bad=skip_bad,
-                                     set_=set_, steps=steps))
+                                     set_=set_, steps=steps), random_init)
+    from cliperase.runner import compare_methods
     names = [m.strip() for m in methods.split(",") if m.strip()]
     comp = compare_methods(names, cfg, out, overwrite=overwrite, resume=resume)
-    cols = ["method", "forget_accuracy", "retain_accuracy", "test_accuracy", "retain_i2t_R@1", "mia_efficacy",
-            "mia_attack_accuracy", "wall_seconds", "time_ratio_to_retrain", "relearn_steps"]
+    cols = ["method", "forget_accuracy", "forget_train_accuracy", "retain_accuracy", "test_accuracy", "forget_i2t_R@1",
+            "retain_i2t_R@1", "mia_efficacy", "mia_attack_accuracy", "wall_seconds", "time_ratio_to_retrain",
+            "relearn_steps"]
     print_table(f"forget {comp['forget']} — sizes {comp['sizes']}", [comp["original"], *comp["rows"]], cols)
-    typer.echo(f"wrote {out}/comparison.json, comparison.md, comparison.png")
+    ref = comp.get("relearn_reference")
+    if ref:
+        typer.echo("relearn reference (Retrain, never learned D_f): "
+                   + (f"cap of {ref['max_steps']} steps hit" if ref["cap_hit"] else f"{ref['steps']} steps"))
+    typer.echo(f"wrote {out}/comparison.json, comparison.md, comparison.png"
+               + (f", {comp['relearn_plot']}" if comp.get("relearn_plot") else ""))

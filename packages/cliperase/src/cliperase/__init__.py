@@ -1,5 +1,5 @@
 """CLIPErase: unlearning visual–textual associations in CLIP (ACL 2025), with the GA, GradDiff, FT,
-MultiDelete and Retrain baselines, unlearning metrics and the runs behind `mm unlearn`.
+MultiDelete, SLUG and Retrain baselines, unlearning metrics and the runs behind `mm unlearn`.
 
 Heavy modules (torch, open_clip) load on first use of the functions re-exported here.
 """
@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from cliperase.config import METHODS, ForgetSpec, RelearnConfig, RetrainConfig, UnlearnConfig
+from cliperase.config import METHODS, ForgetSpec, RelearnConfig, RetrainConfig, SlugConfig, UnlearnConfig
 
 __all__ = [
     "METHODS",
     "ForgetSpec",
     "RelearnConfig",
     "RetrainConfig",
+    "SlugConfig",
     "UnlearnConfig",
     "compare_methods",
     "evaluate_model",

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from mmcore.distributed import AcceleratorConfig
 from mmcore.errors import ConfigError
 
-METHODS = ("cliperase", "ga", "graddiff", "ft", "multidelete", "retrain")
+METHODS = ("cliperase", "ga", "graddiff", "ft", "multidelete", "slug", "retrain")
 MODULES = ("fm", "fm+rm", "fm+rm+cm")
 FM_VARIANTS = ("similarity", "negated_ce")
 SIMILARITIES = ("cosine", "dot")
@@ -31,15 +31,46 @@ class ForgetSpec:
 
 @dataclass
 class RelearnConfig:
-    """Relearn-time robustness check: fine-tune the unlearned model on D_f with the CLIP loss until its
-    D_f zero-shot accuracy recovers half of the original's; report the steps (capped)."""
+    """Relearn-time robustness check (:func:`cliperase.metrics.relearn_steps`): fine-tune a copy of the model
+    until its accuracy on held-out forget images (evaluation templates) recovers half of the original's; report
+    the steps (capped) and the curve.
+
+    The protocol can restore the association: both towers trainable (an unlearning that froze the image tower
+    does not keep it frozen here), BatchNorm in train mode as in pretraining, and each batch mixes D_f pairs
+    with D_r pairs, the texts class prompts (unlearning templates) of every class present, so the contrastive
+    negatives of a forget image include the other classes' prompts. Retrain's relearn steps are the reference
+    for "never learned"."""
 
     enabled: bool = True
     lr: float = 1e-4
-    batch_size: int = 32
+    batch_size: int = 32  # pairs per step, D_f and D_r together
+    forget_fraction: float = 0.5  # share of D_f pairs in each batch
+    text: str = "prompt"  # "prompt": class prompts (captions where a record has no class) | "caption" | "mixed"
     max_steps: int = 200  # cap; ``cap_hit`` is reported when reached
     eval_every: int = 10
-    eval_samples: int = 256  # D_f subsample used for the accuracy checks (speed)
+    eval_samples: int = 256  # held-out forget images of the accuracy checks (seeded subsample)
+
+
+@dataclass
+class SlugConfig:
+    """SLUG, Single Layer Unlearning Gradient (Cai, Tan, Asif, ICML 2025; public code CSIPlab/SLUG):
+    one gradient computation on D_f (mean cosine similarity of the forget pairs) and one on D_r (the CLIP
+    loss); per layer the importance ||g_f|| / ||theta|| and the alignment |cos(g_f, g_r)|; the layers on the
+    Pareto front of each tower (high importance, low alignment); for each, a binary search on the step size
+    of theta <- theta - step * g_f against validation data (D_f / D_r training images, unlearning templates;
+    no held-out data); the layer whose searched step meets the target with the best retain validation
+    accuracy gets its one update. See :mod:`cliperase.slug`."""
+
+    retain_grad_samples: int = 1024  # D_r pairs of the retain gradient (seeded subsample; 0 = all of D_r)
+    forget_grad_samples: int = 0  # D_f pairs of the forget gradient (0 = all of D_f, as published)
+    val_samples: int = 256  # D_f and D_r training images (each) of the search's validation accuracies
+    # The search shrinks the step while the D_f validation accuracy is at most this (percent) and grows it
+    # otherwise. Published: top-5 accuracy 0 among 100 identities; here top-1 (with ten shapes, top-5 is half
+    # the classes).
+    target_accuracy: float = 0.0
+    search_iters: int = 10  # published MAX_ITERATIONS
+    initial_fraction: float = 0.1  # first step = this x ||theta|| / ||g_f|| (published: 1 / INITIAL_RATIO_DIVISOR)
+    max_layers: int = 0  # Pareto layers searched, highest importance first (0 = every layer on the fronts)
 
 
 @dataclass
@@ -62,7 +93,9 @@ TOWERS = ("auto", "text", "both")
 # "auto": each method's own setting. MultiDelete's public code (CLU-UML/MultiDelete, vl_unlearn/runner_unlearn.py)
 # fine-tunes every parameter of the model (AdamW over all requires_grad parameters), so it trains both towers;
 # with the image tower frozen its unimodal image term would be identically zero. The others: CLIPErase's default.
-METHOD_TOWERS: dict[str, str] = {"multidelete": "both"}
+# SLUG's public code ranks the layers of both towers (a Pareto front for the vision and one for the language
+# layers) and may update a layer of either.
+METHOD_TOWERS: dict[str, str] = {"multidelete": "both", "slug": "both"}
 MULTIDELETE_UNIMODAL = ("image+text", "image")
 
 
@@ -70,7 +103,7 @@ MULTIDELETE_UNIMODAL = ("image+text", "image")
 class UnlearnConfig:
     """One unlearning run. The total CLIPErase loss is L = λ_retain·L_RM + λ_forget·L_FM + λ_consistency·L_CM."""
 
-    method: str = "cliperase"  # cliperase | ga | graddiff | ft | multidelete | retrain
+    method: str = "cliperase"  # cliperase | ga | graddiff | ft | multidelete | slug | retrain
     model: str = "mm-tiny-clip"  # saved model dir (mm clip pretrain / mm unlearn run) or open_clip name
     pretrained: str | None = None  # open_clip pretrained tag or local checkpoint file
     dataset: str = "shapes"  # mmcore.data.registry name: shapes | cifar100 | flickr30k | cc12m | wds
@@ -144,12 +177,23 @@ class UnlearnConfig:
     checkpoint_every: int = 25  # steps; 0 disables periodic checkpoints (final model is still saved)
     log_every: int = 10
 
-    # Evaluation.
+    # Prompt templates (cliperase.templates), two disjoint sets. eval_templates: the zero-shot templates of every
+    # reported accuracy; unlearn_templates: the class prompts of unlearning, relearning and SLUG's search, which
+    # also never pair an image with a caption equal to an evaluation prompt. Empty: the dataset's templates,
+    # every other one from the first for evaluation, the rest for unlearning (shapes: "a photo of a {}" / "a {}").
+    eval_templates: list[str] = field(default_factory=list)
+    unlearn_templates: list[str] = field(default_factory=list)
+
+    # Evaluation. The headline forget_accuracy is on the held-out forget images (the test split of the forget
+    # set), forget_train_accuracy on D_f itself.
     eval_batch_size: int = 256
-    retrieval_max_pairs: int = 500  # images per split used for Recall@K (seeded subsample, for speed)
+    # Recall@K gallery: held-out forget + held-out retain images (each part a seeded subsample of at most this
+    # many images, for speed) with all their captions, every query ranked against the whole gallery.
+    retrieval_max_pairs: int = 500
     mia_max_samples: int = 1000  # per split (retain, test, forget) for the membership-inference attack
     eval_max_samples: int = 0  # 0 = all; otherwise seeded subsample per split for zero-shot accuracy
     relearn: RelearnConfig = field(default_factory=RelearnConfig)
+    slug: SlugConfig = field(default_factory=SlugConfig)
     retrain: RetrainConfig = field(default_factory=RetrainConfig)
     accelerator: AcceleratorConfig = field(default_factory=lambda: AcceleratorConfig(log_with="none"))
 
@@ -175,6 +219,7 @@ class UnlearnConfig:
             ("multidelete_unimodal", self.multidelete_unimodal, MULTIDELETE_UNIMODAL),
             ("optimizer", self.optimizer, ("adam", "adamw")),
             ("lr_schedule", self.lr_schedule, ("constant", "cosine")),
+            ("relearn.text", self.relearn.text, TEXT_SOURCES),
         ]
         for name, value, allowed in checks:
             if value not in allowed:
@@ -184,6 +229,20 @@ class UnlearnConfig:
                 raise ConfigError(f"{name} must be positive; got {getattr(self, name)}")
         if self.lr <= 0:
             raise ConfigError(f"lr must be positive; got {self.lr}")
+        for name in ("eval_templates", "unlearn_templates"):
+            bad = [t for t in getattr(self, name) if "{}" not in t]
+            if bad:
+                raise ConfigError(f"{name}: template {bad[0]!r} has no '{{}}' placeholder for the class name")
+        shared = set(self.eval_templates) & set(self.unlearn_templates)
+        if shared:
+            raise ConfigError(f"eval_templates and unlearn_templates must be disjoint; both hold {sorted(shared)!r}")
+        rl = self.relearn
+        if not 0.0 < rl.forget_fraction < 1.0 or rl.batch_size < 2:
+            raise ConfigError("relearn batches mix D_f and D_r pairs: relearn.forget_fraction must be in (0, 1) and "
+                              f"relearn.batch_size at least 2; got {rl.forget_fraction} and {rl.batch_size}")
+        sl = self.slug
+        if sl.search_iters < 1 or sl.initial_fraction <= 0 or sl.val_samples < 0:
+            raise ConfigError("slug.search_iters must be >= 1, slug.initial_fraction > 0 and slug.val_samples >= 0")
         f = self.forget
         given = [bool(f.classes), f.keyword is not None, f.ratio is not None, f.ids_file is not None]
         if sum(given) != 1:

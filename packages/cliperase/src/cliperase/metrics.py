@@ -1,9 +1,15 @@
 """Unlearning metrics. All accuracies and recalls are percentages (0–100).
 
-- Zero-shot accuracy on D_f, D_r and the held-out test data (test-retain: test samples outside the
-  forget set, the usual "TA"; test-forget reported too), overall and per class.
-- Retrieval Recall@1/5/10 image→text and text→image on forget and retain pairs, each on a seeded
-  subsample of at most ``cfg.retrieval_max_pairs`` images (all their captions).
+- Zero-shot accuracy with the run's evaluation templates (:mod:`cliperase.templates`: none of them, and no
+  caption equal to one of their prompts, is ever a pair text of unlearning). ``forget_accuracy`` (the headline)
+  is on the held-out forget images (the test split of the forget set), ``forget_train_accuracy`` on D_f itself;
+  ``retain_accuracy`` on D_r, ``test_accuracy`` on the held-out test samples outside the forget set (the usual
+  "TA"); per class too.
+- Retrieval Recall@1/5/10 image→text and text→image against ONE held-out gallery (:func:`gallery_retrieval`):
+  the held-out forget and retain images (each part a seeded subsample of at most ``cfg.retrieval_max_pairs``)
+  with all their captions, identical captions one text owned by all their images. ``forget_*`` are the recalls
+  of the forget images' queries and of the texts a forget image owns, ``retain_*`` those of the others; every
+  query is ranked against the whole gallery, so forgetting shows as forget queries losing to other classes.
 - Membership-inference efficacy on D_f with the community protocol (:mod:`cliperase.mia`; SalUn /
   Jia et al. 2023): per-sample loss, confidence and entropy of the zero-shot class distribution (datasets
   without labels: the cosine similarity of the image and its first caption); a logistic-regression attack
@@ -12,8 +18,8 @@
   of D_f it calls non-member. Below 55 % held-out accuracy the attack is no better than chance:
   ``mia_informative`` is False and ``mia_efficacy`` is None (the raw number stays in ``mia["efficacy"]``),
   so tables do not print it as a result.
-- Relearn time (:func:`relearn_steps`): fine-tuning steps on D_f until its accuracy recovers half of
-  the original model's.
+- Relearn time (:func:`relearn_steps`): fine-tuning steps, on batches mixing D_f and D_r, until the held-out
+  forget accuracy recovers half of the original model's.
 """
 
 from __future__ import annotations
@@ -32,6 +38,9 @@ from mmcore.optim import adam
 from cliperase.config import UnlearnConfig
 from cliperase.forget_sets import ForgetSplit
 from cliperase.mia import FEATURES, membership_inference, sample_features
+from cliperase.templates import config_templates
+
+RETRIEVAL_KS = (1, 5, 10)
 
 
 def subsample(data: ImageTextData, k: int, seed: int) -> ImageTextData:
@@ -41,15 +50,16 @@ def subsample(data: ImageTextData, k: int, seed: int) -> ImageTextData:
     return data.subset(sorted(random.Random(seed).sample(range(len(data)), k)))
 
 
-def _labelled(data: ImageTextData) -> bool:
+def is_labelled(data: ImageTextData) -> bool:
     return bool(data.classnames) and len(data) > 0 and all(r.label is not None for r in data.records)
 
 
-def _zero_shot(model, bundle, data: ImageTextData, classnames, cfg: UnlearnConfig) -> dict[str, Any] | None:
-    if not len(data) or not _labelled(data):
+def _zero_shot(model, bundle, data: ImageTextData, classnames, templates, cfg: UnlearnConfig) -> dict[str, Any] | None:
+    if not len(data) or not is_labelled(data):
         return None
     return zero_shot_eval(model, bundle.tokenizer, data, bundle.preprocess_eval, classnames=classnames,
-                          batch_size=cfg.eval_batch_size, device=_device(model), return_predictions=True)
+                          templates=list(templates), batch_size=cfg.eval_batch_size, device=_device(model),
+                          return_predictions=True)
 
 
 def _device(model) -> torch.device:
@@ -60,11 +70,62 @@ def _pct(x: float | None) -> float | None:
     return None if x is None else 100.0 * float(x)
 
 
+def _pct_hits(hits: torch.Tensor) -> float | None:
+    return 100.0 * int(hits.sum()) / hits.numel() if hits.numel() else None
+
+
 def _pair_cosine(model, bundle, data: ImageTextData, cfg: UnlearnConfig) -> np.ndarray:
     img = encode_images(model, data, bundle.preprocess_eval, batch_size=cfg.eval_batch_size, device=_device(model))
     txt = encode_texts(model, bundle.tokenizer, [r.captions[0] for r in data.records],
                        batch_size=cfg.eval_batch_size, device=_device(model))
     return (img * txt).sum(-1).cpu().numpy()
+
+
+def gallery_parts(split: ForgetSplit) -> tuple[ImageTextData, ImageTextData, str, str]:
+    """The forget and retain parts of the retrieval gallery: the held-out images, or D_f / D_r where the
+    held-out data has none (an ids forget set puts every test image in test-retain); and where each comes from."""
+    f, f_from = (split.test_forget, "held-out") if len(split.test_forget) else (split.forget, "train")
+    r, r_from = (split.test_retain, "held-out") if len(split.test_retain) else (split.retain, "train")
+    return f, r, f_from, r_from
+
+
+def gallery_retrieval(model, bundle, forget: ImageTextData, retain: ImageTextData, cfg: UnlearnConfig,
+                      seed: int, max_pairs: int | None = None) -> dict[str, Any]:
+    """Recall@K (percent) of forget and of retain queries, both directions, in ONE gallery: ``forget`` and
+    ``retain`` images (each a seeded subsample of at most ``max_pairs``, default ``cfg.retrieval_max_pairs``)
+    with all their captions, identical captions one text owned by all their images
+    (:func:`mmcore.eval.retrieval.retrieval_eval`, ``unique_texts=True``).
+
+    Forget image→text: a forget image's hit when one of its texts is in the top K of ALL gallery texts;
+    forget text→image: a text owned by a forget image is a hit when one of its images is in the top K of ALL
+    gallery images. Retain: the other images and texts. Returns ``{"forget": {...}, "retain": {...},
+    "gallery": {...}}``; each part has ``n_images`` / ``n_texts`` (its queries) and the recalls (None with no
+    query)."""
+    k = cfg.retrieval_max_pairs if max_pairs is None else max_pairs
+    f, r = subsample(forget, k, seed), subsample(retain, k, seed + 1)
+    res = retrieval_eval(model, bundle.tokenizer, f.records + r.records, bundle.preprocess_eval, ks=RETRIEVAL_KS,
+                         batch_size=cfg.eval_batch_size, device=_device(model), return_hits=True)
+    hits, owners = res.pop("hits"), res.pop("text_owners")
+    n_f = len(f)
+    dev = hits["has_text"].device
+    forget_img = torch.arange(len(f) + len(r), device=dev) < n_f
+    forget_txt = torch.tensor([any(i < n_f for i in o) for o in owners], dtype=torch.bool, device=dev)
+    out: dict[str, Any] = {}
+    for part, img_q, txt_q in (("forget", forget_img & hits["has_text"], forget_txt),
+                               ("retain", ~forget_img & hits["has_text"], ~forget_txt)):
+        d: dict[str, Any] = {"n_images": int(img_q.sum()), "n_texts": int(txt_q.sum())}
+        d.update({f"i2t_R@{k}": _pct_hits(hits[f"i2t_R@{k}"][img_q]) for k in RETRIEVAL_KS})
+        d.update({f"t2i_R@{k}": _pct_hits(hits[f"t2i_R@{k}"][txt_q]) for k in RETRIEVAL_KS})
+        out[part] = d
+    out["gallery"] = {**res, "n_forget_images": n_f, "n_retain_images": len(r), "unique_texts": True}
+    return out
+
+
+def probe_set(split: ForgetSplit, cfg: UnlearnConfig) -> tuple[ImageTextData, str]:
+    """The forget images relearning is scored on: a seeded subsample (``cfg.relearn.eval_samples``) of the
+    held-out forget images, or of D_f where there are none; and which it is."""
+    data, where = (split.test_forget, "held-out") if len(split.test_forget) else (split.forget, "train")
+    return subsample(data, cfg.relearn.eval_samples, cfg.seed + 7), where
 
 
 @torch.no_grad()
@@ -73,38 +134,37 @@ def evaluate_split(model, bundle, split: ForgetSplit, cfg: UnlearnConfig) -> dic
     model.eval()
     seed = cfg.seed
     classnames = split.retain.classnames
+    templates = config_templates(split.retain, cfg)
     sets = {
-        "forget": subsample(split.forget, cfg.eval_max_samples, seed),
+        "forget": subsample(split.test_forget, cfg.eval_max_samples, seed + 3),  # held out: the headline
+        "forget_train": subsample(split.forget, cfg.eval_max_samples, seed),
         "retain": subsample(split.retain, cfg.eval_max_samples, seed + 1),
         "test": subsample(split.test_retain, cfg.eval_max_samples, seed + 2),
-        "test_forget": subsample(split.test_forget, cfg.eval_max_samples, seed + 3),
     }
     out: dict[str, Any] = {}
-    zs: dict[str, dict[str, Any] | None] = {k: _zero_shot(model, bundle, d, classnames, cfg) for k, d in sets.items()}
+    zs = {k: _zero_shot(model, bundle, d, classnames, templates.evaluation, cfg) for k, d in sets.items()}
     for k, res in zs.items():
         out[f"{k}_accuracy"] = _pct(res["accuracy"]) if res else None
     out["per_class_accuracy"] = {
         k: {c: 100.0 * a for c, a in res["per_class"].items()} for k, res in zs.items() if res
     }
     out["zero_shot_n"] = {k: (res["n"] if res else 0) for k, res in zs.items()}
+    out["zero_shot_templates"] = list(templates.evaluation)
 
-    retrieval: dict[str, Any] = {}
-    for k, data, s in (("forget", split.forget, seed + 4), ("retain", split.retain, seed + 5)):
-        sub = subsample(data, cfg.retrieval_max_pairs, s)
-        r = retrieval_eval(model, bundle.tokenizer, sub, bundle.preprocess_eval,
-                           batch_size=cfg.eval_batch_size, device=_device(model))
-        retrieval[k] = r
-        for name, v in r.items():
-            if "@" in name:
-                out[f"{k}_{name}"] = v
+    f_part, r_part, f_from, r_from = gallery_parts(split)
+    retrieval = gallery_retrieval(model, bundle, f_part, r_part, cfg, seed + 4)
+    retrieval["gallery"].update(forget_part=f_from, retain_part=r_from)
+    for part in ("forget", "retain"):
+        out.update({f"{part}_{name}": v for name, v in retrieval[part].items() if "@" in name})
     out["retrieval"] = retrieval
 
     # Membership inference on D_f: attack trained on retain (members) vs test-retain (non-members).
     mia: dict[str, Any] | None = None
     if len(split.test_retain):
-        if all(zs[k] is not None for k in ("forget", "retain", "test")):
-            feats = {k: sample_features(zs[k]["logits"].float().numpy(), zs[k]["labels"].numpy())  # type: ignore[index]
-                     for k in ("forget", "retain", "test")}
+        keys = {"forget": "forget_train", "retain": "retain", "test": "test"}
+        if all(zs[k] is not None for k in keys.values()):
+            feats = {k: sample_features(zs[z]["logits"].float().numpy(), zs[z]["labels"].numpy())  # type: ignore[index]
+                     for k, z in keys.items()}
             names: list[str] = list(FEATURES)
         else:
             feats = {k: _pair_cosine(model, bundle, subsample(d, cfg.mia_max_samples, seed + 6), cfg)[:, None]
@@ -121,58 +181,105 @@ def evaluate_split(model, bundle, split: ForgetSplit, cfg: UnlearnConfig) -> dic
     return out
 
 
-def forget_score(model, bundle, forget: ImageTextData, classnames, cfg: UnlearnConfig) -> float:
-    """The D_f quantity relearning tries to recover: zero-shot accuracy when labelled, else i2t R@1."""
-    res = _zero_shot(model, bundle, forget, classnames, cfg)
+def forget_score(model, bundle, probe: ImageTextData, split: ForgetSplit, cfg: UnlearnConfig) -> float:
+    """The forget quantity relearning tries to recover, on ``probe`` (:func:`probe_set`): zero-shot accuracy
+    with the evaluation templates when labelled, else the probe's image→text R@1 in a gallery with (as many)
+    retain images."""
+    templates = config_templates(split.retain, cfg)
+    res = _zero_shot(model, bundle, probe, split.retain.classnames, templates.evaluation, cfg)
     if res is not None:
         return 100.0 * res["accuracy"]
-    r = retrieval_eval(model, bundle.tokenizer, forget, bundle.preprocess_eval,
-                       batch_size=cfg.eval_batch_size, device=_device(model))
-    return float(r["i2t_R@1"])
+    _f, retain, _ff, _rf = gallery_parts(split)
+    r = gallery_retrieval(model, bundle, probe, retain, cfg, cfg.seed + 10, max_pairs=max(len(probe), 1))
+    return float(r["forget"]["i2t_R@1"] or 0.0)
 
 
 def relearn_steps(model, bundle, split: ForgetSplit, cfg: UnlearnConfig, original_score: float) -> dict[str, Any]:
-    """Fine-tune a copy of ``model`` on D_f (CLIP loss, Adam ``cfg.relearn.lr``) until the D_f score
-    reaches half of ``original_score``; checked every ``eval_every`` steps on a D_f subsample.
-    Returns ``steps`` (None when the cap is hit), ``cap_hit``, target and final score."""
+    """Fine-tune a copy of ``model`` (Adam ``cfg.relearn.lr``, the CLIP loss with identical texts as positives)
+    until its :func:`forget_score` on the probe reaches half of ``original_score``; checked every
+    ``eval_every`` steps. See :class:`~cliperase.config.RelearnConfig` for the protocol: both towers trained,
+    BatchNorm in train mode, each batch ``forget_fraction`` D_f pairs and the rest D_r pairs, class prompts
+    of the unlearning templates. Returns ``steps`` (None when the cap is hit), ``cap_hit``, the target, the
+    final score and the ``curve`` [{step, score}]."""
     from cliperase import losses
-    from cliperase.trainer import BatchStream, ImageBank, pair_text, train_mode
+    from cliperase.trainer import BatchStream, ImageBank, pair_text
 
     rc = cfg.relearn
     target = original_score / 2.0
-    probe = subsample(split.forget, rc.eval_samples, cfg.seed + 7)
-    classnames = split.retain.classnames
+    probe, probe_from = probe_set(split, cfg)
+    templates = config_templates(split.retain, cfg)
     m = copy.deepcopy(model)
+    m.requires_grad_(True)  # both towers, whatever unlearning froze
     m.logit_scale.requires_grad_(False)
-    opt = adam([p for p in m.parameters() if p.requires_grad], rc.lr)
-    stream = BatchStream(len(split.forget), rc.batch_size, cfg.seed + 8, 1, "forget")
-    bank = ImageBank(split.forget.records, bundle.preprocess_eval)
+    params = [p for p in m.parameters() if p.requires_grad]
+    opt = adam(params, rc.lr)
+    n_f = min(max(1, round(rc.batch_size * rc.forget_fraction)), rc.batch_size - 1)
+    parts = [(BatchStream(len(split.forget), n_f, cfg.seed + 8, 1, "forget"),
+              ImageBank(split.forget.records, bundle.preprocess_eval), split.forget, 98),
+             (BatchStream(len(split.retain), rc.batch_size - n_f, cfg.seed + 9, 1, "retain"),
+              ImageBank(split.retain.records, bundle.preprocess_eval), split.retain, 99)]
     dev = _device(m)
-    score = forget_score(m, bundle, probe, classnames, cfg)
-    history = [(0, score)]
+    score = forget_score(m, bundle, probe, split, cfg)
+    curve = [{"step": 0, "score": score}]
     step = 0
     while score < target and step < rc.max_steps:
-        train_mode(m, cfg.freeze_norm_stats)  # batches are all D_f: batch statistics would be skewed
+        m.train()  # BatchNorm as in pretraining: batch statistics of mixed D_f + D_r batches
         for _ in range(min(rc.eval_every, rc.max_steps - step)):
-            idx = stream.at(step)
-            texts = [pair_text(split.forget.records[i], split.forget, cfg.text, (cfg.seed, step, 99, i)) for i in idx]
-            img = m.encode_image(bank(idx).to(dev))
+            images, texts = [], []
+            for stream, bank, data, tag in parts:
+                idx = stream.at(step)
+                images.append(bank(idx))
+                texts += [pair_text(data.records[i], data, rc.text, (cfg.seed, step, tag, i), templates) for i in idx]
+            img = m.encode_image(torch.cat(images).to(dev))
             txt = m.encode_text(bundle.tokenizer(texts).to(dev))
             loss = losses.contrastive_loss(img, txt, m.logit_scale.exp(), texts)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             step += 1
+        m.eval()
         with torch.no_grad():
-            score = forget_score(m, bundle, probe, classnames, cfg)
-        history.append((step, score))
+            score = forget_score(m, bundle, probe, split, cfg)
+        curve.append({"step": step, "score": score})
     reached = score >= target
     return {
         "steps": step if reached else None,
         "cap_hit": not reached,
         "max_steps": rc.max_steps,
+        "original_score": original_score,
         "target_score": target,
         "final_score": score,
-        "history": history,
+        "curve": curve,
+        "probe": {"images": len(probe), "from": probe_from,
+                  "score": "zero-shot accuracy (evaluation templates)" if is_labelled(probe) else "i2t R@1"},
         "lr": rc.lr,
+        "batch": {"forget": n_f, "retain": rc.batch_size - n_f, "text": rc.text},
     }
+
+
+def plot_relearn(curves: dict[str, list[dict[str, float]]], target: float | None, path: Any,
+                 title: str = "relearn") -> Any:
+    """Score (percent) against relearn steps, one line per model, the half-of-original target dashed."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from mmcore.io import atomic_write_bytes
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for i, (name, curve) in enumerate(curves.items()):
+        ax.plot([p["step"] for p in curve], [p["score"] for p in curve], marker="o", ms=3, label=name, color=f"C{i % 10}")
+    if target is not None:
+        ax.axhline(target, ls="--", color="k", lw=1, label="half the original")
+    ax.set_xlabel("relearn step")
+    ax.set_ylabel("forget score (%): held-out forget accuracy")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    return atomic_write_bytes(path, buf.getvalue())

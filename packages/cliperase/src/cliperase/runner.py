@@ -5,7 +5,8 @@ Output directory of :func:`run_unlearning`::
 
     config.json         resolved UnlearnConfig
     before.json         metrics of the original model (reused by --resume)
-    metrics.json        {"before", "after", "sizes", "wall_seconds", "relearn", ...}
+    metrics.json        {"before", "after", "sizes", "wall_seconds", "relearn", "templates", ...}
+    relearn.png         the relearn curve (with relearning enabled)
     model.safetensors   unlearned weights + clip_config.json (mmcore.encoders.clip.load_clip)
     report.md           human-readable summary
     log.jsonl           training log
@@ -24,6 +25,7 @@ from typing import Any
 
 from mmcore.config import config_to_dict, save_config
 from mmcore.data.records import ImageTextData
+from mmcore.encoders.clip import random_init_marks
 from mmcore.errors import ConfigError, MMError
 from mmcore.io import atomic_write_text, prepare_output_dir, read_json, write_json
 
@@ -31,9 +33,12 @@ from cliperase.config import METHODS, PAPER_SETTING, UnlearnConfig
 from cliperase.forget_sets import ForgetSplit, split_forget_retain
 
 # Accuracy/recall keys shown in tables (all percentages).
+# forget_accuracy: held-out forget images; forget_train_accuracy: D_f. Recalls: queries of each part against the
+# whole held-out gallery (cliperase.metrics.gallery_retrieval).
 SUMMARY_KEYS = (
-    "forget_accuracy", "retain_accuracy", "test_accuracy", "test_forget_accuracy",
-    "forget_i2t_R@1", "forget_t2i_R@1", "retain_i2t_R@1", "retain_t2i_R@1", "mia_efficacy", "mia_attack_accuracy",
+    "forget_accuracy", "forget_train_accuracy", "retain_accuracy", "test_accuracy",
+    "forget_i2t_R@1", "forget_t2i_R@1", "forget_i2t_R@5", "forget_t2i_R@5",
+    "retain_i2t_R@1", "retain_t2i_R@1", "retain_i2t_R@5", "retain_t2i_R@5", "mia_efficacy", "mia_attack_accuracy",
 )
 # `mm unlearn compare` method variants: the ablations of the paper as named entries.
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -183,7 +188,7 @@ def _is_main(acc: Any) -> bool:
 
 
 def _prepare(cfg: UnlearnConfig, bundle: Any, out_dir: Path | None, resume: bool, acc: Any) -> Prepared:
-    from cliperase.metrics import evaluate_split, forget_score, subsample
+    from cliperase.metrics import evaluate_split, forget_score, probe_set
 
     train, test = load_data(cfg, bundle.image_size)
     split = split_forget_retain(train, test, cfg.forget)
@@ -193,8 +198,7 @@ def _prepare(cfg: UnlearnConfig, bundle: Any, out_dir: Path | None, resume: bool
     else:
         before = evaluate_split(bundle.model, bundle, split, cfg)
         if cfg.relearn.enabled:
-            probe = subsample(split.forget, cfg.relearn.eval_samples, cfg.seed + 7)
-            before["relearn_probe_score"] = forget_score(bundle.model, bundle, probe, split.retain.classnames, cfg)
+            before["relearn_probe_score"] = forget_score(bundle.model, bundle, probe_set(split, cfg)[0], split, cfg)
         if cached is not None and _is_main(acc):
             write_json(cached, before)
     return Prepared(split, before, train.skipped + test.skipped)
@@ -252,6 +256,7 @@ def _report(metrics: dict[str, Any]) -> str:
         f"Sizes: D_f {metrics['sizes']['forget']}, D_r {metrics['sizes']['retain']}, "
         f"test {metrics['sizes']['test']} (test-forget {metrics['sizes']['test_forget']}).",
         f"Unlearning wall time: {metrics['wall_seconds']:.1f} s on {metrics['world_size']} process(es).",
+        *([f"**Warning: {metrics['warning']}.**"] if metrics.get("random_init") else []),
         "",
         "| metric (%) | before | after |",
         "|---|---|---|",
@@ -262,10 +267,20 @@ def _report(metrics: dict[str, Any]) -> str:
             lines += ["", f"MIA {name}: uninformative (attack held-out balanced accuracy "
                           f"{fmt(m.get('mia_attack_accuracy'))} % < {m['mia']['min_informative_accuracy']:g} %), "
                           "efficacy not reported."]
+    tpl = metrics.get("templates")
+    if tpl:
+        lines += ["", f"Zero-shot evaluation templates {tpl['evaluation']}; unlearning templates {tpl['unlearning']} "
+                      "(disjoint). forget_accuracy: held-out forget images; forget_train_accuracy: D_f. Recalls: "
+                      "forget / retain queries against the whole held-out gallery."]
     rl = metrics.get("relearn")
     if rl:
         lines += ["", f"Relearn: {'cap of ' + str(rl['max_steps']) + ' steps hit' if rl['cap_hit'] else str(rl['steps']) + ' steps'}"
-                  f" to recover {rl['target_score']:.1f} (half the original D_f score)."]
+                  f" to recover {rl['target_score']:.1f} (half the original's {rl['probe']['from']} forget score"
+                  f" {rl['original_score']:.1f}); curve in relearn.png."]
+    sl = metrics.get("slug")
+    if sl:
+        lines += ["", f"SLUG: layer `{sl['layer']}` updated once, step size {sl['step_size']:.4g} "
+                      f"({sum(map(len, sl['pareto_layers'].values()))} layers on the Pareto fronts, {len(sl['searched'])} searched)."]
     return "\n".join(lines) + "\n"
 
 
@@ -287,7 +302,8 @@ def run_unlearning(
     from mmcore.distributed import seed_everything
     from mmcore.encoders.clip import save_clip
 
-    from cliperase.metrics import evaluate_split, relearn_steps
+    from cliperase.metrics import evaluate_split, plot_relearn, relearn_steps
+    from cliperase.templates import config_templates
     from cliperase.trainer import CHECKPOINT_DIR, unlearn
 
     cfg.validate()
@@ -307,12 +323,13 @@ def run_unlearning(
     split = prep.split
 
     retrain_cfg = None
+    info: dict[str, Any] = {}
     if cfg.method == "retrain":
         model, train_seconds, retrain_cfg = _retrain(cfg, bundle, split, acc, out, resume)
         last_log: dict[str, float] = {}
     else:
         res = unlearn(bundle, split, cfg, acc, out, resume)
-        model, train_seconds, last_log = res.model, res.train_seconds, res.last_log
+        model, train_seconds, last_log, info = res.model, res.train_seconds, res.last_log, res.info
     model = unwrap(model).eval()
     after = evaluate_split(model, bundle, split, cfg)
     relearn = None
@@ -322,6 +339,7 @@ def run_unlearning(
     metrics: dict[str, Any] = {
         "method": cfg.method,
         "model": cfg.model,
+        **random_init_marks(cfg.model, cfg.pretrained),
         "dataset": cfg.dataset,
         "forget": split.description,
         "forget_classes": split.forget_classes,
@@ -335,13 +353,19 @@ def run_unlearning(
         "relearn": relearn,
         "final_losses": last_log,
         "world_size": acc.num_processes,
-        "steps": cfg.steps if cfg.method != "retrain" else (retrain_cfg or {}).get("steps"),
+        "steps": {"retrain": (retrain_cfg or {}).get("steps"), "slug": 1}.get(cfg.method, cfg.steps),
+        "templates": config_templates(split.retain, cfg).to_dict(),
     }
     if retrain_cfg is not None:
         metrics["retrain_config"] = retrain_cfg
+    if cfg.method == "slug":
+        metrics["slug"] = info
     if _is_main(acc):
         save_clip(model, out, bundle.model_name, bundle.model_cfg)
         write_json(out / "metrics.json", metrics)
+        if relearn is not None:
+            plot_relearn({cfg.method: relearn["curve"]}, relearn["target_score"], out / "relearn.png",
+                         title=f"relearn after {cfg.method} — forget {split.description}")
         atomic_write_text(out / "report.md", _report(metrics))
         shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)
     acc.wait_for_everyone()
@@ -366,6 +390,7 @@ def evaluate_model(cfg: UnlearnConfig, out_dir: str | Path | None = None, overwr
     split = split_forget_retain(train, test, cfg.forget)
     metrics = {
         "model": cfg.model,
+        **random_init_marks(cfg.model, cfg.pretrained),
         "dataset": cfg.dataset,
         "forget": split.description,
         "forget_classes": split.forget_classes,
@@ -445,6 +470,10 @@ def compare_methods(
         row["relearn_cap_hit"] = None if not rl else rl["cap_hit"]
         rows.append(row)
     original = {"method": "original", **{k: prep.before.get(k) for k in SUMMARY_KEYS}}
+    curves = {n: m["relearn"]["curve"] for n, m in results.items() if m.get("relearn")}
+    if curves:
+        original["relearn_steps"] = 0  # its score is the original score: at or above half of it at step 0
+    rl_retrain = results.get("retrain", {}).get("relearn")
     comparison = {
         "methods": names,
         "original": original,
@@ -453,31 +482,50 @@ def compare_methods(
         "forget": prep.split.description,
         "retrain_seconds": retrain_s,
         "retrain_unavailable": _retrain_error(retrain_missing).args[0] if retrain_missing else None,
+        # Retrain never saw D_f: its relearn steps are the reference for "never learned" (cap hit: None steps).
+        "relearn_reference": None if not rl_retrain else {
+            "method": "retrain", "steps": rl_retrain["steps"], "cap_hit": rl_retrain["cap_hit"],
+            "max_steps": rl_retrain["max_steps"], "target_score": rl_retrain["target_score"]},
+        "relearn_plot": "relearn.png" if curves else None,  # every method's relearn curve
         "config": config_to_dict(cfg),
+        **random_init_marks(cfg.model, cfg.pretrained),
     }
     if _is_main(acc):
         write_json(out / "comparison.json", comparison)
         atomic_write_text(out / "comparison.md", comparison_markdown(comparison))
         plot_comparison(comparison, out / "comparison.png")
+        if curves:
+            from cliperase.metrics import plot_relearn
+
+            target = results[next(iter(curves))]["relearn"]["target_score"]  # the same original score for all
+            plot_relearn(curves, target, out / "relearn.png", title=f"relearn — forget {prep.split.description}")
     return comparison
 
 
 def comparison_markdown(comp: dict[str, Any]) -> str:
-    cols = ["method", "forget_accuracy", "retain_accuracy", "test_accuracy", "retain_i2t_R@1", "forget_i2t_R@1",
-            "mia_efficacy", "mia_attack_accuracy", "wall_seconds", "time_ratio_to_retrain", "relearn_steps"]
+    cols = ["method", "forget_accuracy", "forget_train_accuracy", "retain_accuracy", "test_accuracy",
+            "forget_i2t_R@1", "forget_t2i_R@1", "retain_i2t_R@1", "retain_t2i_R@1", "mia_efficacy",
+            "mia_attack_accuracy", "wall_seconds", "time_ratio_to_retrain", "relearn_steps"]
 
     def fmt(v: Any) -> str:
         return "–" if v is None else f"{v:.3g}" if isinstance(v, float) else str(v)
 
     lines = [f"# Unlearning comparison — forget {comp['forget']}", "",
              f"Sizes: {comp['sizes']}. Accuracies/recalls in %, wall time of the unlearning (or retraining) itself. "
+             "forget_accuracy: held-out forget images, forget_train_accuracy: D_f (zero-shot templates never used "
+             "by unlearning). Recalls: forget / retain queries against the whole held-out gallery. "
              "mia_efficacy is left out (–) where the attack's held-out balanced accuracy (mia_attack_accuracy) "
-             "is below 55 %.", "",
+             "is below 55 %. relearn_steps: steps to recover half the original held-out forget accuracy "
+             "(– = cap hit).", "",
              "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in [comp["original"], *comp["rows"]]:
         lines.append("| " + " | ".join(fmt(r.get(c)) for c in cols) + " |")
     if comp.get("retrain_unavailable"):
         lines += ["", "No Retrain row (no time ratios): " + comp["retrain_unavailable"]]
+    ref = comp.get("relearn_reference")
+    if ref:
+        lines += ["", "Relearn reference (Retrain, never learned D_f): "
+                  + (f"cap of {ref['max_steps']} steps hit" if ref["cap_hit"] else f"{ref['steps']} steps") + "."]
     return "\n".join(lines) + "\n"
 
 

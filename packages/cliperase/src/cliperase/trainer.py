@@ -1,4 +1,5 @@
-"""One training loop for every unlearning method (all but Retrain, which is the pretraining recipe).
+"""One training loop for every unlearning method (all but Retrain, which is the pretraining recipe, and
+SLUG, a single gradient step: :mod:`cliperase.slug`).
 
 Each step draws one global forget batch and one global retain batch. Batches depend only on
 (seed, step) (:func:`mmcore.distributed.global_batches`), each process encodes its round-robin
@@ -29,6 +30,7 @@ from torch import nn
 from cliperase.config import UnlearnConfig
 from cliperase.forget_sets import ForgetSplit
 from cliperase.methods import Feats, method_loss, needs
+from cliperase.templates import Templates, config_templates
 
 CHECKPOINT_DIR = "checkpoint"
 
@@ -149,16 +151,28 @@ def gathered_order(batch: list[int], world: int) -> list[int]:
     return [i for r in range(world) for i in batch[r::world]]
 
 
-def pair_text(rec: ImageTextRecord, data: ImageTextData, mode: str, key: tuple[int, ...]) -> str:
+def pair_text(rec: ImageTextRecord, data: ImageTextData, mode: str, key: tuple[int, ...],
+              templates: Templates | None = None) -> str:
     """The text paired with an image at one step: one of its captions, a class prompt (a template
-    filled with its class name), or either ("mixed"); the choice depends only on ``key``."""
+    filled with its class name), or either ("mixed"); the choice depends only on ``key``.
+
+    With ``templates`` (the run's :class:`~cliperase.templates.Templates`), class prompts come from the
+    unlearning templates and captions equal to an evaluation prompt are never chosen; a record with no
+    other caption gets a class prompt. Without, the dataset's templates and every caption."""
     rng = random.Random(hash(key))
     use_prompt = mode == "prompt" or (mode == "mixed" and rng.random() < 0.5)
-    if use_prompt and rec.label is not None and data.classnames:
-        return rng.choice(data.templates).format(data.classnames[rec.label])
-    if not rec.captions:
+    prompts = list(templates.unlearning) if templates is not None else data.templates
+    can_prompt = rec.label is not None and bool(data.classnames) and bool(prompts)
+    captions = rec.captions if templates is None else [c for c in rec.captions if templates.allowed(c)]
+    if can_prompt and (use_prompt or not captions):
+        assert data.classnames is not None and rec.label is not None
+        return rng.choice(prompts).format(data.classnames[rec.label])
+    if not captions:
+        if rec.captions:
+            raise MMError(f"record {rec.id!r} of {data.name!r}: every caption is an evaluation prompt and there is "
+                          "no unlearning template to build a class prompt from; set unlearn_templates")
         raise MMError(f"record {rec.id!r} of {data.name!r} has no captions")
-    return rec.captions[rng.randrange(len(rec.captions))]
+    return captions[rng.randrange(len(captions))]
 
 
 @dataclass
@@ -168,6 +182,7 @@ class UnlearnResult:
     steps: int
     resumed_from: int = 0
     last_log: dict[str, float] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)  # method-specific record (SLUG: layer, step, search)
 
 
 def _make_optimizer(cfg: UnlearnConfig, params: list[nn.Parameter]) -> torch.optim.Optimizer:
@@ -194,7 +209,12 @@ def unlearn(
     """Run ``cfg.steps`` steps of ``cfg.method`` on ``bundle.model`` (modified in place and returned).
 
     With ``out_dir``: logs to ``out_dir/log.jsonl`` and checkpoints every ``cfg.checkpoint_every``
-    steps (and at the end) to ``out_dir/checkpoint``; ``resume`` continues from that checkpoint."""
+    steps (and at the end) to ``out_dir/checkpoint``; ``resume`` continues from that checkpoint. SLUG (one
+    gradient computation and one update, no steps) runs :func:`cliperase.slug.slug_unlearn` instead."""
+    if cfg.method == "slug":
+        from cliperase.slug import slug_unlearn
+
+        return slug_unlearn(bundle, split, cfg, accelerator, out_dir)
     use = needs(cfg)
     world = accelerator.num_processes
     rank = accelerator.process_index
@@ -219,12 +239,17 @@ def unlearn(
                         ImageBank(split.retain.records, bundle.preprocess_eval), split.retain)
 
     text_mode = {"f": cfg.forget_text or cfg.text, "r": cfg.text}
+    templates = config_templates(split.retain, cfg)
+
+    def text_of(key: str, data: ImageTextData, i: int, step: int) -> str:
+        return pair_text(data.records[i], data, text_mode[key], (cfg.seed, step, ord(key), i), templates)
+
     emb = getattr(model, "token_embedding", None)
     subset = None
     if _row_subset_applies(emb, cfg):
         # every text of steps [0, steps) is known now (batches depend only on seed and step): same rows on resume
-        planned = {pair_text(data.records[i], data, text_mode[key], (cfg.seed, step, ord(key), i))
-                   for step in range(cfg.steps) for key, (stream, _bank, data) in streams.items() for i in stream.at(step)}
+        planned = {text_of(key, data, i, step) for step in range(cfg.steps)
+                   for key, (stream, _bank, data) in streams.items() for i in stream.at(step)}
         subset = model.token_embedding = RowSubsetEmbedding(emb, bundle.tokenizer(sorted(planned)))
     wrapper = DualEncoder(model)
     params = [p for p in wrapper.parameters() if p.requires_grad]
@@ -261,8 +286,7 @@ def unlearn(
                 batch = stream.at(step)
                 local[key] = batch[rank::world]
                 images.append(bank(local[key]))
-                texts_local += [pair_text(data.records[i], data, text_mode[key], (cfg.seed, step, ord(key), i))
-                                for i in local[key]]
+                texts_local += [text_of(key, data, i, step) for i in local[key]]
             images_t = torch.cat(images).to(device)
             tokens = bundle.tokenizer(texts_local).to(device)
             img, txt, scale = wrapper(images_t, tokens)
@@ -286,7 +310,7 @@ def unlearn(
                 # order-dependent terms (MultiDelete's mismatched pairs) match a 1-process run.
                 pos = {idx: p for p, idx in enumerate(gathered_order(batch, world))}
                 back = torch.tensor([pos[i] for i in batch], device=device)
-                texts = [pair_text(data.records[i], data, text_mode[key], (cfg.seed, step, ord(key), i)) for i in batch]
+                texts = [text_of(key, data, i, step) for i in batch]
                 feats[key] = Feats(gather_with_grad(img[sl])[back], gather_with_grad(txt[sl])[back], texts)
                 if frozen is not None and key in frozen_keys:
                     if full_frozen is not None:

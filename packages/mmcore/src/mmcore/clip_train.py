@@ -30,6 +30,7 @@ class ClipTrainConfig:
     dataset: str = "shapes"
     data_root: str | None = None
     caption_file: str = "auto"  # flickr30k: auto | karpathy | csv (which caption file when both exist)
+    skip_bad: bool = False  # real data: skip (and count in metrics.json "skipped") unreadable items instead of failing
     n_train: int = 16000  # shapes: images generated; real data: cap on records used (0 = all)
     n_test: int = 1000
     steps: int = 400
@@ -324,8 +325,10 @@ def _load(cfg: ClipTrainConfig, split: str, n: int, image_size: int):
 
     if cfg.dataset.lower() == "shapes":
         return load_image_text("shapes", split=split, n=n, seed=cfg.seed, image_size=image_size)
-    data = load_image_text(cfg.dataset, root=cfg.data_root, split=split, caption_file=cfg.caption_file)
-    return data.subset(range(min(n, len(data)))) if n > 0 else data
+    kw = {"skip_bad": True} if cfg.skip_bad else {}
+    data = load_image_text(cfg.dataset, root=cfg.data_root, split=split, caption_file=cfg.caption_file, **kw)
+    data = data.subset(range(min(n, len(data)))) if n > 0 else data
+    return data.drop_unreadable()[0] if cfg.skip_bad else data
 
 
 def pretrain(cfg: ClipTrainConfig, out_dir: str | Path, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
@@ -367,6 +370,7 @@ def pretrain(cfg: ClipTrainConfig, out_dir: str | Path, resume: bool = False, ov
         "model": bundle.model_name,
         "n_params": count_parameters(model),
         "steps": total_steps(cfg, len(train.records)),
+        "skipped": train.skipped + test.skipped,
         "data_seconds": round(t_data, 3),
         "train_seconds": round(train_seconds, 3),
         "wall_seconds": round(time.perf_counter() - t_start, 3),

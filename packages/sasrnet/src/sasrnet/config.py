@@ -53,7 +53,7 @@ class ModelConfig:
 
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},
-    # ~1 M parameters: trains on a few hundred synthetic clips in minutes on 2 CPU cores.
+    # 3.0 M parameters (SaSR-Net; AVST 0.55 M): trains on a synthetic world in minutes per epoch on a CPU core
     "cpu-small": {"dim": 128, "depth": 2, "heads": 4, "token_mlp_hidden": 64, "drop_path": 0.05,
                   "visual_stem": "conv", "stem_stride": 2},
     # for tests only
@@ -62,15 +62,21 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def model_config(kind: str, size: str = "paper", overrides: dict[str, Any] | None = None) -> ModelConfig:
-    """The preset ``size`` for model ``kind`` with ``overrides`` (strings coerced, unknown keys rejected)."""
+def model_config(kind: str, size: str = "paper", overrides: dict[str, Any] | None = None, *,
+                 sources: dict[str, str] | None = None) -> ModelConfig:
+    """The preset ``size`` for model ``kind`` with ``overrides`` (strings coerced, unknown keys rejected).
+
+    ``overrides`` are a run config's ``arch`` table: errors name them ``arch.KEY`` and say where they came
+    from, ``sources["arch.KEY"]`` (``"run.yaml:4"``, ``"--set arch.dim=8"``; default ``arch.KEY=VALUE``)."""
     from mmcore.config import resolve_config
 
     if kind not in MODEL_KINDS:
         raise ConfigError(f"unknown model {kind!r}; choose one of {', '.join(MODEL_KINDS)}")
     if size not in PRESETS:
         raise ConfigError(f"unknown model size {size!r}; choose one of {', '.join(PRESETS)}")
-    return resolve_config(ModelConfig, overrides={**PRESETS[size], **(overrides or {}), "kind": kind})
+    labels = {k: (sources or {}).get(f"arch.{k}") or f"arch.{k}={v}" for k, v in (overrides or {}).items()}
+    return resolve_config(ModelConfig, overrides={**PRESETS[size], **(overrides or {}), "kind": kind},
+                          prefix="arch.", sources=labels)
 
 
 def model_config_from_dict(d: dict[str, Any]) -> ModelConfig:
@@ -90,29 +96,20 @@ class TrainConfig:
     step_size: int = 16  # StepLR, per epoch
     gamma: float = 0.3
     # "default": PyTorch's init of the answer classifier (the paper's). "prior": its bias starts at the log
-    # frequency of each training answer (AVQAModel.set_answer_prior); no effect on multiple-choice heads.
-    # Why: with the default, SaSR-Net learned the answer prior through a sample-independent offset written
-    # by its source branches into A'' (norm 27.6 vs 0.4 sample-dependent, synthetic dev world), and its match
-    # loss stayed at ln 2 for all 12 epochs; with "prior" it fell to 0.21 (val 43.1 -> 48.5). With
-    # sasr_lr_scale 0.1 it no longer matters (val 56.7 default vs 55.7 prior; AVST 55.4 vs 55.6)
+    # frequency of each training answer (AVQAModel.set_answer_prior), so early steps need not learn the prior
     answer_bias_init: str = "default"
     # standardise audio and visual features per channel with TRAIN statistics (saved with the weights);
     # off in the paper. The CPU recipe turns it on: the synthetic pixel-statistics grids are not unit-scale
     standardize_inputs: bool = False
-    # learning-rate multiplier of the SaSR module's parameters (the paper: 1). Adam moves every parameter by
-    # ~lr per step, and the module's block updates outgrew the small cpu-small inputs (|V'-V| 19 vs |V| 1);
-    # at 0.1 they stay at the inputs' scale (0.48 vs 1.0). Synthetic dev world, 12 epochs, sasr_init zero,
-    # answer prior, val: 1.0 -> 48.5, 0.3 -> 54.2, 0.1 -> 55.7 (AVST 55.6); 1600 clips x 15 epochs: 0.3 -> 65.9, 0.1 -> 66.3
+    # learning-rate multiplier of the SaSR module's parameters (the paper: 1)
     sasr_lr_scale: float = 1.0
     warmup_steps: int = 0  # linear learning-rate warm-up (optimizer steps); the paper has none
     grad_clip: float = 0.0  # max global gradient norm; 0 = no clipping (the paper's)
     seed: int = 1
     # 0: batches shuffle questions freely (the paper). k > 0: batches are built from runs of up to k
-    # questions about one video (mmcore.distributed.grouped_global_batches); the model computes each
-    # video's features once per batch, so a batch of 32 with k=4 runs the video part for ~8 videos, not 32.
-    # Synthetic dev world, cpu-small, 800 clips x 10 epochs: SaSR-Net 97 -> 248 samples/s (AVST 293 -> 369);
-    # at equal epochs the less mixed batches cost some accuracy (val 61.6 -> 59.9, AVST 60.4 -> 57.9); in
-    # SaSR-Net's old training time (700 s for 800 x 10) the speed buys 1600 clips x 15 epochs (749 s): 66.1, AVST 64.2
+    # questions about one video (mmcore.distributed.grouped_global_batches), and the model computes each
+    # video's features once per batch (a batch of 32 with k=4 runs the video part for ~8 videos): faster steps,
+    # less mixed batches
     questions_per_video: int = 0
     n_segments: int = 10
     max_question_len: int = 14

@@ -176,7 +176,7 @@ def import_official(checkpoint: str | Path, train_ann: str | Path, out_dir: str 
                     overwrite: bool = False) -> dict:
     """Write a public SaSR_Net checkpoint as a model directory of this package (``model.safetensors``,
     ``model.json``, the vocabularies rebuilt from ``train_ann`` as the public code builds them) that
-    :func:`sasrnet.train.evaluate` reads. Returns model.json's content."""
+    :func:`sasrnet.recipes.evaluate.evaluate` reads. Returns model.json's content."""
     import dataclasses
 
     from mmcore.checkpoint import save_model

@@ -45,12 +45,21 @@ class ClipBundle:
     image_size: int
 
 
+RANDOM_INIT_WARNING = ("random weights: the model is an architecture name without a pretrained tag or checkpoint, "
+                       "so every number measures an untrained network")
+
+
+def project_model_names() -> list[str]:
+    """The project's own model configs (``mmcore/model_configs/*.json``), without importing open_clip."""
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.json"))
+
+
 def register_model_configs() -> list[str]:
     """Register the project's model configs with open_clip (idempotent); returns their names."""
     global _registered
     import open_clip
 
-    names = sorted(p.stem for p in CONFIG_DIR.glob("*.json"))
+    names = project_model_names()
     if not _registered or any(n not in open_clip.list_models() for n in names):
         open_clip.add_model_config(CONFIG_DIR)
         _registered = True
@@ -290,6 +299,40 @@ def save_clip(model: Any, out_dir: str | Path, model_name: str, model_cfg: dict)
     write_json(out_dir / CONFIG_FILE, {"format": FORMAT, "model_name": model_name, "model_cfg": model_cfg, "preprocess_cfg": pp})
 
 
+def check_model_source(model: str | Path, pretrained: str | None = None) -> str:
+    """``"dir"`` (a saved model directory) or ``"name"`` (an architecture name); a missing or wrong path
+    (or ``pretrained`` checkpoint file) is a DataError. Cheap: reads no weights and imports no torch."""
+    path = Path(model)
+    if pretrained and _looks_like_path(pretrained) and not Path(pretrained).is_file():
+        raise DataError(pretrained, "checkpoint file not found")
+    if not path.is_dir():
+        if _looks_like_path(str(model)) and not path.exists():
+            raise DataError(path, "model directory not found")
+        if path.is_file():
+            raise DataError(path, f"expected a model directory (with {CONFIG_FILE}) or a model name, not a weights "
+                                  "file (a weights file is the pretrained checkpoint of a model name, as in "
+                                  "`mm clip eval --model NAME --pretrained FILE`)")
+        return "name"
+    if not (path / CONFIG_FILE).is_file():
+        raise DataError(path, f"not a saved CLIP model directory ({CONFIG_FILE} missing)")
+    if not (path / WEIGHTS_FILE).is_file():
+        raise DataError(path / WEIGHTS_FILE, "weights file not found")
+    return "dir"
+
+
+def is_random_init(model: str | Path, pretrained: str | None = None) -> bool:
+    """Whether ``model`` / ``pretrained`` give untrained weights: an architecture name with neither a
+    pretrained tag nor a checkpoint."""
+    return not pretrained and check_model_source(model) == "name"
+
+
+def random_init_marks(model: str | Path, pretrained: str | None = None) -> dict[str, Any]:
+    """``{"random_init": False}``, or ``{"random_init": True, "warning": ...}`` for a metrics file."""
+    if is_random_init(model, pretrained):
+        return {"random_init": True, "warning": RANDOM_INIT_WARNING}
+    return {"random_init": False}
+
+
 def load_clip(model: str | Path, pretrained: str | None = None, *, device: str = "cpu") -> ClipBundle:
     """A saved model directory (from :func:`save_clip`) or an open_clip model name (+ ``pretrained``)."""
     from open_clip.model import set_model_preprocess_cfg
@@ -298,21 +341,12 @@ def load_clip(model: str | Path, pretrained: str | None = None, *, device: str =
     from mmcore.checkpoint import load_model_weights
 
     path = Path(model)
-    if not path.is_dir():
-        if _looks_like_path(str(model)) and not path.exists():
-            raise DataError(path, "model directory not found")
-        if path.is_file():
-            raise DataError(path, f"expected a model directory (with {CONFIG_FILE}) or a model name; "
-                                  "pass a weights file as --pretrained with a model name")
+    if check_model_source(model) == "name":
         return create_clip(str(model), pretrained, device=device)
     cfg_path = path / CONFIG_FILE
-    if not cfg_path.is_file():
-        raise DataError(path, f"not a saved CLIP model directory ({CONFIG_FILE} missing)")
     meta = read_json(cfg_path)
     if not isinstance(meta, dict) or "model_cfg" not in meta or "model_name" not in meta:
         raise DataError(cfg_path, "missing 'model_name' or 'model_cfg'")
-    if not (path / WEIGHTS_FILE).is_file():
-        raise DataError(path / WEIGHTS_FILE, "weights file not found")
     model_cfg = meta["model_cfg"]
     net = _instantiate(model_cfg)
     size = _image_size(model_cfg)

@@ -213,7 +213,8 @@ def recall_at_k_blocked(
     ks: Sequence[int] = (1, 5, 10),
     *,
     block_size: int = 1024,
-) -> dict[str, float]:
+    return_hits: bool = False,
+) -> Any:
     """Exact Recall@K in percent, both directions, without an [n_images, n_texts] matrix.
 
     Similarities are ``image_features @ text_features.T``, computed for ``block_size`` images at a
@@ -229,6 +230,10 @@ def recall_at_k_blocked(
     matter), and the best score of an owning image. Memory: the features, a [block_size, n_texts]
     block and a [max(ks), n_texts] running top list. With one owner per text the numbers equal
     :func:`recall_at_k` on the dense matrix computed the same way.
+
+    ``return_hits=True`` returns ``(recalls, hits)``: ``hits["i2t_R@K"]`` a bool tensor [n_images] (False for
+    an image owning no text), ``hits["t2i_R@K"]`` a bool tensor [n_texts], and ``hits["has_text"]`` [n_images],
+    so recalls over a subset of the queries (e.g. the forget images of a larger gallery) can be taken.
     """
     img, txt = image_features.float(), text_features.float().to(image_features.device)
     n_img, n_txt = img.shape[0], txt.shape[0]
@@ -261,7 +266,13 @@ def recall_at_k_blocked(
         merged = torch.cat([others_top, sim])
         others_top = merged.topk(min(kmax, merged.shape[0]), dim=0).values
     t2i_rank = (others_top >= own_best[None, :]).sum(0)
-    return _recalls(i2t_rank[has_text], t2i_rank, ks)
+    recalls = _recalls(i2t_rank[has_text], t2i_rank, ks)
+    if not return_hits:
+        return recalls
+    hits = {f"i2t_R@{k}": (i2t_rank < k) & has_text for k in ks}
+    hits.update({f"t2i_R@{k}": t2i_rank < k for k in ks})
+    hits["has_text"] = has_text
+    return recalls, hits
 
 
 def _recalls(i2t_rank: torch.Tensor, t2i_rank: torch.Tensor, ks: Sequence[int]) -> dict[str, float]:
@@ -287,7 +298,8 @@ def retrieval_eval(
     *,
     unique_texts: bool = True,
     block_size: int = 1024,
-) -> dict[str, float | int]:
+    return_hits: bool = False,
+) -> dict[str, Any]:
     """Recall@K (percent) both ways over ``records`` using every caption of every record, plus
     ``n_images``, ``n_texts`` (texts ranked) and ``n_captions`` (captions of all records).
 
@@ -297,7 +309,10 @@ def retrieval_eval(
     scores 100 both ways on class-caption data. ``unique_texts=False``: every caption is its own
     text owned by its one image, clip_benchmark's definition (which differs only on exact score
     ties: it lets torch.topk break them, here ties count against the query). Computed in blocks of
-    ``block_size`` images (:func:`recall_at_k_blocked`): no [n_images, n_texts] matrix."""
+    ``block_size`` images (:func:`recall_at_k_blocked`): no [n_images, n_texts] matrix.
+
+    ``return_hits=True`` adds ``"hits"`` (per-query hits, see :func:`recall_at_k_blocked`) and
+    ``"text_owners"`` (for each ranked text, the indices of the records owning it)."""
     recs = records.records if isinstance(records, ImageTextData) else list(records)
     if not recs:
         raise MMError("retrieval_eval: no records to evaluate")
@@ -318,7 +333,11 @@ def retrieval_eval(
         raise MMError("retrieval_eval: the records have no captions")
     img = encode_images(model, recs, transform, batch_size=batch_size, device=device, accelerator=accelerator)
     txt = encode_texts(model, tokenizer, texts, batch_size=batch_size, device=device, accelerator=accelerator)
-    out: dict[str, float | int] = dict(recall_at_k_blocked(img, txt, owners, ks, block_size=block_size))
+    res = recall_at_k_blocked(img, txt, owners, ks, block_size=block_size, return_hits=return_hits)
+    out: dict[str, Any] = dict(res[0] if return_hits else res)
+    if return_hits:
+        out["hits"] = res[1]
+        out["text_owners"] = owners
     out["n_images"] = len(recs)
     out["n_texts"] = len(texts)
     out["n_captions"] = n_captions

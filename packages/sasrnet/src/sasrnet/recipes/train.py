@@ -27,9 +27,7 @@ from mmcore.distributed import (
     build_accelerator,
     global_batches,
     grouped_global_batches,
-    is_main_process,
     progress_bar,
-    rank,
     seed_everything,
     shard_indices,
     world_size,
@@ -38,7 +36,7 @@ from mmcore.errors import DataError, MMError
 from mmcore.io import prepare_output_dir, read_json, write_json
 from mmcore.optim import adam
 
-from sasrnet.config import GroundingConfig, ModelConfig, TrainConfig, model_config, model_config_from_dict
+from sasrnet.config import ModelConfig, TrainConfig, model_config
 from sasrnet.data import (
     DataPaths,
     build_vocabs,
@@ -50,10 +48,17 @@ from sasrnet.data import (
     negative_frames,
     to_device,
 )
-from sasrnet.metrics import majority_answer_accuracy, majority_answers, plot_type_accuracies, type_accuracies
+from sasrnet.metrics import majority_answers, plot_type_accuracies
 from sasrnet.model import AVQAModel, build_model, compute_loss, count_parameters
+from sasrnet.recipes.evaluate import (
+    MODEL_FILE,
+    accuracies,
+    evaluate_split,
+    plot_split,
+    predict_split,
+    write_predictions,
+)
 
-MODEL_FILE = "model.safetensors"
 CKPT_DIR = "checkpoint"
 
 
@@ -95,57 +100,12 @@ def _check_same_config(path: Path, cfg: TrainConfig) -> None:
                       "use the same settings or start a new --out")
 
 
-def _set_lr(opt: Any, sched: Any, step: int | None, warmup_steps: int) -> None:
+def set_lr(opt: Any, sched: Any, step: int | None, warmup_steps: int) -> None:
     """Linear warm-up over the first ``warmup_steps`` optimizer steps on top of the per-epoch StepLR
     (a function of the step count only, so a resumed run gets the same rates)."""
     f = 1.0 if step is None or warmup_steps <= 0 else min(1.0, (step + 1) / warmup_steps)
     for g, lr in zip(opt.param_groups, sched.get_last_lr(), strict=True):
         g["lr"] = lr * f
-
-
-def _gather_objects(obj: list) -> list:
-    """Concatenate per-process lists on every process (identity on one process)."""
-    if world_size() == 1:
-        return obj
-    import torch.distributed as dist
-
-    parts: list[Any] = [None] * world_size()
-    dist.all_gather_object(parts, obj)
-    return [x for p in parts for x in p]
-
-
-def predict_split(model: AVQAModel, ds: Any, batch_size: int, description: str = "eval") -> list[dict]:
-    """Batched inference over a dataset (sharded over processes, gathered); one record per question,
-    in dataset order: question_id, video_id, question, type_key, answer index (-1: unseen in training),
-    answer_text, prediction index."""
-    import torch
-
-    model = unwrap(model)
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    recs: list[dict] = []
-    chunks = [list(range(i, min(i + batch_size, len(ds)))) for i in range(0, len(ds), batch_size)]
-    with torch.no_grad(), progress_bar(len(chunks), description) as advance:
-        for chunk in chunks:
-            local = shard_indices(chunk)
-            if local:
-                batch = collate([ds[i] for i in local])
-                pred = model(to_device(batch, device))["logits"].argmax(-1).cpu()
-                for j, i in enumerate(local):
-                    q = ds.questions[i]
-                    recs.append({"index": i, "question_id": int(batch["question_id"][j]), "video_id": batch["video_id"][j],
-                                 "question": " ".join(q.words), "template": getattr(q, "template", None),
-                                 "type_key": batch["type_key"][j],
-                                 "answer": int(batch["answer"][j]), "answer_text": str(q.answer),
-                                 "prediction": int(pred[j])})
-            advance()
-    model.train(was_training)
-    return sorted(_gather_objects(recs), key=lambda r: r["index"])
-
-
-def _accuracies(recs: list[dict]) -> dict:
-    return type_accuracies([r["type_key"] for r in recs], [r["answer"] == r["prediction"] for r in recs])
 
 
 def _write_model_files(out: Path, mcfg: ModelConfig, cfg: TrainConfig, paths: DataPaths, qv: Any, av: Any,
@@ -296,7 +256,7 @@ def train(
                 # one seed per video and optimizer step: the Gumbel noise and the negative frames are drawn
                 # afresh on every forward, and the same however the global batch is split over processes
                 seeds = [(cfg.seed * 1_000_003 + state["step"]) * 1_000_003 + video_number[video_ids[i]] for i in local]
-                batch = _batch_with_negatives(train_ds, local, videos if use_negatives else None, seeds)
+                batch = batch_with_negatives(train_ds, local, videos if use_negatives else None, seeds)
                 batch = to_device(batch, acc.device)
                 terms = compute_loss(mcfg, model(batch), batch)
                 opt.zero_grad(set_to_none=True)
@@ -304,7 +264,7 @@ def train(
                 grad_norm = None
                 if cfg.grad_clip > 0:  # the pre-clipping global norm is logged: a clipped run shows how much
                     grad_norm = float(acc.clip_grad_norm_(model.parameters(), cfg.grad_clip))
-                _set_lr(opt, sched, state["step"], cfg.warmup_steps)
+                set_lr(opt, sched, state["step"], cfg.warmup_steps)
                 opt.step()
                 state["step"] += 1
                 state["samples"] += len(gb)
@@ -322,11 +282,11 @@ def train(
                 if stop:
                     return {"interrupted": True, "step": state["step"], "epoch": epoch}
             state["train_time"] += time.perf_counter() - t0
-            _set_lr(opt, sched, None, 0)  # StepLR scales the un-warmed learning rate
+            set_lr(opt, sched, None, 0)  # StepLR scales the un-warmed learning rate
             sched.step()
             record: dict[str, Any] = {"epoch": epoch, "event": "epoch_end"}
             if val_ds is not None:
-                val = _accuracies(predict_split(model, val_ds, cfg.eval_batch_size, f"val {epoch}"))
+                val = accuracies(predict_split(model, val_ds, cfg.eval_batch_size, f"val {epoch}"))
                 record["val_overall"] = val["overall"]
                 if state["best_val"] is None or val["overall"] > state["best_val"]["overall"]:
                     state["best_val"], state["best_epoch"] = val, epoch
@@ -358,7 +318,7 @@ def train(
         best = build_model(mcfg)
         load_model_weights(best, out / MODEL_FILE)
         best.to(acc.device)
-        metrics["test"], test_recs = _evaluate_model(best, paths, paths.test_ann, qv, av, cfg.n_segments,
+        metrics["test"], test_recs = evaluate_split(best, paths, paths.test_ann, qv, av, cfg.n_segments,
                                                      cfg.max_question_len, cfg.eval_batch_size, cfg.multiple_choice,
                                                      skip_bad=True)
         if acc.is_main_process:
@@ -366,7 +326,7 @@ def train(
     if acc.is_main_process:
         write_json(out / "metrics.json", metrics)
         if metrics.get("test"):
-            _plot_split(out / "accuracy.png", mcfg.kind, metrics["test"], "test", test_recs,
+            plot_split(out / "accuracy.png", mcfg.kind, metrics["test"], "test", test_recs,
                         majority_answers([(q.type_key, str(q.answer)) for q in train_ds.questions]))
         elif metrics["val"]:
             plot_type_accuracies({mcfg.kind: metrics["val"]}, out / "accuracy.png",
@@ -375,18 +335,7 @@ def train(
     return metrics
 
 
-def _first_question_per_video(questions: list) -> list:
-    seen: set[str] = set()
-    out = []
-    for q in questions:
-        key = getattr(q, "video_name", None) or q.video_id
-        if key not in seen:
-            seen.add(key)
-            out.append(q)
-    return out
-
-
-def _batch_with_negatives(ds: Any, local: list[int], videos: list[str] | None, seeds: list[int]) -> dict:
+def batch_with_negatives(ds: Any, local: list[int], videos: list[str] | None, seeds: list[int]) -> dict:
     """Collate ``local``; with ``videos`` (the training videos), add each row video's negative frames, drawn
     from the other videos with the row's seed (see :func:`sasrnet.data.negative_frames`)."""
     items = [ds[i] for i in local]
@@ -396,246 +345,3 @@ def _batch_with_negatives(ds: Any, local: list[int], videos: list[str] | None, s
     for it, sd in zip(items, seeds, strict=True):
         rows.setdefault(it["video_id"], sd)
     return collate(items, seeds, negative_frames(ds, list(rows), videos, [s + 1 for s in rows.values()]))
-
-
-def pretrain_grounding(cfg: GroundingConfig, data: str | Path | DataPaths, out_dir: str | Path, *,
-                       overwrite: bool = False) -> dict:
-    """ST-AVQA's grounding pre-training: the match loss alone, one sample per training video, on an AVST
-    network. Writes ``model.safetensors`` with only the parameters it trains (audio embedding, visual
-    stem, grounding, match head, input statistics), for ``TrainConfig.init_from``; also config.json,
-    log.jsonl and metrics.json (match accuracy of positive and negative frames on the validation videos)."""
-    import torch
-
-    from sasrnet.model import match_loss
-
-    acc = build_accelerator(cfg.accelerator, project_dir=None)
-    out = Path(out_dir)
-    if acc.is_main_process:
-        prepare_output_dir(out, overwrite=overwrite)
-    acc.wait_for_everyone()
-    seed_everything(cfg.seed)
-    paths = data_paths(data)
-    if paths.train_ann is None:
-        raise MMError(f"no training annotations: expected {paths.features.parent}/annotations/avqa-train.json")
-    train_q = load_questions(paths.train_ann, skip_bad=cfg.skip_bad)
-    qv, av = build_vocabs(train_q)
-    common = dict(n_segments=cfg.n_segments, max_question_len=cfg.max_question_len, skip_bad=cfg.skip_bad,
-                  multiple_choice=False, cache=cfg.cache_features)
-    train_ds = feature_dataset(_first_question_per_video(train_q), paths.features, qv, av, **common)
-    val_ds = None
-    if paths.val_ann is not None:
-        val_q = _first_question_per_video(load_questions(paths.val_ann, skip_bad=True))
-        val_ds = feature_dataset(val_q, paths.features, qv, av, **common, unseen_answers="wrong") if len(val_q) > 1 else None
-    n = len(train_ds)
-    if n < cfg.batch_size or cfg.batch_size % world_size():
-        raise MMError(f"{paths.train_ann}: {n} training videos for batch_size={cfg.batch_size} on "
-                      f"{world_size()} process(es): need at least one full batch, divisible by the processes")
-    first = train_ds[0]
-    mcfg = model_config("avst", cfg.size, {**cfg.arch, "visual_channels": int(first["visual"].shape[1]),
-                                           "grid_h": int(first["visual"].shape[2]),
-                                           "grid_w": int(first["visual"].shape[3]),
-                                           "audio_dim": int(first["audio"].shape[-1]), "word_vocab": len(qv),
-                                           "n_answers": len(av)})
-    model = build_model(mcfg)
-    if cfg.standardize_inputs:
-        stats = input_statistics(train_ds)
-        model.set_input_stats(stats["audio_mean"], stats["audio_std"], stats["visual_mean"], stats["visual_std"])
-    names = [k for k in model.state_dict() if k.startswith(AVQAModel.GROUNDING_PREFIXES)]
-    opt = adam([p for k, p in model.named_parameters() if k.startswith(AVQAModel.GROUNDING_PREFIXES)], lr=cfg.lr)
-    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.step_size, gamma=cfg.gamma)
-    if acc.is_main_process:
-        save_config(cfg, out / "config.json")
-    model, opt = acc.prepare(model, opt)
-    log = JsonlLogger(out / "log.jsonl")
-    video_ids = [q.video_id for q in train_ds.questions]  # one question per video here
-    val_videos = [q.video_id for q in val_ds.questions] if val_ds is not None else []
-    step, history, t_train = 0, [], 0.0
-
-    def val_accuracy() -> float | None:
-        if val_ds is None:
-            return None
-        net = unwrap(model).eval()
-        idx = list(range(len(val_ds)))
-        hits = total = 0
-        with torch.no_grad():
-            for i in range(0, len(idx), 64):  # fixed negatives: validation video i's seed is i
-                chunk = idx[i:i + 64]
-                o = net.grounding_forward(to_device(_batch_with_negatives(val_ds, chunk, val_videos, chunk), acc.device))
-                hits += int((o["match_pos"].argmax(-1) == 1).sum() + (o["match_neg"].argmax(-1) == 0).sum())
-                total += 2 * o["match_pos"].shape[0] * o["match_pos"].shape[1]
-        net.train()
-        return round(100.0 * hits / total, 4)
-
-    with progress_bar(n // cfg.batch_size * cfg.epochs, "pretrain grounding") as advance:
-        for epoch in range(cfg.epochs):
-            model.train()
-            t0 = time.perf_counter()
-            losses = []
-            for gb in global_batches(n, cfg.batch_size, cfg.seed, epoch):
-                local = shard_indices(gb)
-                batch = to_device(_batch_with_negatives(train_ds, local, video_ids,
-                                                        [(cfg.seed * 1_000_003 + step) * 1_000_003 + i for i in local]),
-                                  acc.device)
-                batch["grounding_only"] = True  # through the (possibly DDP-wrapped) module's forward
-                loss = match_loss(model(batch))
-                opt.zero_grad(set_to_none=True)
-                acc.backward(loss)
-                if cfg.grad_clip > 0:
-                    acc.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                _set_lr(opt, sched, step, cfg.warmup_steps)
-                opt.step()
-                step += 1
-                losses.append(float(loss.detach()))
-                advance(1, epoch=epoch, loss=losses[-1])
-                log.log({"epoch": epoch, "match": losses[-1]}, step=step)
-            t_train += time.perf_counter() - t0
-            _set_lr(opt, sched, None, 0)
-            sched.step()
-            record = {"epoch": epoch, "event": "epoch_end", "train_match_loss": round(sum(losses) / len(losses), 6),
-                      "val_match_accuracy": val_accuracy()}
-            history.append(record)
-            log.log(record, step=step)
-    state = unwrap(model).state_dict()
-    if acc.is_main_process:
-        from mmcore.io import save_safetensors
-
-        save_safetensors(out / MODEL_FILE, {k: state[k] for k in names})
-    metrics = {"model": "avst-grounding", "size": cfg.size, "train_videos": n, "steps": step,
-               "val_match_accuracy": history[-1]["val_match_accuracy"] if history else None,
-               "train_time_s": round(t_train, 2), "history": history}
-    if acc.is_main_process:
-        write_json(out / "metrics.json", metrics)
-    acc.wait_for_everyone()
-    return metrics
-
-
-def _evaluate_model(model: AVQAModel, paths: DataPaths, ann: Path, qv: Any, av: Any, n_segments: int,
-                    max_question_len: int, batch_size: int, multiple_choice: bool, skip_bad: bool,
-                    ) -> tuple[dict, list[dict]]:
-    """Accuracies over EVERY question of ``ann``: one whose answer never occurs in training is answered
-    wrongly (counted in ``unseen_answers``), never dropped from the denominator."""
-    qs = load_questions(ann, multiple_choice=multiple_choice, skip_bad=skip_bad)
-    n_bad_ann = getattr(qs, "skipped", 0)
-    if not qs:
-        raise DataError(ann, "no questions to evaluate")
-    ds = feature_dataset(qs, paths.features, qv, av, n_segments=n_segments, max_question_len=max_question_len,
-                         skip_bad=skip_bad, multiple_choice=multiple_choice, unseen_answers="wrong")
-    recs = predict_split(model, ds, batch_size, "eval")
-    m = _accuracies(recs)
-    m["unseen_answers"] = ds.n_unseen_answers
-    m["skipped"] = {"annotations": n_bad_ann, "features": getattr(ds, "skipped", 0)}
-    return m, recs
-
-
-def write_predictions(path: Path, recs: list[dict], av: Any) -> None:
-    """One JSON line per question: ids, text, template, type, true answer, predicted answer."""
-    import json
-
-    from mmcore.io import atomic_write_text
-
-    lines = [json.dumps({"question_id": r["question_id"], "video_id": r["video_id"], "question": r["question"],
-                         "template": r["template"], "type": r["type_key"], "answer": r["answer_text"],
-                         "prediction": av.tokens[r["prediction"]]}) for r in recs]
-    atomic_write_text(path, "\n".join(lines) + "\n")
-
-
-def load_trained(checkpoint_dir: str | Path) -> tuple[AVQAModel, dict, Any, Any]:
-    """Model (eval mode), model.json, question and answer vocabularies of a training output dir."""
-    from mmcore.data.music_avqa import Vocab
-
-    d = Path(checkpoint_dir)
-    if not d.is_dir():
-        raise DataError(d, "checkpoint directory not found")
-    if not (d / "model.json").is_file():
-        raise DataError(d, "not an AVQA checkpoint directory (model.json missing; expected the --out of `mm avqa train`)")
-    info = read_json(d / "model.json")
-    if not isinstance(info, dict) or "model_config" not in info:
-        raise DataError(d / "model.json", "missing key 'model_config'")
-    mcfg = model_config_from_dict(info["model_config"])
-    model = build_model(mcfg)
-    if not (d / MODEL_FILE).is_file():
-        raise DataError(d / MODEL_FILE, "weights not found (training did not finish an epoch?)")
-    load_model_weights(model, d / MODEL_FILE)
-    model.eval()
-    return model, info, Vocab.load(d / "question_vocab.json"), Vocab.load(d / "answer_vocab.json")
-
-
-def evaluate(
-    checkpoint_dir: str | Path,
-    data: str | Path | DataPaths,
-    out_dir: str | Path,
-    *,
-    annotations: str | Path | None = None,
-    batch_size: int = 64,
-    skip_bad: bool = False,
-    overwrite: bool = False,
-) -> dict:
-    """Batched evaluation of a trained model on ``annotations`` (default: the data dir's test split).
-
-    Writes ``config.json`` (what was evaluated, on what), ``metrics.json`` (per-type accuracies in the
-    paper's keys, see :mod:`sasrnet.metrics`; every question counts, one whose answer never occurs in
-    training as wrong, their number in ``unseen_answers``), ``predictions.jsonl`` and ``accuracy.png``.
-    ``skip_bad`` skips and counts malformed annotations and bad feature files."""
-    model, info, qv, av = load_trained(checkpoint_dir)
-    paths = data_paths(data)
-    ann = Path(annotations) if annotations is not None else paths.test_ann
-    if ann is None:
-        raise MMError("no evaluation annotations: the data dir has no annotations/avqa-test.json; pass --ann FILE")
-    out = prepare_output_dir(out_dir, overwrite=overwrite)
-    write_json(out / "config.json", {"checkpoint": str(checkpoint_dir), "features": str(paths.features),
-                                     "annotations": str(ann), "batch_size": batch_size, "skip_bad": skip_bad})
-    t0 = time.perf_counter()
-    m, recs = _evaluate_model(model, paths, ann, qv, av, info["n_segments"], info["max_question_len"], batch_size,
-                              info.get("multiple_choice", False), skip_bad)
-    elapsed = time.perf_counter() - t0
-    metrics = {"model": info["kind"], "checkpoint": str(checkpoint_dir), "annotations": str(ann), **m,
-               "eval_s_per_question": round(elapsed / max(len(recs), 1), 6)}
-    write_json(out / "metrics.json", metrics)
-    write_predictions(out / "predictions.jsonl", recs, av)
-    _plot_split(out / "accuracy.png", info["kind"], m, Path(ann).name, recs, info.get("majority_answers"))
-    return metrics
-
-
-def _plot_split(path: Path, kind: str, m: dict, split: str, recs: list[dict], majority: dict[str, str] | None) -> None:
-    """accuracy.png of one evaluated split, with the majority-answer chance level when it is known."""
-    chance = majority_answer_accuracy(majority, [(r["type_key"], r["answer_text"]) for r in recs]) if majority else None
-    plot_type_accuracies({kind: m}, path, title=f"{kind}: {split} ({m['n_questions']} questions)", chance=chance)
-
-
-def predict(checkpoint_dir: str | Path, video: str | Path, question: str, *, top_k: int = 5) -> dict:
-    """Answer one question about one video: features are extracted on the fly with the encoders
-    recorded in the training features' features.json."""
-    import torch
-
-    from sasrnet.video import video_item
-
-    model, info, qv, av = load_trained(checkpoint_dir)
-    if info.get("multiple_choice"):
-        raise MMError(f"{checkpoint_dir}: a multiple-choice model needs answer choices; predict supports "
-                      "Music-AVQA style models")
-    words = [w for w in question.strip().rstrip("?？").split() if w]
-    if not words:
-        raise MMError("the question is empty")
-    item = video_item(video, info, needs_av=info["kind"] != "blind")
-    unknown = [w for w in words if w not in qv]
-    batch = {"question": torch.tensor([qv.encode(words, info["max_question_len"])])}
-    if "audio" in item:
-        batch["audio"], batch["visual"] = item["audio"][None], item["visual"][None]
-    with torch.no_grad():
-        out = model(batch)
-    probs = torch.softmax(out["logits"][0], -1)
-    top = torch.topk(probs, min(top_k, len(probs)))
-    res: dict[str, Any] = {
-        "question": question,
-        "video": str(video),
-        "answer": av.tokens[int(top.indices[0])],
-        "top": [{"answer": av.tokens[int(i)], "prob": round(float(p), 6)} for p, i in zip(top.values, top.indices, strict=True)],
-        "unknown_words": unknown,
-    }
-    if "temporal_a" in out:
-        res["temporal_attention"] = {"audio": [round(float(x), 6) for x in out["temporal_a"][0]],
-                                     "visual": [round(float(x), 6) for x in out["temporal_v"][0]]}
-    return res
-
-
-__all__ = ["train", "pretrain_grounding", "evaluate", "predict", "load_trained", "predict_split", "rank", "is_main_process"]
