@@ -137,3 +137,18 @@ def test_bad_options(clips):
         media.read_frames(clips["good"], backend="ffmpeg")
     with pytest.raises(MMError, match="size"):
         media.read_frames(clips["good"], size=(0, 10))
+
+
+def test_installed_decord_wheel_tag_matches_interpreter():
+    # A WHEEL file whose Tag disagrees with the interpreter makes uv reinstall the package on
+    # every `uv run` (upstream decord 0.6.0 says cp36 inside a py3 wheel).
+    import importlib.metadata
+    import sys
+
+    try:
+        dist = importlib.metadata.distribution("eva-decord")
+    except importlib.metadata.PackageNotFoundError:
+        pytest.skip("decord is only a dependency on Linux x86_64")
+    tags = [line.split(":", 1)[1].strip() for line in dist.read_text("WHEEL").splitlines() if line.startswith("Tag:")]
+    python_tags = {tag.split("-")[0] for tag in tags}
+    assert python_tags & {"py3", f"cp3{sys.version_info.minor}"}, tags
