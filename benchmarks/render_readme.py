@@ -19,7 +19,7 @@ END = "<!-- results:end -->"
 # Benchmarks in the order they appear, with a title.
 SECTIONS = [
     ("clip_pretrain", "Tiny CLIP pretraining (`mm clip pretrain`)"),
-    ("unlearn_shapes", "Unlearning \"circle\" on the tiny CLIP (`mm unlearn compare`)"),
+    ("unlearn_shapes", "Unlearning \"circle\" on the tiny CLIP, every method tuned by one rule on other classes (`python -m benchmarks unlearn_shapes`)"),
     ("unlearn_defaults", "CLIPErase default choices, each undone alone (validation forget classes, never circle)"),
     ("diffusion_shapes", "Diffusion evaluation of the unlearned text encoder"),
     ("avqa_synth", "Audio-visual QA on the synthetic Music-AVQA world (`configs/avqa/*-cpu-benchmark.yaml`)"),
@@ -51,6 +51,26 @@ def _table(rows: list[dict[str, Any]]) -> list[str]:
     return out
 
 
+def _mia(r: dict[str, Any]) -> str:
+    if r.get("mia_attack_accuracy") is None:
+        return "–"
+    if not r.get("mia_informative"):
+        return f"uninformative (attack {r['mia_attack_accuracy']:.1f})"
+    return f"{r['mia_efficacy']:.1f} (attack {r['mia_attack_accuracy']:.1f})"
+
+
+def _unlearn_row(r: dict[str, Any]) -> dict[str, Any]:
+    s = r.get("setting") or {}
+    return {"method": r["method"], "lr / steps": " / ".join(_fmt(s[k]) for k in ("lr", "steps") if k in s) or "–",
+            "held-out forget": r.get("forget_accuracy"), "D_f-train forget": r.get("forget_train_accuracy"),
+            "retain": r.get("retain_accuracy"), "test": r.get("test_accuracy"),
+            "forget R@1 i2t / t2i": f"{_fmt(r.get('forget_i2t_R@1'))} / {_fmt(r.get('forget_t2i_R@1'))}",
+            "retain R@1 i2t / t2i": f"{_fmt(r.get('retain_i2t_R@1'))} / {_fmt(r.get('retain_t2i_R@1'))}",
+            "MIA efficacy (attack acc.)": _mia(r),
+            "relearn steps": "cap" if r.get("relearn_cap_hit") else r.get("relearn_steps"),
+            "wall s": r.get("wall_seconds"), "ratio to Retrain": r.get("time_ratio_to_retrain")}
+
+
 def _adapt(name: str, data: dict[str, Any]) -> tuple[dict[str, Any] | None, list[dict[str, Any]] | None]:
     """(summary, table) of a result file; benchmarks without those keys get a view made here."""
     summary, table = data.get("summary"), data.get("table")
@@ -78,11 +98,19 @@ def _adapt(name: str, data: dict[str, Any]) -> tuple[dict[str, Any] | None, list
                 f"median {_fmt(g['median_gap'])}; per seed {_fmt(g['per_seed'])}; seed-mean {_fmt(b['gap'])} "
                 f"[95 % CI {_fmt(b['ci95'][0])}, {_fmt(b['ci95'][1])}] (paired bootstrap over {b['questions']} questions)")
     elif name == "unlearn_shapes":
-        cols = ["method", "forget_accuracy", "retain_accuracy", "test_accuracy", "retain_i2t_R@1", "mia_efficacy",
-                "wall_seconds", "time_ratio_to_retrain", "relearn_steps"]
-        table = [{c: r.get(c, "") for c in cols} for r in [data["original"], *data["rows"]]]
+        table = [_unlearn_row(r) for r in data["table"]]
         summary = {k: f"{_fmt(v['value'])} ({'pass' if v['pass'] else 'FAIL'})" for k, v in data["bar"].items()
                    if isinstance(v, dict)}
+        summary = {"protocol": f"settings chosen on {', '.join(data['grid']['validation_classes'])} from lr "
+                               f"{_fmt(data['grid']['lr'])} x steps {_fmt(data['grid']['steps'])}; rule: "
+                               f"{data['selection_rule']}; then run once on circle",
+                   "units": "accuracies, R@1 and MIA in %; held-out forget = test images of circle; wall s = the "
+                            "unlearning loop (Retrain: its training), median of 3 interleaved rounds",
+                   **summary}
+        rt = data["test"].get("retrain")
+        if rt:
+            summary["Retrain to equal quality"] = (f"{rt['steps']} steps (retain within 1 point of the original: "
+                                                   f"{'yes' if rt['equal_quality'] else 'no, cap hit'})")
     elif name == "unlearn_defaults":
         keys = ["forget_accuracy", "retain_accuracy", "test_accuracy", "retain_i2t_R@1"]
         table = [{"config": r["config"], **{f"Δ {k} (median)": r["median_delta"][k] for k in keys},
@@ -128,6 +156,14 @@ def render_section(name: str, title: str, data: dict[str, Any]) -> list[str]:
         lines.append("")
     if table and isinstance(table[0], dict):
         lines += _table(table)
+        lines.append("")
+    if name == "unlearn_shapes" and data.get("leaking_membership"):
+        lk = data["leaking_membership"]
+        lines += [f"Leaking-membership world: a tiny CLIP pretrained on {lk['pretrain']['n_train']} images for "
+                  f"{lk['pretrain']['steps']} steps; attack on the original {_fmt(lk['original_attack_accuracy'])} % "
+                  f"held-out balanced accuracy ({'>=' if lk['attack_reaches_65'] else 'below'} 65 %). "
+                  "Same chosen settings:", ""]
+        lines += _table([_unlearn_row(r) for r in lk["rows"]])
         lines.append("")
     if name == "avqa_synth" and data.get("per_template"):
         rows = sorted(data["per_template"], key=lambda r: r.get("sasrnet", 0) - r.get("avst", 0))

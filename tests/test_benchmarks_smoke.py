@@ -176,3 +176,16 @@ def test_sasr_public_speed_records_the_public_code_as_unavailable_without_it(tmp
     assert data["summary"]["sasr_module_params"] == 45_506_382
     assert all(r["ours_questions_per_s"] > 0 and "ratio_x" not in r for r in data["table"])
     assert (tmp_path / "sasr_public_speed.png").is_file()
+
+
+def test_unlearn_shapes_selection_rule_prefers_retain_among_forgetting_settings() -> None:
+    from benchmarks.unlearn_shapes import choose
+
+    s = [{"lr": 1e-4, "steps": 25, "heldout_forget": 0.5, "retain": 90.0},
+         {"lr": 3e-4, "steps": 25, "heldout_forget": 0.0, "retain": 95.0},
+         {"lr": 3e-5, "steps": 75, "heldout_forget": 20.0, "retain": 99.0}]
+    assert choose(s) == s[1]  # best retain among forget <= 1 %; the 99 % setting did not forget
+    none_forget = [dict(x, heldout_forget=x["heldout_forget"] + 5) for x in s]
+    assert choose(none_forget) == none_forget[1]  # none <= 1 %: the lowest forget
+    tie = [dict(s[1], steps=75), dict(s[1])]
+    assert choose(tie)["steps"] == 25  # equal scores: fewer steps
