@@ -32,3 +32,19 @@ def test_readme_snippet_loads_a_clip_and_embeds(capsys):
     other = scope["bundle"].model.encode_image(scope["bundle"].preprocess_eval(255 - scope["image"]).unsqueeze(0),
                                                normalize=True)
     assert float((other @ scope["txt"].T).item()) != float(sim)
+
+
+def test_count_parameters_is_one_function_and_counts_trainable_ones():
+    import mmcore
+    import torch
+    from mmcore.encoders import clip
+
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2))  # 16 + 10 parameters
+    assert mmcore.count_parameters(net) == 26 and clip.count_parameters is mmcore.count_parameters
+    net[0].requires_grad_(False)
+    assert mmcore.count_parameters(net, trainable_only=True) == 10 and mmcore.count_parameters(net) == 26
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    defs = [p for d in ("packages", "apps") for p in (root / d).rglob("*.py") if "def count_parameters(" in p.read_text()]
+    assert [p.relative_to(root).as_posix() for p in defs] == ["packages/mmcore/src/mmcore/checkpoint.py"]

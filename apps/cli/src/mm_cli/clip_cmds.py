@@ -6,16 +6,8 @@ from pathlib import Path
 
 import typer
 
-from mm_cli.common import (
-    check_image_text_dataset,
-    choose_clip_model,
-    config_option,
-    print_config_option,
-    print_table,
-    run_config,
-    set_option,
-    user_errors,
-)
+from mm_cli import common
+from mm_cli.common import check_image_text_dataset, choose_clip_model, print_table, user_errors
 
 app = typer.Typer(help="CLIP models: pretrain the offline tiny CLIP on synthetic shapes; evaluate any CLIP.",
                   no_args_is_help=True)
@@ -29,9 +21,9 @@ def pretrain_cmd(
     dataset: str | None = typer.Option(None, "--dataset", help="shapes | cifar100 | flickr30k | cc12m | wds.", show_default="shapes"),
     data_root: Path | None = typer.Option(None, "--data-root", help="Dataset root (real datasets)."),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Real data: skip (and count in metrics.json) unreadable items instead of failing."),
-    config: Path | None = config_option("mmcore.clip_train.ClipTrainConfig"),
-    set_: list[str] | None = set_option(),
-    print_config: bool = print_config_option(),
+    config: Path | None = common.config_option("mmcore.clip_train.ClipTrainConfig"),
+    set_: list[str] | None = common.set_option(),
+    print_config: bool = common.print_config_option(),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty output directory."),
     resume: bool = typer.Option(False, "--resume", help="Continue from OUT/checkpoint."),
     keep_checkpoints: bool = typer.Option(False, "--keep-checkpoints",
@@ -43,7 +35,7 @@ def pretrain_cmd(
 
     options = {"seed": seed, "dataset": dataset, "data_root": data_root and str(data_root), "skip_bad": skip_bad or None,
                "keep_checkpoints": keep_checkpoints or None}
-    cfg, _ = run_config(ClipTrainConfig, config=config, set_=set_, options=options, print_config=print_config)
+    cfg, _ = common.run_config(ClipTrainConfig, config=config, set_=set_, options=options, print_config=print_config)
     check_image_text_dataset(cfg.dataset)
     metrics = pretrain(cfg, out, resume=resume, overwrite=overwrite)
     print_table(
@@ -67,9 +59,9 @@ def eval_cmd(
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip (and count in metrics.json) unreadable images and malformed annotation lines instead of failing."),
     caption_file: str | None = typer.Option(None, "--caption-file", help="flickr30k: auto | karpathy | csv, the caption file to read when both dataset_flickr30k.json and results.csv exist (auto: the Karpathy JSON).", show_default="auto"),
     out: Path = typer.Option(..., "--out", help="Output directory for metrics.json."),
-    config: Path | None = config_option("mmcore.clip_eval.ClipEvalConfig"),
-    set_: list[str] | None = set_option(),
-    print_config: bool = print_config_option(),
+    config: Path | None = common.config_option("mmcore.clip_eval.ClipEvalConfig"),
+    set_: list[str] | None = common.set_option(),
+    print_config: bool = common.print_config_option(),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty output directory."),
     random_init: bool = typer.Option(False, "--random-init", help="Evaluate an architecture name's untrained weights on purpose (marked in metrics.json)."),
 ) -> None:
@@ -83,7 +75,7 @@ def eval_cmd(
     options = {"model": model, "pretrained": pretrained, "dataset": dataset, "data_root": data_root and str(data_root),
                "split": split, "n": n, "seed": seed, "batch_size": batch_size, "skip_bad": skip_bad or None,
                "caption_file": caption_file}
-    cfg, _ = run_config(ClipEvalConfig, config=config, set_=set_, options=options, print_config=print_config)
+    cfg, _ = common.run_config(ClipEvalConfig, config=config, set_=set_, options=options, print_config=print_config)
     check_image_text_dataset(cfg.dataset)
     # before the output dir and any weights
     cfg = dataclasses.replace(cfg, model=choose_clip_model(cfg.model, cfg.pretrained, random_init))

@@ -17,7 +17,7 @@ from typing import Any
 
 _API = {
     "load_clip": "mmcore.encoders.clip", "create_clip": "mmcore.encoders.clip", "save_clip": "mmcore.encoders.clip",
-    "ClipBundle": "mmcore.encoders.clip", "count_parameters": "mmcore.encoders.clip",
+    "ClipBundle": "mmcore.encoders.clip", "count_parameters": "mmcore.checkpoint",
     "export_clip": "mmcore.encoders.export",
     "ImageTextData": "mmcore.data.records", "ImageTextRecord": "mmcore.data.records",
     "resolve_config": "mmcore.config", "MMError": "mmcore.errors",

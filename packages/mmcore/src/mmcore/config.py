@@ -272,21 +272,13 @@ def _deep_merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def resolve_config(
-    cls: type[T],
-    config_file: str | Path | Sequence[str | Path] | None = None,
-    overrides: dict[str, Any] | None = None,
-    *,
-    prefix: str = "",
-    sources: Mapping[str, str] | None = None,
-    preset: Mapping[str, Any] | None = None,
-) -> T:
+def resolve_config(cls: type[T], config_file: Any = None, overrides: dict[str, Any] | None = None, **kw: Any) -> T:
     """Defaults of ``cls`` < ``preset`` < values in ``config_file`` < ``overrides`` (dotted keys; None values skipped).
 
     Errors name where a bad key came from: ``FILE:LINE`` for the file, ``sources[key]`` for an override
-    (default ``--set key=value``). ``prefix``: the dotted name ``cls`` has for the user (``"arch."`` for a
-    table validated on its own)."""
-    return resolve_config_with_sources(cls, config_file, overrides, prefix=prefix, sources=sources, preset=preset)[0]
+    (default ``--set key=value``). Keywords as :func:`resolve_config_with_sources`: ``prefix`` (the dotted name
+    ``cls`` has for the user, ``"arch."`` for a table validated on its own), ``sources``, ``preset``."""
+    return resolve_config_with_sources(cls, config_file, overrides, **kw)[0]
 
 
 def resolve_config_with_sources(

@@ -50,21 +50,6 @@ def _vision_problems(visual: Any) -> list[str]:
     return problems
 
 
-def _block_weights(block: Any, p: str) -> dict[str, Any]:
-    qw, kw, vw = block.attn.in_proj_weight.chunk(3, dim=0)
-    qb, kb, vb = block.attn.in_proj_bias.chunk(3, dim=0)
-    return {
-        p + "self_attn.q_proj.weight": qw, p + "self_attn.q_proj.bias": qb,
-        p + "self_attn.k_proj.weight": kw, p + "self_attn.k_proj.bias": kb,
-        p + "self_attn.v_proj.weight": vw, p + "self_attn.v_proj.bias": vb,
-        p + "self_attn.out_proj.weight": block.attn.out_proj.weight, p + "self_attn.out_proj.bias": block.attn.out_proj.bias,
-        p + "layer_norm1.weight": block.ln_1.weight, p + "layer_norm1.bias": block.ln_1.bias,
-        p + "layer_norm2.weight": block.ln_2.weight, p + "layer_norm2.bias": block.ln_2.bias,
-        p + "mlp.fc1.weight": block.mlp.c_fc.weight, p + "mlp.fc1.bias": block.mlp.c_fc.bias,
-        p + "mlp.fc2.weight": block.mlp.c_proj.weight, p + "mlp.fc2.bias": block.mlp.c_proj.bias,
-    }
-
-
 def to_hf_clip(model: Any, model_cfg: dict | str | None = None) -> tuple[Any, Any]:
     """``(transformers.CLIPModel, CLIPProcessor)`` computing ``model``'s image and text embeddings.
 
@@ -74,7 +59,7 @@ def to_hf_clip(model: Any, model_cfg: dict | str | None = None) -> tuple[Any, An
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPVisionConfig
 
     from mmcore.checkpoint import unwrap
-    from mmcore.encoders.hf_export import _activation, export_text_tower
+    from mmcore.encoders.hf_export import _activation, block_weights, export_text_tower
 
     m = unwrap(model)
     visual = getattr(m, "visual", None)
@@ -109,7 +94,7 @@ def to_hf_clip(model: Any, model_cfg: dict | str | None = None) -> tuple[Any, An
         "visual_projection.weight": visual.proj.T, "logit_scale": m.logit_scale.reshape(()),
     })
     for i, b in enumerate(blocks):
-        sd.update(_block_weights(b, f"{v}encoder.layers.{i}."))
+        sd.update(block_weights(b, f"{v}encoder.layers.{i}."))
     sd = {k: t.detach().float().clone().contiguous() for k, t in sd.items() if not k.endswith("position_ids")}
     own = hf.state_dict()
     missing = [k for k in own if k not in sd and not k.endswith("position_ids")]
