@@ -193,8 +193,13 @@ def test_train_preset_selects_the_committed_recipe(world, tmp_path):
         assert cfg[k] == recipe[k], k
     # explicit options and --set win over the preset
     assert (cfg["epochs"], cfg["batch_size"], cfg["size"], cfg["warmup_steps"]) == (1, 8, "cpu-tiny", 2)
+    # defaults < --preset < --config FILE: the file's keys win over the preset's, the rest stays the preset's
+    (tmp_path / "x.yaml").write_text("lr: 0.5\n")
     r = runner.invoke(app, ["train", "--preset", "cpu-benchmark", "--config", str(tmp_path / "x.yaml"),
-                            "--data", str(world), "--out", str(tmp_path / "o2")])
-    assert r.exit_code == 2 and "not both" in r.output
+                            "--data", str(world), "--out", str(tmp_path / "o2"), "--print-config"])
+    assert r.exit_code == 0, r.output
+    layered = json.loads(r.output)
+    sasr_recipe = yaml.safe_load((Path(__file__).parents[2] / "configs/avqa/sasrnet-cpu-benchmark.yaml").read_text())
+    assert layered["lr"] == 0.5 and layered["step_size"] == sasr_recipe["step_size"] != 16
     r = runner.invoke(app, ["train", "--preset", "fast", "--data", str(world), "--out", str(tmp_path / "o3")])
     assert r.exit_code == 2 and "cpu-benchmark" in r.output

@@ -5,11 +5,12 @@ Nothing heavy is imported at module level (`mm --help` stays fast)."""
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import typer
 
-from mm_cli.common import print_table, user_errors
+from mm_cli.common import config_option, print_config_option, print_table, run_config, set_option, user_errors
 
 
 @user_errors
@@ -18,7 +19,8 @@ def stats(
     as_json: bool = typer.Option(False, "--json", help="Print the counts as JSON instead of a table."),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip and count malformed entries instead of stopping."),
     annotation_format: str | None = typer.Option(
-        None, "--format", help="music-avqa | avqa-yang [default: decided from all entries; a file mixing both is an error]."
+        None, "--format", help="music-avqa | avqa-yang (a file mixing both is an error).",
+        show_default="decided from all entries",
     ),
 ) -> None:
     """Questions, videos, distinct answers and questions per type of an annotation file."""
@@ -51,25 +53,46 @@ def stats(
         typer.echo(f"skipped {p}", err=True)
 
 
+@dataclass
+class SynthConfig:
+    """`mm avqa synth` settings (mmcore.data.synth_avqa.synthesize's arguments)."""
+
+    videos: int = 200  # number of clips
+    seed: int = 0  # the whole world is deterministic from it
+    questions_per_video: int = 12  # at most
+    duration: int = 10  # clip length, seconds
+    fps: int = 4
+    width: int = 96  # multiple of 6
+    height: int = 64  # even
+
+
 @user_errors
 def synth(
     out: Path = typer.Option(..., "--out", help="Output dir: videos/*.mp4, annotations/avqa-{train,val,test}.json, world.json."),
-    videos: int = typer.Option(200, "--videos", help="Number of clips."),
-    seed: int = typer.Option(0, "--seed", help="Random seed (the whole world is deterministic from it)."),
-    questions_per_video: int = typer.Option(12, "--questions-per-video", help="Questions asked per clip (at most)."),
-    duration: int = typer.Option(10, "--duration", help="Clip length in seconds."),
-    fps: int = typer.Option(4, "--fps", help="Video frame rate."),
-    width: int = typer.Option(96, "--width", help="Frame width (multiple of 6)."),
-    height: int = typer.Option(64, "--height", help="Frame height (even)."),
+    videos: int | None = typer.Option(None, "--videos", help="Number of clips.", show_default=str(SynthConfig.videos)),
+    seed: int | None = typer.Option(None, "--seed", help="Random seed (the whole world is deterministic from it).",
+                                    show_default=str(SynthConfig.seed)),
+    questions_per_video: int | None = typer.Option(None, "--questions-per-video", help="Questions asked per clip (at most).",
+                                                   show_default=str(SynthConfig.questions_per_video)),
+    duration: int | None = typer.Option(None, "--duration", help="Clip length in seconds.", show_default=str(SynthConfig.duration)),
+    fps: int | None = typer.Option(None, "--fps", help="Video frame rate.", show_default=str(SynthConfig.fps)),
+    width: int | None = typer.Option(None, "--width", help="Frame width (multiple of 6).", show_default=str(SynthConfig.width)),
+    height: int | None = typer.Option(None, "--height", help="Frame height (even).", show_default=str(SynthConfig.height)),
+    config: Path | None = config_option("mm_cli.avqa_data_cmds.SynthConfig"),
+    set_: list[str] | None = set_option(),
+    print_config: bool = print_config_option(),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty --out."),
 ) -> None:
     """Render a synthetic Music-AVQA-style world: real mp4 clips + questions in the real JSON format."""
+    options = {"videos": videos, "seed": seed, "questions_per_video": questions_per_video, "duration": duration,
+               "fps": fps, "width": width, "height": height}
+    cfg, _ = run_config(SynthConfig, config=config, set_=set_, options=options, print_config=print_config)
     from mmcore.data.synth_avqa import synthesize
     from mmcore.io import prepare_output_dir
 
     prepare_output_dir(out, overwrite=overwrite)
-    s = synthesize(out, videos, seed, duration_s=duration, fps=fps, size=(width, height),
-                   questions_per_video=questions_per_video)  # fmt: skip
+    s = synthesize(out, cfg.videos, cfg.seed, duration_s=cfg.duration, fps=cfg.fps, size=(cfg.width, cfg.height),
+                   questions_per_video=cfg.questions_per_video)  # fmt: skip
     print_table("synthetic AVQA world", [{
         "videos": s["videos"], **{f"q {k}": v for k, v in s["questions_per_split"].items()},
         "templates": s["templates_used"], "answers": s["answers"], "seconds": s["seconds"],

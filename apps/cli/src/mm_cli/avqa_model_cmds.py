@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from mm_cli.common import print_table, user_errors
+from mm_cli.common import config_option, print_config_option, print_table, run_config, set_option, user_errors
 
 _DATA_HELP = ("Data dir with annotations/avqa-{train,val,test}.json and features/ "
               "(`mm avqa synth` + `mm avqa extract-features --out DIR/features`).")
@@ -52,42 +52,38 @@ def _type_table(title: str, results: dict[str, dict]) -> None:
 
 @user_errors
 def train(
-    model: str | None = typer.Option(None, "--model", help="sasrnet (default) | avst | blind (question only)."),
+    model: str | None = typer.Option(None, "--model", help="sasrnet | avst | blind (question only).", show_default="sasrnet"),
     data: Path | None = typer.Option(None, "--data", help=_DATA_HELP),
     out: Path = typer.Option(..., "--out", help="Output dir (weights, vocabularies, config.json, metrics.json, log.jsonl)."),
     train_ann: Path | None = typer.Option(None, "--train-ann", help="Training annotations (real Music-AVQA)."),
     val_ann: Path | None = typer.Option(None, "--val-ann", help="Validation annotations (best checkpoint kept)."),
     test_ann: Path | None = typer.Option(None, "--test-ann", help="Test annotations (evaluated after training)."),
     features: Path | None = typer.Option(None, "--features", help="Feature root (audio/, visual/ in the ST-AVQA layout)."),
-    size: str | None = typer.Option(None, "--size", help="Model size: paper (default) | cpu-small | cpu-tiny. The size "
-                                    "only: epochs, lr etc. stay the paper's unless --preset / --config / --set change them."),
-    epochs: int | None = typer.Option(None, "--epochs", help="Epochs (paper: 80)."),
-    batch_size: int | None = typer.Option(None, "--batch-size", help="Global batch size (paper: 16)."),
-    seed: int | None = typer.Option(None, "--seed", help="Random seed (paper: 1)."),
+    size: str | None = typer.Option(None, "--size", help="Model size: paper | cpu-small | cpu-tiny. The size "
+                                    "only: epochs, lr etc. stay the paper's unless --preset / --config / --set change them.",
+                                    show_default="paper"),
+    epochs: int | None = typer.Option(None, "--epochs", help="Epochs (the paper's).", show_default="80"),
+    batch_size: int | None = typer.Option(None, "--batch-size", help="Global batch size (the paper's).", show_default="16"),
+    seed: int | None = typer.Option(None, "--seed", help="Random seed (the paper's).", show_default="1"),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip and count bad annotations / feature files."),
     preset: str | None = typer.Option(None, "--preset", help="A committed recipe, configs/avqa/<model>-<preset>.yaml: "
-                                      + "; ".join(f"{k}: {v}" for k, v in PRESETS.items()) + ". Instead of --config."),
-    config: Path | None = typer.Option(None, "--config", help="TOML/YAML config (keys of sasrnet.config.TrainConfig)."),
-    set_: list[str] | None = typer.Option(None, "--set", help="Override a config key, e.g. --set arch.dim=64 (repeatable)."),
+                                      + "; ".join(f"{k}: {v}" for k, v in PRESETS.items()) + ". A --config file on top overrides its keys."),
+    config: Path | None = config_option("sasrnet.config.TrainConfig"),
+    set_: list[str] | None = set_option(),
+    print_config: bool = print_config_option(),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty --out."),
     resume: bool = typer.Option(False, "--resume", help="Continue from --out/checkpoint exactly."),
 ) -> None:
     """Train an AVQA model (accelerate; multi-process with `accelerate launch -m mm_cli.main avqa train ...`).
 
-    Settings: TrainConfig defaults (the paper's) < --preset or --config file < --set < explicit options."""
-    from mmcore.config import parse_set_options, resolve_config_with_sources
-    from mmcore.errors import ConfigError
+    Settings: TrainConfig defaults (the paper's) < --preset file < --config file < explicit options < --set."""
     from sasrnet.config import TrainConfig, model_config
 
-    if preset is not None:
-        if config is not None:
-            raise ConfigError("--preset is a committed --config file: pass one of them, not both")
-        config = preset_file(preset, model)
     explicit = {"model": model, "size": size, "epochs": epochs, "batch_size": batch_size, "seed": seed,
                 "skip_bad": skip_bad or None}
-    # defaults < --config file < --set < explicit options (an option left out does not erase a --set)
-    overrides = {**parse_set_options(set_), **{k: v for k, v in explicit.items() if v is not None}}
-    cfg, sources = resolve_config_with_sources(TrainConfig, config, overrides)
+    presets = [preset_file(preset, model)] if preset is not None else []
+    cfg, sources = run_config(TrainConfig, config=config, set_=set_, options=explicit, print_config=print_config,
+                              preset_files=presets)
     model_config(cfg.model, cfg.size, cfg.arch, sources=sources)  # a bad arch key fails now, naming its source
     from sasrnet.recipes.train import train as run
 
@@ -111,20 +107,19 @@ def pretrain_grounding(
     train_ann: Path | None = typer.Option(None, "--train-ann", help="Training annotations (its videos are used)."),
     val_ann: Path | None = typer.Option(None, "--val-ann", help="Validation annotations (match accuracy per epoch)."),
     features: Path | None = typer.Option(None, "--features", help="Feature root (audio/, visual/ in the ST-AVQA layout)."),
-    size: str | None = typer.Option(None, "--size", help="Model size preset of the later training run: paper (default) | cpu-small | cpu-tiny."),
-    epochs: int | None = typer.Option(None, "--epochs", help="Epochs (ST-AVQA: 30)."),
-    config: Path | None = typer.Option(None, "--config", help="TOML/YAML config (keys of sasrnet.config.GroundingConfig)."),
-    set_: list[str] | None = typer.Option(None, "--set", help="Override a config key, e.g. --set lr=5e-4 (repeatable)."),
+    size: str | None = typer.Option(None, "--size", help="Model size preset of the later training run: paper | cpu-small | cpu-tiny.", show_default="paper"),
+    epochs: int | None = typer.Option(None, "--epochs", help="Epochs (ST-AVQA's).", show_default="30"),
+    config: Path | None = config_option("sasrnet.config.GroundingConfig"),
+    set_: list[str] | None = set_option(),
+    print_config: bool = print_config_option(),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty --out."),
 ) -> None:
     """ST-AVQA's grounding pre-training (audio-visual match only); start `train` from it with
     `--set init_from=OUT/model.safetensors`."""
-    from mmcore.config import parse_set_options, resolve_config_with_sources
     from sasrnet.config import GroundingConfig, model_config
 
-    explicit = {"size": size, "epochs": epochs}
-    overrides = {**parse_set_options(set_), **{k: v for k, v in explicit.items() if v is not None}}
-    cfg, sources = resolve_config_with_sources(GroundingConfig, config, overrides)
+    cfg, sources = run_config(GroundingConfig, config=config, set_=set_, options={"size": size, "epochs": epochs},
+                              print_config=print_config)
     model_config("avst", cfg.size, cfg.arch, sources=sources)  # the grounding model is an AVST
     from sasrnet.recipes.grounding import pretrain_grounding as run
     m = run(cfg, _paths(data, train_ann, val_ann, None, features), out, overwrite=overwrite)
@@ -140,17 +135,24 @@ def eval_cmd(
     checkpoint: Path = typer.Option(..., "--checkpoint", help="Output dir of `mm avqa train`."),
     data: Path | None = typer.Option(None, "--data", help=_DATA_HELP),
     out: Path = typer.Option(..., "--out", help="Output dir: metrics.json, predictions.jsonl, accuracy.png."),
-    ann: Path | None = typer.Option(None, "--ann", help="Annotations to evaluate (default: DATA/annotations/avqa-test.json)."),
-    features: Path | None = typer.Option(None, "--features", help="Feature root (default: DATA/features)."),
-    batch_size: int = typer.Option(64, "--batch-size", help="Questions per batch."),
+    ann: Path | None = typer.Option(None, "--ann", help="Annotations to evaluate.", show_default="DATA/annotations/avqa-test.json"),
+    features: Path | None = typer.Option(None, "--features", help="Feature root.", show_default="DATA/features"),
+    batch_size: int | None = typer.Option(None, "--batch-size", help="Questions per batch.", show_default="64"),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip and count bad entries and missing features (answers unseen in training always count as wrong)."),
+    config: Path | None = config_option("sasrnet.config.EvalConfig"),
+    set_: list[str] | None = set_option(),
+    print_config: bool = print_config_option(),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty --out."),
 ) -> None:
     """Per-type accuracy (A-Count ... AV-Temp, group averages, overall) of a trained model."""
+    from sasrnet.config import EvalConfig
     from sasrnet.recipes.evaluate import evaluate
 
-    m = evaluate(checkpoint, _paths(data, None, None, None, features), out, annotations=ann, batch_size=batch_size,
-                 skip_bad=skip_bad, overwrite=overwrite)
+    options = {"annotations": ann and str(ann), "batch_size": batch_size, "skip_bad": skip_bad or None}
+    cfg, _ = run_config(EvalConfig, config=config, set_=set_, options=options, print_config=print_config,
+                        option_names={"annotations": "ann"})
+    m = evaluate(checkpoint, _paths(data, None, None, None, features), out, annotations=cfg.annotations,
+                 batch_size=cfg.batch_size, skip_bad=cfg.skip_bad, overwrite=overwrite)
     _type_table(f"accuracy (%) on {Path(m['annotations']).name}", {m["model"]: m})  # the full path: metrics.json
     if any(m["skipped"].values()):
         typer.echo(f"skipped: {m['skipped']}", err=True)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from mm_cli import common
 from mm_cli.common import check_image_text_dataset, choose_clip_model, print_table, user_errors
 
 app = typer.Typer(help="CLIP models: pretrain the offline tiny CLIP on synthetic shapes; evaluate any CLIP.",
@@ -16,12 +17,13 @@ app = typer.Typer(help="CLIP models: pretrain the offline tiny CLIP on synthetic
 @user_errors
 def pretrain_cmd(
     out: Path = typer.Option(..., "--out", help="Output directory (model.safetensors, clip_config.json, metrics.json, log.jsonl)."),
-    seed: int | None = typer.Option(None, "--seed", help="Random seed (data, init, order)."),
-    dataset: str | None = typer.Option(None, "--dataset", help="shapes | cifar100 | flickr30k | cc12m | wds [default: shapes]."),
+    seed: int | None = typer.Option(None, "--seed", help="Random seed (data, init, order).", show_default="0"),
+    dataset: str | None = typer.Option(None, "--dataset", help="shapes | cifar100 | flickr30k | cc12m | wds.", show_default="shapes"),
     data_root: Path | None = typer.Option(None, "--data-root", help="Dataset root (real datasets)."),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Real data: skip (and count in metrics.json) unreadable items instead of failing."),
-    config: Path | None = typer.Option(None, "--config", help="TOML/YAML file with ClipTrainConfig fields."),
-    set_: list[str] | None = typer.Option(None, "--set", help="Override a config field: key=value (repeatable), e.g. steps=200."),
+    config: Path | None = common.config_option("mmcore.clip_train.ClipTrainConfig"),
+    set_: list[str] | None = common.set_option(),
+    print_config: bool = common.print_config_option(),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty output directory."),
     resume: bool = typer.Option(False, "--resume", help="Continue from OUT/checkpoint."),
     keep_checkpoints: bool = typer.Option(False, "--keep-checkpoints",
@@ -30,16 +32,10 @@ def pretrain_cmd(
     """Train the offline default tiny CLIP (mm-tiny-clip) on synthetic shapes and report held-out
     zero-shot shape accuracy ("a photo of a {shape}")."""
     from mmcore.clip_train import ClipTrainConfig, pretrain
-    from mmcore.config import parse_set_options, resolve_config
 
-    overrides: dict[str, object] = dict(parse_set_options(set_))
-    if seed is not None:
-        overrides["seed"] = seed
-    if keep_checkpoints:
-        overrides["keep_checkpoints"] = True
-    overrides.update({k: v for k, v in (("dataset", dataset), ("data_root", data_root and str(data_root)),
-                                        ("skip_bad", skip_bad or None)) if v is not None})
-    cfg = resolve_config(ClipTrainConfig, config, overrides)
+    options = {"seed": seed, "dataset": dataset, "data_root": data_root and str(data_root), "skip_bad": skip_bad or None,
+               "keep_checkpoints": keep_checkpoints or None}
+    cfg, _ = common.run_config(ClipTrainConfig, config=config, set_=set_, options=options, print_config=print_config)
     check_image_text_dataset(cfg.dataset)
     metrics = pretrain(cfg, out, resume=resume, overwrite=overwrite)
     print_table(
@@ -52,34 +48,75 @@ def pretrain_cmd(
 @app.command("eval")
 @user_errors
 def eval_cmd(
-    model: str | None = typer.Option(None, "--model", help="A saved model directory (from `mm clip pretrain`), or an open_clip model name with --pretrained (or --random-init) [default: the tiny CLIP cached by `mm demo`]."),
+    model: str | None = typer.Option(None, "--model", help="A saved model directory (from `mm clip pretrain`), or an open_clip model name with --pretrained (or --random-init).", show_default="the tiny CLIP cached by `mm demo`"),
     pretrained: str | None = typer.Option(None, "--pretrained", help="open_clip pretrained tag or a local checkpoint (with a model name)."),
-    dataset: str = typer.Option("shapes", "--dataset", help="shapes | cifar100 | flickr30k | cc12m | wds."),
+    dataset: str | None = typer.Option(None, "--dataset", help="shapes | cifar100 | flickr30k | cc12m | wds.", show_default="shapes"),
     data_root: Path | None = typer.Option(None, "--data-root", help="Dataset root (real datasets)."),
-    split: str = typer.Option("test", "--split", help="Dataset split."),
-    n: int | None = typer.Option(None, "--n", help="shapes: images to generate [default: 1000]; real data: evaluate at most N records [default: the whole split]."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the synthetic data."),
-    batch_size: int = typer.Option(256, "--batch-size"),
+    split: str | None = typer.Option(None, "--split", help="Dataset split.", show_default="test"),
+    n: int | None = typer.Option(None, "--n", help="shapes: images to generate (1000 when not given); real data: evaluate at most N records (the whole split when not given)."),
+    seed: int | None = typer.Option(None, "--seed", help="Seed of the synthetic data.", show_default="0"),
+    batch_size: int | None = typer.Option(None, "--batch-size", help="Images per encoder batch.", show_default="256"),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip (and count in metrics.json) unreadable images and malformed annotation lines instead of failing."),
-    caption_file: str = typer.Option("auto", "--caption-file", help="flickr30k: auto | karpathy | csv, the caption file to read when both dataset_flickr30k.json and results.csv exist [default: auto = the Karpathy JSON]."),
+    caption_file: str | None = typer.Option(None, "--caption-file", help="flickr30k: auto | karpathy | csv, the caption file to read when both dataset_flickr30k.json and results.csv exist (auto: the Karpathy JSON).", show_default="auto"),
     out: Path = typer.Option(..., "--out", help="Output directory for metrics.json."),
+    config: Path | None = common.config_option("mmcore.clip_eval.ClipEvalConfig"),
+    set_: list[str] | None = common.set_option(),
+    print_config: bool = common.print_config_option(),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty output directory."),
     random_init: bool = typer.Option(False, "--random-init", help="Evaluate an architecture name's untrained weights on purpose (marked in metrics.json)."),
 ) -> None:
     """Zero-shot classification (when the dataset has classes) and image-text retrieval Recall@K."""
-    from mmcore.clip_train import evaluate_clip
+    import dataclasses
+
+    from mmcore.clip_eval import ClipEvalConfig, evaluate_clip_config
     from mmcore.encoders.clip import random_init_marks
     from mmcore.io import prepare_output_dir, write_json
 
-    check_image_text_dataset(dataset)
-    model = choose_clip_model(model, pretrained, random_init)  # before the output dir and any weights
+    options = {"model": model, "pretrained": pretrained, "dataset": dataset, "data_root": data_root and str(data_root),
+               "split": split, "n": n, "seed": seed, "batch_size": batch_size, "skip_bad": skip_bad or None,
+               "caption_file": caption_file}
+    cfg, _ = common.run_config(ClipEvalConfig, config=config, set_=set_, options=options, print_config=print_config)
+    check_image_text_dataset(cfg.dataset)
+    # before the output dir and any weights
+    cfg = dataclasses.replace(cfg, model=choose_clip_model(cfg.model, cfg.pretrained, random_init))
+    model, dataset, split = cfg.model, cfg.dataset, cfg.split
     out_dir = prepare_output_dir(out, overwrite=overwrite)
-    metrics = evaluate_clip(model, pretrained, dataset, data_root=data_root, split=split, n=n, seed=seed,
-                            batch_size=batch_size, skip_bad=skip_bad, caption_file=caption_file)
-    metrics.update(random_init_marks(model, pretrained))
-    write_json(out_dir / "config.json", {"model": model, "pretrained": pretrained, "dataset": dataset,
-                                          "data_root": data_root, "split": split, "n": n, "seed": seed,
-                                          "skip_bad": skip_bad, "caption_file": caption_file})
+    metrics = evaluate_clip_config(cfg)
+    metrics.update(random_init_marks(cfg.model, cfg.pretrained))
+    write_json(out_dir / "config.json", dataclasses.asdict(cfg))
     write_json(out_dir / "metrics.json", metrics)
     rows = [{"metric": k, "value": float(v)} for k, v in metrics.items() if isinstance(v, int | float)]
     print_table(f"mm clip eval: {model} on {dataset}/{split}", rows)
+
+
+@app.command("export")
+@user_errors
+def export_cmd(
+    out: Path = typer.Option(..., "--out", help="Output directory."),
+    export_format: str = typer.Option("hf", "--format", help="hf: a transformers CLIPModel + CLIPProcessor "
+                                      "(CLIPModel.from_pretrained(OUT); ViT image towers only) | open_clip: "
+                                      "open_clip_model.safetensors + open_clip_config.json "
+                                      "(open_clip.create_model_and_transforms('local-dir:OUT'))."),
+    model: str | None = typer.Option(None, "--model", help="A saved model directory, or an open_clip model name with --pretrained.",
+                                     show_default="the tiny CLIP cached by `mm demo`"),
+    pretrained: str | None = typer.Option(None, "--pretrained", help="open_clip pretrained tag or a local checkpoint (with a model name)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty output directory."),
+    random_init: bool = typer.Option(False, "--random-init", help="Export an architecture name's untrained weights on purpose."),
+) -> None:
+    """Convert a CLIP to transformers (both towers) or to an open_clip checkpoint."""
+    from mmcore.errors import MMError
+
+    if export_format not in ("hf", "open_clip"):
+        raise MMError(f"--format must be hf or open_clip; got {export_format!r}")
+    model = choose_clip_model(model, pretrained, random_init)
+    from mmcore.encoders.clip import load_clip
+    from mmcore.encoders.export import export_clip
+    from mmcore.io import prepare_output_dir
+
+    bundle = load_clip(model, pretrained)
+    if export_format == "hf":  # refuse an unmappable model before creating the output directory
+        from mmcore.encoders.export import to_hf_clip
+
+        to_hf_clip(bundle.model, bundle.model_cfg)
+    files = export_clip(bundle, prepare_output_dir(out, overwrite=overwrite), export_format)
+    typer.echo(f"wrote {', '.join(str(p) for p in files.values())}")

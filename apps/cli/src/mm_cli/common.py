@@ -151,3 +151,51 @@ def choose_clip_model(model: str | None, pretrained: str | None, random_init: bo
         raise MMError(f"--random-init is for an architecture name without --pretrained; {model!r}"
                       + (f" with --pretrained {pretrained!r}" if pretrained else "") + " has trained weights")
     return model
+
+
+# --------------------------------------------------------------------------- one config path for every run command
+
+# Written in the README; every run command resolves its config through :func:`run_config`.
+PRECEDENCE = "defaults < --preset < --config FILE < explicit options < --set key=value"
+CONFIG_HELP = "TOML/YAML/JSON config file ({what} fields)."
+SET_HELP = "Override a config field: key=value (repeatable, dotted keys); applied last, over every option."
+PRINT_CONFIG_HELP = "Print the resolved config as JSON and exit (nothing is loaded or written)."
+
+
+def config_option(what: str) -> Any:
+    return typer.Option(None, "--config", help=CONFIG_HELP.format(what=what))
+
+
+def set_option() -> Any:
+    return typer.Option(None, "--set", help=SET_HELP)
+
+
+def print_config_option() -> Any:
+    return typer.Option(False, "--print-config", help=PRINT_CONFIG_HELP)
+
+
+def run_config(cls: type, *, config: Any, set_: list[str] | None, options: dict[str, Any],
+               print_config: bool = False, preset: dict[str, Any] | None = None, preset_files: list[Any] = (),
+               preset_label: str = "--preset", option_names: dict[str, str] | None = None) -> tuple[Any, dict[str, str]]:
+    """The config of a run command, by :data:`PRECEDENCE`: ``cls`` defaults < ``preset`` (dotted values) or
+    ``preset_files`` < ``config`` < ``options`` (config key -> value; None = not given) < ``--set`` items.
+
+    Returns (config, where each non-default key came from). ``print_config``: print it and exit 0 here."""
+    from mmcore.config import parse_set_options, resolve_config_with_sources
+
+    given = {k: v for k, v in options.items() if v is not None}
+    names = option_names or {}
+    sources = {k: f"--{names.get(k, k.replace('_', '-'))} {v}" for k, v in given.items()}
+    sets = parse_set_options(set_)
+    for k, v in sets.items():
+        sources[k] = f"--set {k}={v}"
+    files = [*preset_files, *([config] if config is not None else [])]
+    cfg, where = resolve_config_with_sources(cls, files or None, {**given, **sets}, sources=sources,
+                                             preset=preset, preset_label=preset_label)
+    if print_config:
+        import dataclasses
+        import json
+
+        typer.echo(json.dumps(dataclasses.asdict(cfg), indent=2, default=str))
+        raise typer.Exit(0)
+    return cfg, where

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from mm_cli.common import print_table, user_errors
+from mm_cli.common import config_option, print_config_option, print_table, run_config, set_option, user_errors
 
 app = typer.Typer(help="Text-to-image diffusion: train the offline default pipeline on synthetic shapes.",
                   no_args_is_help=True)
@@ -22,21 +22,21 @@ def pretrain(
     clip: str = typer.Option(..., "--clip", help="Original CLIP model dir (e.g. from `mm clip pretrain`) whose text tower conditions the UNet."),
     out: Path = typer.Option(..., "--out", help="Output dir: a diffusers pipeline folder (+ detector/, metrics.json)."),
     preset: str = typer.Option("default", "--preset", help="default (<= 20 min on 2 CPU cores) | demo (a few minutes) | test (seconds)."),
-    config: Path | None = typer.Option(None, "--config", help="TOML/YAML config file (keys of DiffusionPretrainConfig)."),
-    set_: list[str] | None = typer.Option(None, "--set", help="Override a config key, e.g. --set steps=2000 (repeatable)."),
+    config: Path | None = config_option("cliperase.diffusion.train.DiffusionPretrainConfig"),
+    set_: list[str] | None = set_option(),
+    print_config: bool = print_config_option(),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty --out."),
     resume: bool = typer.Option(False, "--resume", help="Continue from --out/checkpoint."),
-    seed: int | None = typer.Option(None, "--seed", help="Random seed."),
+    seed: int | None = typer.Option(None, "--seed", help="Random seed.", show_default="0"),
 ) -> None:
     """Train the shape detector and a small text-conditional UNet on centred synthetic shapes."""
     from cliperase.diffusion.train import PRESETS, DiffusionPretrainConfig, pretrain_diffusion
-    from mmcore.config import parse_set_options, resolve_config
     from mmcore.errors import ConfigError
 
     if preset not in PRESETS:
         raise ConfigError(f"--preset must be one of {', '.join(PRESETS)}, got {preset!r}")
-    overrides = {**PRESETS[preset], **parse_set_options(set_), "clip": clip, "seed": seed}
-    cfg = resolve_config(DiffusionPretrainConfig, config, overrides)
+    cfg, _ = run_config(DiffusionPretrainConfig, config=config, set_=set_, options={"clip": clip, "seed": seed},
+                        preset=PRESETS[preset], preset_label=f"--preset {preset}", print_config=print_config)
     metrics = pretrain_diffusion(cfg, out, overwrite=overwrite, resume=resume)
     rows = [{"shape": s, "detected": v} for s, v in metrics["check_detection"].items()]
     print_table(f"samples detected as their prompt's shape ({cfg.check_per_shape} per shape)", rows)
@@ -49,31 +49,30 @@ def diffusion_eval(
     unlearned: str = typer.Option(..., "--unlearned", help="Unlearned CLIP model dir (from `mm unlearn run`)."),
     pipeline: str = typer.Option(..., "--pipeline", help="`mm diffusion pretrain` dir, a local diffusers dir or a hub id."),
     forget_prompts: list[str] = typer.Option(..., "--forget-prompts", help="Prompt naming the forgotten concept (repeatable)."),
-    retain_prompts: list[str] | None = typer.Option(None, "--retain-prompts", help="Prompt for a retained concept (repeatable; default: 'a {class}' for each other class)."),
+    retain_prompts: list[str] | None = typer.Option(None, "--retain-prompts", help="Prompt for a retained concept (repeatable).", show_default="'a {class}' for each other class"),
     out: Path = typer.Option(..., "--out", help="Output dir for metrics.json and grid.png."),
-    n_per_prompt: int | None = typer.Option(None, "--n-per-prompt", help="Images per prompt and encoder."),
-    steps: int | None = typer.Option(None, "--steps", help="Sampler steps."),
-    guidance_scale: float | None = typer.Option(None, "--guidance-scale", help="Classifier-free guidance scale."),
-    detector: str | None = typer.Option(None, "--detector", help="auto | clip | a detector dir."),
+    n_per_prompt: int | None = typer.Option(None, "--n-per-prompt", help="Images per prompt and encoder.", show_default="16"),
+    steps: int | None = typer.Option(None, "--steps", help="Sampler steps.", show_default="30"),
+    guidance_scale: float | None = typer.Option(None, "--guidance-scale", help="Classifier-free guidance scale.", show_default="2.0"),
+    detector: str | None = typer.Option(None, "--detector", help="auto | clip | a detector dir.", show_default="auto"),
     classes: list[str] | None = typer.Option(None, "--classes", help="Class names for the CLIP zero-shot detector (repeatable)."),
-    config: Path | None = typer.Option(None, "--config", help="TOML/YAML config file (keys of DiffusionEvalConfig)."),
-    set_: list[str] | None = typer.Option(None, "--set", help="Override a config key (repeatable)."),
+    config: Path | None = config_option("cliperase.diffusion.evaluate.DiffusionEvalConfig"),
+    set_: list[str] | None = set_option(),
+    print_config: bool = print_config_option(),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty --out."),
-    seed: int | None = typer.Option(None, "--seed", help="Seed of the first image per prompt (image i uses seed + i)."),
+    seed: int | None = typer.Option(None, "--seed", help="Seed of the first image per prompt (image i uses seed + i).", show_default="0"),
 ) -> None:
     """Generate with the original and the unlearned text encoder; report concept detection and CLIP score."""
     from cliperase.diffusion.evaluate import DiffusionEvalConfig, format_summary
     from cliperase.diffusion.evaluate import diffusion_eval as run
-    from mmcore.config import parse_set_options, resolve_config
-
-    overrides = {
+    options = {
         "original": original, "unlearned": unlearned, "pipeline": pipeline,
         "forget_prompts": list(forget_prompts), "retain_prompts": list(retain_prompts) if retain_prompts else None,
         "n_per_prompt": n_per_prompt, "num_inference_steps": steps, "guidance_scale": guidance_scale,
         "detector": detector, "classes": list(classes) if classes else None, "seed": seed,
-        **parse_set_options(set_),
     }
-    cfg = resolve_config(DiffusionEvalConfig, config, overrides)
+    cfg, _ = run_config(DiffusionEvalConfig, config=config, set_=set_, options=options, print_config=print_config,
+                        option_names={"num_inference_steps": "steps"})
     metrics = run(cfg, out, overwrite=overwrite)
     print_table("concept detection (fraction of generated images)", format_summary(metrics))
 

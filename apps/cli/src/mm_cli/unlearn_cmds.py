@@ -10,7 +10,16 @@ from typing import Any
 
 import typer
 
-from mm_cli.common import check_image_text_dataset, choose_clip_model, print_table, user_errors
+from mm_cli.common import (
+    check_image_text_dataset,
+    choose_clip_model,
+    config_option,
+    print_config_option,
+    print_table,
+    run_config,
+    set_option,
+    user_errors,
+)
 
 app = typer.Typer(help="CLIP unlearning (CLIPErase, GA, GradDiff, FT, MultiDelete, SLUG, Retrain): run, evaluate, compare.",
                   no_args_is_help=True)
@@ -23,17 +32,18 @@ SUMMARY = ("forget_accuracy", "forget_train_accuracy", "retain_accuracy", "test_
 
 # Shared options (typer reads the defaults as option declarations).
 _MODEL = typer.Option(None, "--model", help="Saved model dir (mm clip pretrain), or an open_clip name with --pretrained "
-                      "(or --random-init) [default: the tiny CLIP cached by `mm demo`].")
+                      "(or --random-init).", show_default="the tiny CLIP cached by `mm demo`")
 _PRETRAINED = typer.Option(None, "--pretrained", help="open_clip pretrained tag or local checkpoint file.")
-_DATASET = typer.Option(None, "--dataset", help="shapes | cifar100 | flickr30k | cc12m | wds [default: shapes].")
+_DATASET = typer.Option(None, "--dataset", help="shapes | cifar100 | flickr30k | cc12m | wds.", show_default="shapes")
 _DATA_ROOT = typer.Option(None, "--data-root", help="Dataset root folder (real datasets).")
 _CLASSES = typer.Option(None, "--forget-classes", help="Comma-separated class names to forget.")
 _KEYWORD = typer.Option(None, "--forget-keyword", help="Forget images with a caption containing this word (commas: alternatives).")
 _RATIO = typer.Option(None, "--forget-ratio", help="Forget a seeded random fraction of the classes.")
 _IDS = typer.Option(None, "--forget-ids", help="File of record ids to forget, one per line.")
-_CONFIG = typer.Option(None, "--config", help="TOML/YAML config file (UnlearnConfig fields).")
-_SET = typer.Option(None, "--set", help="Override a config value: key=value (repeatable, dotted keys).")
-_SEED = typer.Option(None, "--seed", help="Random seed [default: 0].")
+_CONFIG = config_option("cliperase.config.UnlearnConfig")
+_SET = set_option()
+_PRINT = print_config_option()
+_SEED = typer.Option(None, "--seed", help="Random seed (also the forget ratio's class draw).", show_default="0")
 _SKIP_BAD = typer.Option(False, "--skip-bad", help="Skip (and count) unreadable data items instead of failing.")
 _OVERWRITE = typer.Option(False, "--overwrite", help="Replace a non-empty output directory.")
 _RESUME = typer.Option(False, "--resume", help="Continue from the checkpoint in the output directory.")
@@ -53,12 +63,9 @@ def _overrides(
     forget_ids: Path | None,
     seed: int | None,
     skip_bad: bool,
-    set_: list[str] | None,
     **extra: Any,
 ) -> dict[str, Any]:
-    """Command-line options as dotted config overrides (None = not given); --set wins last."""
-    from mmcore.config import parse_set_options
-
+    """Command-line options as dotted config keys (None = not given)."""
     ov: dict[str, Any] = {
         "model": model,
         "pretrained": pretrained,
@@ -81,20 +88,22 @@ def _overrides(
         ov.update({k: v for k, v in forget.items() if v is not None})
     if seed is not None:
         ov["forget.seed"] = seed
-    ov.update(parse_set_options(set_))
     return ov
 
 
-def _config(config: Path | None, overrides: dict[str, Any], random_init: bool):
+def _config(config: Path | None, options: dict[str, Any], set_: list[str] | None, random_init: bool,
+            print_config: bool):
     """The resolved UnlearnConfig; a misspelt dataset, a wrong model path or untrained weights without
     --random-init are errors here, before torch is imported. A model named nowhere (option, file, --set) is
     the tiny CLIP cached by `mm demo`."""
     import dataclasses
 
     from cliperase.config import UnlearnConfig
-    from mmcore.config import resolve_config_with_sources
 
-    cfg, sources = resolve_config_with_sources(UnlearnConfig, config, overrides)
+    cfg, sources = run_config(UnlearnConfig, config=config, set_=set_, options=options, print_config=print_config,
+                              option_names={"data_root": "data-root", "forget.classes": "forget-classes",
+                                            "forget.keyword": "forget-keyword", "forget.ratio": "forget-ratio",
+                                            "forget.ids_file": "forget-ids", "forget.seed": "seed"})
     check_image_text_dataset(cfg.dataset)
     named = cfg.model if "model" in sources else None
     return dataclasses.replace(cfg, model=choose_clip_model(named, cfg.pretrained, random_init, default_arch=cfg.model))
@@ -115,7 +124,8 @@ def _summary_rows(before: dict[str, Any] | None, after: dict[str, Any]) -> list[
 @user_errors
 def run(
     out: Path = typer.Option(..., "--out", help="Output directory."),
-    method: str = typer.Option(None, "--method", help="cliperase | ga | graddiff | ft | multidelete | slug | retrain."),
+    method: str = typer.Option(None, "--method", help="cliperase | ga | graddiff | ft | multidelete | slug | retrain.",
+                               show_default="cliperase"),
     model: str = _MODEL,
     pretrained: str = _PRETRAINED,
     dataset: str = _DATASET,
@@ -124,7 +134,7 @@ def run(
     forget_keyword: str = _KEYWORD,
     forget_ratio: float = _RATIO,
     forget_ids: Path = _IDS,
-    steps: int = typer.Option(None, "--steps", help="Unlearning steps [default: 50]."),
+    steps: int = typer.Option(None, "--steps", help="Unlearning steps.", show_default="50"),
     config: Path = _CONFIG,
     set_: list[str] = _SET,
     seed: int = _SEED,
@@ -132,12 +142,13 @@ def run(
     overwrite: bool = _OVERWRITE,
     resume: bool = _RESUME,
     random_init: bool = _RANDOM_INIT,
+    print_config: bool = _PRINT,
 ) -> None:
     """Unlearn a forget set from a CLIP model; writes metrics.json, model.safetensors, config.json, report.md."""
     cfg = _config(config, _overrides(model=model, pretrained=pretrained, dataset=dataset, data_root=data_root,
                                      forget_classes=forget_classes, forget_keyword=forget_keyword,
                                      forget_ratio=forget_ratio, forget_ids=forget_ids, seed=seed, skip_bad=skip_bad,
-                                     set_=set_, method=method, steps=steps), random_init)
+                                     method=method, steps=steps), set_, random_init, print_config)
     from cliperase.runner import run_unlearning
     m = run_unlearning(cfg, out, resume=resume, overwrite=overwrite)
     from mmcore.distributed import is_main_process
@@ -166,12 +177,13 @@ def evaluate(
     skip_bad: bool = _SKIP_BAD,
     overwrite: bool = _OVERWRITE,
     random_init: bool = _RANDOM_INIT,
+    print_config: bool = _PRINT,
 ) -> None:
     """Unlearning metrics (forget/retain/test accuracy, retrieval, MIA) of any CLIP model."""
     cfg = _config(config, _overrides(model=model, pretrained=pretrained, dataset=dataset, data_root=data_root,
                                      forget_classes=forget_classes, forget_keyword=forget_keyword,
                                      forget_ratio=forget_ratio, forget_ids=forget_ids, seed=seed, skip_bad=skip_bad,
-                                     set_=set_), random_init)
+                                     ), set_, random_init, print_config)
     from cliperase.runner import evaluate_model
     m = evaluate_model(cfg, out, overwrite=overwrite)
     print_table(f"{model}: forget {m['forget']} (D_f {m['sizes']['forget']}, D_r {m['sizes']['retain']}, "
@@ -197,7 +209,7 @@ def compare(
     forget_keyword: str = _KEYWORD,
     forget_ratio: float = _RATIO,
     forget_ids: Path = _IDS,
-    steps: int = typer.Option(None, "--steps", help="Unlearning steps per method [default: 50]."),
+    steps: int = typer.Option(None, "--steps", help="Unlearning steps per method.", show_default="50"),
     config: Path = _CONFIG,
     set_: list[str] = _SET,
     seed: int = _SEED,
@@ -205,12 +217,13 @@ def compare(
     overwrite: bool = _OVERWRITE,
     resume: bool = _RESUME,
     random_init: bool = _RANDOM_INIT,
+    print_config: bool = _PRINT,
 ) -> None:
     """Run several methods on identical data and seeds; writes comparison.json/.md/.png."""
     cfg = _config(config, _overrides(model=model, pretrained=pretrained, dataset=dataset, data_root=data_root,
                                      forget_classes=forget_classes, forget_keyword=forget_keyword,
                                      forget_ratio=forget_ratio, forget_ids=forget_ids, seed=seed, skip_bad=skip_bad,
-                                     set_=set_, steps=steps), random_init)
+                                     steps=steps), set_, random_init, print_config)
     from cliperase.runner import compare_methods
     names = [m.strip() for m in methods.split(",") if m.strip()]
     comp = compare_methods(names, cfg, out, overwrite=overwrite, resume=resume)

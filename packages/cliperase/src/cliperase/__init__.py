@@ -1,6 +1,11 @@
 """CLIPErase: unlearning visual–textual associations in CLIP (ACL 2025), with the GA, GradDiff, FT,
 MultiDelete, SLUG and Retrain baselines, unlearning metrics and the runs behind `mm unlearn`.
 
+    import cliperase, mmcore
+
+    bundle = mmcore.load_clip("runs/clip")                        # a saved model dir or an open_clip name
+    model = cliperase.unlearn(bundle, forget, retain, cliperase.UnlearnConfig(steps=50))   # D_f, D_r in memory
+
 Heavy modules (torch, open_clip) load on first use of the functions re-exported here.
 """
 
@@ -22,6 +27,7 @@ __all__ = [
     "run_demo_unlearning",
     "run_unlearning",
     "split_forget_retain",
+    "unlearn",
 ]
 
 
@@ -30,6 +36,10 @@ def __getattr__(name: str) -> Any:
         from cliperase import runner
 
         return getattr(runner, name)
+    if name == "unlearn":
+        from cliperase.api import unlearn
+
+        return unlearn
     if name == "split_forget_retain":
         from cliperase.forget_sets import split_forget_retain
 

@@ -174,3 +174,8 @@ def load_training_state(
     if restore_rng:
         _set_rng_state(meta["rng"])
     return {"step": int(meta["step"]), "extra": meta.get("extra", {})}
+
+
+def count_parameters(model: Any, trainable_only: bool = False) -> int:
+    """Number of parameters of a torch module (only those with ``requires_grad`` when ``trainable_only``)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)

@@ -17,7 +17,7 @@ import re
 import tomllib
 import types
 import typing
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -272,36 +272,38 @@ def _deep_merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def resolve_config(
-    cls: type[T],
-    config_file: str | Path | None = None,
-    overrides: dict[str, Any] | None = None,
-    *,
-    prefix: str = "",
-    sources: Mapping[str, str] | None = None,
-) -> T:
-    """Defaults of ``cls`` < values in ``config_file`` < ``overrides`` (dotted keys; None values skipped).
+def resolve_config(cls: type[T], config_file: Any = None, overrides: dict[str, Any] | None = None, **kw: Any) -> T:
+    """Defaults of ``cls`` < ``preset`` < values in ``config_file`` < ``overrides`` (dotted keys; None values skipped).
 
     Errors name where a bad key came from: ``FILE:LINE`` for the file, ``sources[key]`` for an override
-    (default ``--set key=value``). ``prefix``: the dotted name ``cls`` has for the user (``"arch."`` for a
-    table validated on its own)."""
-    return resolve_config_with_sources(cls, config_file, overrides, prefix=prefix, sources=sources)[0]
+    (default ``--set key=value``). Keywords as :func:`resolve_config_with_sources`: ``prefix`` (the dotted name
+    ``cls`` has for the user, ``"arch."`` for a table validated on its own), ``sources``, ``preset``."""
+    return resolve_config_with_sources(cls, config_file, overrides, **kw)[0]
 
 
 def resolve_config_with_sources(
     cls: type[T],
-    config_file: str | Path | None = None,
+    config_file: str | Path | Sequence[str | Path] | None = None,
     overrides: dict[str, Any] | None = None,
     *,
     prefix: str = "",
     sources: Mapping[str, str] | None = None,
+    preset: Mapping[str, Any] | None = None,
+    preset_label: str = "--preset",
 ) -> tuple[T, dict[str, str]]:
     """:func:`resolve_config`, and where each key that is not a default came from (dotted key ->
-    ``"run.yaml:3"`` / ``"--set a.b=1"``): for checking a free-form table later with the same messages."""
+    ``"run.yaml:3"`` / ``"--set a.b=1"``): for checking a free-form table later with the same messages.
+
+    ``preset`` (a dict of dotted keys, e.g. a command's ``--preset``) sits between the defaults and the file;
+    ``config_file`` may be a list of files, later ones winning (a committed preset file, then the user's)."""
     base = dataclasses.asdict(cls())  # type: ignore[call-overload]
     where: dict[str, str] = {}
-    if config_file is not None:
-        path = Path(config_file)
+    for k, v in (preset or {}).items():
+        where[prefix + k] = preset_label
+        _set_dotted(base, k, v, where=preset_label + ": ")
+    files = [] if config_file is None else [config_file] if isinstance(config_file, str | Path) else list(config_file)
+    for file in files:
+        path = Path(file)
         data, text = _read_config_file(path)
         lines = _key_lines(path, data, text)
         for k in _flat_keys(data):

@@ -24,6 +24,7 @@ from typing import Any
 
 _API = {
     "ModelConfig": "sasrnet.config", "TrainConfig": "sasrnet.config", "GroundingConfig": "sasrnet.config",
+    "EvalConfig": "sasrnet.config",
     "model_config": "sasrnet.config", "build_model": "sasrnet.model", "compute_loss": "sasrnet.model",
     "load_official": "sasrnet.official", "official_outputs": "sasrnet.official",
     "train": "sasrnet.recipes.train", "pretrain_grounding": "sasrnet.recipes.grounding",

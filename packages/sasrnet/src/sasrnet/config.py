@@ -148,3 +148,12 @@ class GroundingConfig:
     cache_features: bool = False
     skip_bad: bool = False
     accelerator: AcceleratorConfig = field(default_factory=AcceleratorConfig)
+
+
+@dataclass
+class EvalConfig:
+    """`mm avqa eval` / :func:`sasrnet.evaluate` settings (the model, data and output are paths given apart)."""
+
+    annotations: str | None = None  # annotation file to evaluate; None: the data dir's test split
+    batch_size: int = 64  # questions per batch
+    skip_bad: bool = False  # skip and count bad entries and missing features

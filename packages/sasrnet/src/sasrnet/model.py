@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from mmcore.checkpoint import count_parameters  # noqa: F401  (re-exported for the recipes)
 
 from sasrnet.config import ModelConfig
 from sasrnet.sasr import SaSRModule
@@ -274,6 +275,3 @@ def compute_loss(cfg: ModelConfig, out: dict[str, torch.Tensor], batch: dict[str
 def build_model(cfg: ModelConfig) -> AVQAModel:
     return AVQAModel(cfg)
 
-
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mmcore.checkpoint import count_parameters  # noqa: F401  (re-exported: mmcore.clip_train uses it from here)
 from mmcore.errors import DataError, MMError
 from mmcore.io import read_json, write_json
 
@@ -356,6 +357,3 @@ def load_clip(model: str | Path, pretrained: str | None = None, *, device: str =
     train_pp, eval_pp = _make_preprocess(net, size)
     return ClipBundle(net, _tokenizer(meta["model_name"], model_cfg), train_pp, eval_pp, meta["model_name"], model_cfg, size)
 
-
-def count_parameters(model: Any) -> int:
-    return sum(p.numel() for p in model.parameters())

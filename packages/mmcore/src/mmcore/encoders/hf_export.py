@@ -157,19 +157,7 @@ def export_text_tower(
         f"{prefix}final_layer_norm.bias": tower.ln_final.bias,
     }
     for i, b in enumerate(blocks):
-        p = f"{prefix}encoder.layers.{i}."
-        qw, kw, vw = b.attn.in_proj_weight.chunk(3, dim=0)
-        qb, kb, vb = b.attn.in_proj_bias.chunk(3, dim=0)
-        sd.update({
-            p + "self_attn.q_proj.weight": qw, p + "self_attn.q_proj.bias": qb,
-            p + "self_attn.k_proj.weight": kw, p + "self_attn.k_proj.bias": kb,
-            p + "self_attn.v_proj.weight": vw, p + "self_attn.v_proj.bias": vb,
-            p + "self_attn.out_proj.weight": b.attn.out_proj.weight, p + "self_attn.out_proj.bias": b.attn.out_proj.bias,
-            p + "layer_norm1.weight": b.ln_1.weight, p + "layer_norm1.bias": b.ln_1.bias,
-            p + "layer_norm2.weight": b.ln_2.weight, p + "layer_norm2.bias": b.ln_2.bias,
-            p + "mlp.fc1.weight": b.mlp.c_fc.weight, p + "mlp.fc1.bias": b.mlp.c_fc.bias,
-            p + "mlp.fc2.weight": b.mlp.c_proj.weight, p + "mlp.fc2.bias": b.mlp.c_proj.bias,
-        })
+        sd.update(block_weights(b, f"{prefix}encoder.layers.{i}."))
     if with_projection:
         sd["text_projection.weight"] = proj.T
     sd = {k: v.detach().float().clone().contiguous() for k, v in sd.items()}
@@ -181,6 +169,22 @@ def export_text_tower(
     hf.load_state_dict(sd, strict=False)
     hf.eval()
     return hf, build_clip_tokenizer(config.max_position_embeddings)
+
+
+def block_weights(block: Any, p: str) -> dict[str, Any]:
+    """One open_clip ResidualAttentionBlock as a transformers CLIPEncoderLayer's tensors (names under ``p``)."""
+    qw, kw, vw = block.attn.in_proj_weight.chunk(3, dim=0)
+    qb, kb, vb = block.attn.in_proj_bias.chunk(3, dim=0)
+    return {
+        p + "self_attn.q_proj.weight": qw, p + "self_attn.q_proj.bias": qb,
+        p + "self_attn.k_proj.weight": kw, p + "self_attn.k_proj.bias": kb,
+        p + "self_attn.v_proj.weight": vw, p + "self_attn.v_proj.bias": vb,
+        p + "self_attn.out_proj.weight": block.attn.out_proj.weight, p + "self_attn.out_proj.bias": block.attn.out_proj.bias,
+        p + "layer_norm1.weight": block.ln_1.weight, p + "layer_norm1.bias": block.ln_1.bias,
+        p + "layer_norm2.weight": block.ln_2.weight, p + "layer_norm2.bias": block.ln_2.bias,
+        p + "mlp.fc1.weight": block.mlp.c_fc.weight, p + "mlp.fc1.bias": block.mlp.c_fc.bias,
+        p + "mlp.fc2.weight": block.mlp.c_proj.weight, p + "mlp.fc2.bias": block.mlp.c_proj.bias,
+    }
 
 
 def build_clip_tokenizer(context_length: int = 77) -> Any:
