@@ -176,9 +176,11 @@ def choose(settings: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def tune(world: World, work: Path, grid_lr: tuple[float, ...], grid_steps: tuple[int, ...], classes: tuple[str, ...],
-         retain_n: int) -> dict[str, Any]:
+         retain_n: int, only: list[str] | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, updates in TUNED.items():
+        if only and name not in only:
+            continue
         settings = []
         for lr, steps in itertools.product(grid_lr, grid_steps):
             per_class = {}
@@ -198,6 +200,8 @@ def tune(world: World, work: Path, grid_lr: tuple[float, ...], grid_steps: tuple
         chosen = choose(settings)
         out[name] = {"grid": settings, "chosen": {"lr": chosen["lr"], "steps": chosen["steps"]},
                      "chosen_validation": {k: chosen[k] for k in ("heldout_forget", "retain")}}
+    if only and "slug" not in only:
+        return out
     slug = {}
     for cls in classes:
         cfg = world.config(cls, {"method": "slug"})
@@ -420,6 +424,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--leak-n-train", type=int, default=300, help="training images of the leaking-membership CLIP")
     ap.add_argument("--leak-steps", type=int, default=300, help="pretraining steps of the leaking-membership CLIP")
     ap.add_argument("--skip-leak", action="store_true", help="leave the leaking-membership setting out")
+    ap.add_argument("--only", nargs="+", default=None, choices=sorted([*TUNED, "slug"]),
+                    help="tune only these methods (to split the cached grid over processes)")
     ap.add_argument("--replot", action="store_true", help="redraw the PNG from the committed JSON and stop")
     ap.add_argument("--tune-only", action="store_true",
                     help="stop after the tuning grid (its runs are cached; a later call goes on from there)")
@@ -450,7 +456,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         grid_lr, grid_steps, classes, retain_n = (1e-4, 3e-4), (5,), VALIDATION_CLASSES[:2], 200
     world = World(base)
     print("tuning on the validation classes", classes)
-    tuning = tune(world, work, grid_lr, grid_steps, classes, retain_n)
+    tuning = tune(world, work, grid_lr, grid_steps, classes, retain_n, args.only)
     if args.tune_only:
         print(json.dumps({n: t["chosen"] for n, t in tuning.items()}, indent=1))
         return tuning
