@@ -20,7 +20,38 @@ def test_demo_tiny_runs_every_stage_and_reuses_the_cache(tmp_path):
     assert (tmp_path / "out" / "diffusion" / "grid.png").stat().st_size > 0
     assert "Zero-shot accuracy before / after" in res.output
 
-    # Second run reuses both cached models instead of retraining them.
+    # The AVQA part: one table with both models and the chance level, one answered test question.
+    assert "AVQA test accuracy" in res.output
+    for row in ("SaSR-Net", "question-only", "majority answer"):
+        assert row in res.output
+    avqa = summary["avqa"]
+    for kind in ("sasrnet", "blind"):
+        assert 0.0 <= avqa[kind]["test"]["overall"] <= 100.0
+    assert avqa["sasrnet"]["params"] != avqa["blind"]["params"]
+    pred = avqa["predict"]
+    flat = " ".join(res.output.split())  # the runner's 80-column console wraps long lines
+    assert f"predict ({pred['video_id']}.mp4): {pred['question']}" in flat
+    assert f"SaSR-Net: {pred['top'][0]['answer']!r} (true: {pred['answer']!r}" in flat
+    weights = pred["temporal_attention"]["visual"]
+    assert len(weights) == 10 and abs(sum(weights) - 1.0) < 1e-3
+    assert "temporal attention, visual" in res.output
+
+    # Second run reuses the cached CLIP, diffusion model, AVQA world and AVQA models instead of retraining.
     res2 = runner.invoke(app, args)
     assert res2.exit_code == 0, res2.output
-    assert res2.output.count("reusing the cached") == 2
+    assert res2.output.count("reusing the cached") == 4
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["avqa"]["sasrnet"] == avqa["sasrnet"]
+
+    # --no-avqa skips the AVQA part.
+    res3 = runner.invoke(app, [*args, "--no-avqa", "--no-diffusion"])
+    assert res3.exit_code == 0, res3.output
+    assert "AVQA test accuracy" not in res3.output
+    assert "avqa" not in json.loads((tmp_path / "out" / "summary.json").read_text())
+
+
+def test_sparkline_scales_to_the_largest_weight():
+    from mm_cli.demo_avqa import sparkline
+
+    assert sparkline([0.1] * 4) == "████"
+    assert sparkline([0.0, 0.5, 1.0]) == "▁▅█"
+    assert sparkline([0.0, 0.0]) == "▁▁"

@@ -3,7 +3,9 @@
 1. pretrain the tiny CLIP on synthetic shapes (or reuse the cached one),
 2. forget the shape "circle" with CLIPErase and print zero-shot accuracy before / after,
 3. train a small text-to-image diffusion model conditioned on the original text encoder (cached), then
-   generate "circle" and retained-shape images with the original and with the unlearned text encoder.
+   generate "circle" and retained-shape images with the original and with the unlearned text encoder,
+4. AVQA miniature (mm_cli.demo_avqa): SaSR-Net and the question-only model on a small synthetic
+   Music-AVQA world (cached), their test accuracies and one answer with its temporal attention.
 """
 
 from __future__ import annotations
@@ -23,14 +25,17 @@ def demo(
     forget: str = typer.Option("circle", help="The shape to forget."),
     cache_dir: Path = typer.Option(None, help="Where trained models are cached (default $MM_CACHE or ~/.cache/mm)."),
     diffusion: bool = typer.Option(True, help="Run the diffusion step (the slowest part)."),
-    seed: int = typer.Option(0, help="Seed for pretraining, unlearning and sampling."),
+    avqa: bool = typer.Option(True, help="Run the AVQA part (SaSR-Net vs question-only on a synthetic world)."),
+    seed: int = typer.Option(0, help="Seed for pretraining, unlearning, sampling and the AVQA world."),
     tiny: bool = typer.Option(False, "--tiny", hidden=True,
                               help="Smoke-test sizes (seconds, meaningless numbers): used by the test suite."),
 ) -> None:
     """Run the offline story end to end at a small size and print a result table."""
+    from mmcore.distributed import quiet_third_party_progress
     from mmcore.io import prepare_output_dir, write_json
     from rich.console import Console
 
+    quiet_third_party_progress()
     console = Console()
     t0 = time.perf_counter()
     cache = (cache_dir or default_cache_dir()).expanduser()
@@ -39,9 +44,9 @@ def demo(
     # 1. tiny CLIP (cached: a second demo starts here in seconds)
     clip_dir = cache / (f"micro-clip-seed{seed}" if tiny else f"tiny-clip-seed{seed}")
     if (clip_dir / "metrics.json").is_file() and (clip_dir / "model.safetensors").is_file():
-        console.print(f"[bold]1/3[/] reusing the cached tiny CLIP in {clip_dir}")
+        console.print(f"[bold]1/4[/] reusing the cached tiny CLIP in {clip_dir}")
     else:
-        console.print(f"[bold]1/3[/] pretraining the tiny CLIP on synthetic shapes → {clip_dir}")
+        console.print(f"[bold]1/4[/] pretraining the tiny CLIP on synthetic shapes → {clip_dir}")
         from mmcore.clip_train import ClipTrainConfig, pretrain
 
         cfg = ClipTrainConfig(seed=seed)
@@ -55,7 +60,7 @@ def demo(
     console.print(f"    zero-shot shape accuracy {100 * clip_metrics['zero_shot_accuracy']:.1f}%")
 
     # 2. unlearning
-    console.print(f"[bold]2/3[/] forgetting {forget!r} with CLIPErase")
+    console.print(f"[bold]2/4[/] forgetting {forget!r} with CLIPErase")
     from cliperase.runner import run_demo_unlearning
 
     small = {"n_train": 200, "n_test": 100, "steps": 2, "retrieval_max_pairs": 50} if tiny else {}
@@ -82,9 +87,9 @@ def demo(
         preset = "test" if tiny else "demo"
         pipe_dir = cache / f"diffusion-{preset}-seed{seed}-clip{clip_stamp}"
         if (pipe_dir / "model_index.json").is_file():
-            console.print(f"[bold]3/3[/] reusing the cached diffusion model in {pipe_dir}")
+            console.print(f"[bold]3/4[/] reusing the cached diffusion model in {pipe_dir}")
         else:
-            console.print(f"[bold]3/3[/] training a small text-to-image diffusion model → {pipe_dir}")
+            console.print(f"[bold]3/4[/] training a small text-to-image diffusion model → {pipe_dir}")
             cfg = apply_preset(DiffusionPretrainConfig(clip=str(clip_dir), seed=seed), preset)
             pretrain_diffusion(cfg, pipe_dir, overwrite=True)
         # The small diffusion model draws only a few shapes; retain prompts use the others it knows.
@@ -112,6 +117,15 @@ def demo(
         )
         console.print(f"    image grid: {out / 'diffusion' / 'grid.png'}")
         summary["diffusion"] = {k: v for k, v in ev.items() if isinstance(v, int | float | str)}
+
+    # 4. AVQA miniature
+    if avqa:
+        from mm_cli.demo_avqa import run_avqa_demo
+
+        console.print("[bold]4/4[/] audio-visual question answering: SaSR-Net vs the question-only model")
+        t_avqa = time.perf_counter()
+        summary["avqa"] = run_avqa_demo(cache, out / "avqa", seed, tiny, console)
+        summary["avqa"]["wall_seconds"] = round(time.perf_counter() - t_avqa, 1)
 
     summary["wall_seconds"] = round(time.perf_counter() - t0, 1)
     write_json(out / "summary.json", summary)
