@@ -29,9 +29,9 @@ SUMMARY = ("forget_accuracy", "forget_train_accuracy", "retain_accuracy", "test_
 
 # Shared options (typer reads the defaults as option declarations).
 _MODEL = typer.Option(None, "--model", help="Saved model dir (mm clip pretrain), or an open_clip name with --pretrained "
-                      "(or --random-init) [default: the tiny CLIP cached by `mm demo`].")
+                      "(or --random-init) \\[default: the tiny CLIP cached by `mm demo`].")
 _PRETRAINED = typer.Option(None, "--pretrained", help="open_clip pretrained tag or local checkpoint file.")
-_DATASET = typer.Option(None, "--dataset", help="shapes | cifar100 | flickr30k | cc12m | wds [default: shapes].")
+_DATASET = typer.Option(None, "--dataset", help="shapes | cifar100 | flickr30k | cc12m | wds \\[default: shapes].")
 _DATA_ROOT = typer.Option(None, "--data-root", help="Dataset root folder (real datasets).")
 _CLASSES = typer.Option(None, "--forget-classes", help="Comma-separated class names to forget.")
 _KEYWORD = typer.Option(None, "--forget-keyword", help="Forget images with a caption containing this word (commas: alternatives).")
@@ -39,21 +39,21 @@ _RATIO = typer.Option(None, "--forget-ratio", help="Forget a seeded random fract
 _IDS = typer.Option(None, "--forget-ids", help="File of record ids to forget, one per line.")
 _CONFIG = typer.Option(None, "--config", help="TOML/YAML config file (UnlearnConfig fields).")
 _SET = typer.Option(None, "--set", help="Override a config value: key=value (repeatable, dotted keys).")
-_SEED = typer.Option(None, "--seed", help="Random seed [default: 0].")
+_SEED = typer.Option(None, "--seed", help="Random seed \\[default: 0].")
 _SKIP_BAD = typer.Option(False, "--skip-bad", help="Skip (and count) unreadable data items instead of failing.")
 _OVERWRITE = typer.Option(False, "--overwrite", help="Replace a non-empty output directory.")
 _RESUME = typer.Option(False, "--resume", help="Continue from the checkpoint in the output directory.")
 # Evaluation knobs: their defaults are UnlearnConfig's (spelt out here: importing cliperase.config at module
 # level would be fine, but `mm --help` must not pay for more than typer; tests/cli/test_first_hour.py checks they agree).
 _EVAL_MAX = typer.Option(None, "--eval-max-samples", help="Zero-shot accuracy on a seeded subsample of at most N images "
-                         "per split (0 = all) [default: 2000: standard error <= 1.1 points; n and SE are recorded].")
+                         "per split (0 = all) \\[default: 2000: standard error <= 1.1 points; n and SE are recorded].")
 _RETRIEVAL_MAX = typer.Option(None, "--retrieval-max-pairs", help="Recall@K gallery: at most N held-out forget and N "
-                              "held-out retain images (it sets the gallery, so the recalls' scale) [default: 500].")
+                              "held-out retain images (it sets the gallery, so the recalls' scale) \\[default: 500].")
 _MIA_MAX = typer.Option(None, "--mia-max-samples", help="Membership-inference attack: at most N samples per split "
-                        "[default: 1000].")
+                        "\\[default: 1000].")
 _RELEARN = typer.Option(None, "--relearn/--no-relearn", help="Measure relearn time (fine-tuning steps until half "
-                        "the original forget accuracy is back) [default: --relearn].")
-_RELEARN_STEPS = typer.Option(None, "--relearn-steps", help="Relearn cap in steps (cap_hit reported) [default: 200].")
+                        "the original forget accuracy is back) \\[default: --relearn].")
+_RELEARN_STEPS = typer.Option(None, "--relearn-steps", help="Relearn cap in steps (cap_hit reported) \\[default: 200].")
 _NO_CACHE = typer.Option(False, "--no-cache", help="Compute the original model's metrics again instead of reusing "
                          "them from the cache ($MM_CACHE or ~/.cache/mm/unlearn-before; keyed by weights, data, "
                          "forget set, evaluation settings and seed).")
@@ -163,7 +163,7 @@ def run(
     forget_keyword: str = _KEYWORD,
     forget_ratio: float = _RATIO,
     forget_ids: Path = _IDS,
-    steps: int = typer.Option(None, "--steps", help="Unlearning steps [default: 50]."),
+    steps: int = typer.Option(None, "--steps", help="Unlearning steps \\[default: 50]."),
     eval_max_samples: int = _EVAL_MAX,
     retrieval_max_pairs: int = _RETRIEVAL_MAX,
     mia_max_samples: int = _MIA_MAX,
@@ -252,7 +252,7 @@ def compare(
     forget_keyword: str = _KEYWORD,
     forget_ratio: float = _RATIO,
     forget_ids: Path = _IDS,
-    steps: int = typer.Option(None, "--steps", help="Unlearning steps per method [default: 50]."),
+    steps: int = typer.Option(None, "--steps", help="Unlearning steps per method \\[default: 50]."),
     eval_max_samples: int = _EVAL_MAX,
     retrieval_max_pairs: int = _RETRIEVAL_MAX,
     mia_max_samples: int = _MIA_MAX,

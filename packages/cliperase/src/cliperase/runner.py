@@ -4,8 +4,9 @@ evaluate after, write the results. Used by `mm unlearn run|eval|compare` and `mm
 Output directory of :func:`run_unlearning`::
 
     config.json         resolved UnlearnConfig
-    before.json         metrics of the original model (reused by --resume)
-    metrics.json        {"before", "after", "sizes", "wall_seconds", "relearn", "templates", ...}
+    before.json         metrics of the original model (reused by --resume; across runs: cliperase.before_cache)
+    metrics.json        {"before", "after" (each with "n" and "se" of every percentage), "sizes", "wall_seconds",
+                        "timing" (seconds per stage), "relearn", "templates", "settings", ...}
     relearn.png         the relearn curve (with relearning enabled)
     model.safetensors   unlearned weights + clip_config.json (mmcore.encoders.clip.load_clip)
     report.md           human-readable summary
