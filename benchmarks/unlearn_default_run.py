@@ -77,8 +77,9 @@ def _plot(result: dict[str, Any], path: Path) -> None:
     runs = result["runs"]
     parts = [("eval before", "eval_before_s", "tab:red"), ("unlearning", "unlearn_s", "tab:blue"),
              ("eval after", "eval_after_s", "tab:orange"), ("relearn check", "relearn_s", "tab:purple")]
-    fig, ax = plt.subplots(figsize=(9, 3.6))
-    labels = ["before (full eval)"] if result.get("before_change") else []
+    fig, ax = plt.subplots(figsize=(9, 4.0))
+    # the run before this change recorded only the unlearning and the total: its red part is every evaluation
+    labels = ["before this change\n(red: all evaluation)"] if result.get("before_change") else []
     rows = ([result["before_change"]] if labels else []) + [runs["cold"], runs["warm"]]
     labels += ["cold cache", "warm cache"]
     for i, r in enumerate(rows):
@@ -94,9 +95,10 @@ def _plot(result: dict[str, Any], path: Path) -> None:
     ax.invert_yaxis()
     ax.set_xlim(0, max(r["wall_s"] for r in rows) * 1.15)
     ax.set_xlabel("wall time of the process (s, linear from 0)")
-    ax.set_title("default `mm unlearn run --forget-classes circle` on the tiny CLIP (D_r 14,400 images; "
-                 f"{result['machine_cores']} cores)", fontsize=10)
-    ax.legend(fontsize=7, loc="lower right", ncol=3)
+    load = result.get("machine", {}).get("load_average")
+    ax.set_title("default `mm unlearn run --forget-classes circle` on the tiny CLIP (D_r 14,400 images)\n"
+                 f"{result['machine_cores']} cores, shared" + (f": load average {load[1]:g}" if load else ""), fontsize=10)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=6, frameon=False)
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
