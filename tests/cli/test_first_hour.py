@@ -350,3 +350,105 @@ def test_the_cli_knows_the_registry_dataset_names():
     from mmcore.data.registry import IMAGE_TEXT_DATASETS as REGISTRY
 
     assert IMAGE_TEXT_DATASETS == REGISTRY
+
+
+# ---------------------------------------------------------------- 6. proportionate, self-describing unlearning runs
+
+
+@pytest.fixture(scope="module")
+def micro_cache(tmp_path_factory) -> Path:
+    """$MM_CACHE with a saved micro CLIP where `mm demo` leaves the tiny CLIP."""
+    import torch
+    from mmcore.encoders.clip import create_clip, save_clip
+    from mmcore.io import write_json
+
+    cache = tmp_path_factory.mktemp("fh_cache")
+    torch.manual_seed(0)
+    b = create_clip("mm-micro-clip")
+    save_clip(b.model, cache / "tiny-clip-seed0", b.model_name, b.model_cfg)
+    write_json(cache / "tiny-clip-seed0" / "metrics.json", {"zero_shot_accuracy": 0.25})
+    return cache
+
+
+def test_unlearn_help_shows_the_evaluation_knobs_with_the_config_defaults():
+    from cliperase.config import UnlearnConfig
+
+    d = UnlearnConfig()
+    text = re.sub(r"[\s│]+", " ", runner.invoke(app, ["unlearn", "run", "--help"], env={"COLUMNS": "200"}).output)
+    for opt, default in (("--eval-max-samples", d.eval_max_samples), ("--retrieval-max-pairs", d.retrieval_max_pairs),
+                         ("--mia-max-samples", d.mia_max_samples), ("--relearn-steps", d.relearn.max_steps)):
+        assert re.search(re.escape(opt) + r" <int> .*?\[default: " + str(default), text), opt
+    assert "--no-relearn" in text and "[default: --relearn]" in text and d.relearn.enabled
+    assert "--no-cache" in text
+
+
+def test_a_second_unlearn_run_reuses_the_original_metrics_and_says_so(micro_cache, tmp_path, monkeypatch):
+    monkeypatch.setenv("MM_CACHE", str(micro_cache))
+    base = ["unlearn", "run", "--forget-classes", "circle", *UNLEARN_TINY, "--eval-max-samples", "10"]
+    first = _invoke(*base, "--out", tmp_path / "a")
+    assert first.exit_code == 0, first.output
+    second = _invoke(*base, "--method", "ga", "--out", tmp_path / "b")
+    assert second.exit_code == 0, second.output
+    assert "reused from the cache" not in first.output and "reused from the cache" in second.output
+    a, b = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in "ab")
+    assert b["before"] == a["before"] and b["timing"]["before_cached"] and not a["timing"]["before_cached"]
+    assert a["after"]["n"]["retain_accuracy"] == 10 and "±" in first.output  # value ± SE, and n, in the table
+    assert list((micro_cache / "unlearn-before").glob("*.json"))
+    again = _invoke(*base, "--no-cache", "--out", tmp_path / "c")
+    assert again.exit_code == 0 and "reused from the cache" not in again.output
+    changed = _invoke(*base[:-1], "12", "--out", tmp_path / "d")  # another evaluation size: another key
+    assert changed.exit_code == 0 and "reused from the cache" not in changed.output
+    assert "Unlearning: 1 steps, learning rate" in (tmp_path / "a" / "report.md").read_text()
+
+
+def test_compare_table_keeps_its_names_at_120_columns_and_shows_dashes_not_none(micro_cache, tmp_path, monkeypatch):
+    monkeypatch.setenv("MM_CACHE", str(micro_cache))
+    out = tmp_path / "cmp"
+    r = runner.invoke(app, ["unlearn", "compare", "--methods", "ga,ft", "--forget-classes", "circle", *UNLEARN_TINY,
+                            "--set", "retrain.fallback_steps=1", "--set", "retrain.batch_size=8", "--out", str(out)],
+                      env={"COLUMNS": "120"})
+    assert r.exit_code == 0, r.output
+    from cliperase.report import COMPARISON_COLUMNS
+
+    assert max(map(len, r.output.splitlines())) <= 120
+    for header in list(COMPARISON_COLUMNS.values())[1:]:
+        assert header in r.output, header  # one row per metric: no name cut
+    for method in ("original", "ga", "ft", "retrain"):
+        assert method in r.output
+    md = (out / "comparison.md").read_text()
+    assert "None" not in r.output and "None" not in md and "{" not in md.splitlines()[2]  # no raw dict for sizes
+    relearn_row = next(ln for ln in r.output.splitlines() if "relearn steps" in ln)
+    assert relearn_row.count("–") == 4  # relearn disabled: "–" for every model, as in the markdown
+    assert md.splitlines()[-1].rstrip().endswith("| – |")
+
+    from cliperase.report import comparison_figure
+
+    fig = comparison_figure(json.loads((out / "comparison.json").read_text()))
+    scatter, bars = fig.axes
+    star = max(scatter.collections, key=lambda c: c.get_zorder())
+    assert star.get_label() == "original" and scatter.collections[-1] is star  # drawn last, on top
+    assert bars.get_xscale() == "linear" and bars.get_xlim()[0] == 0
+    assert "(s)" in bars.get_xlabel() and "(%)" in scatter.get_xlabel() and "(%)" in scatter.get_ylabel()
+    assert "D_f" in fig._suptitle.get_text() and "D_r" in fig._suptitle.get_text()
+    assert {t.get_text() for t in bars.get_yticklabels()} == {"ga", "ft", "retrain"}  # horizontal bars: no overlap
+
+
+def test_retrain_report_names_its_training_and_lists_steps_and_lr():
+    from cliperase.report import run_report
+
+    m = {"method": "retrain", "model": "m", "dataset": "shapes", "forget": "classes circle", "steps": 7,
+         "sizes": {"forget": 1, "retain": 2, "test": 3, "test_forget": 1}, "wall_seconds": 1.5, "world_size": 1,
+         "retrain_config": {"lr": 0.002}, "settings": {"lr": 1e-4}, "before": {}, "after": {}}
+    text = run_report(m)
+    assert "Retrain training wall time: 1.5 s" in text and "Unlearning wall time" not in text
+    assert "7 steps, learning rate 0.002" in text
+    assert "Unlearning wall time" in run_report({**m, "method": "ga"})
+
+
+def test_clip_eval_table_is_in_percent(micro_cache, tmp_path):
+    r = _invoke("clip", "eval", "--model", micro_cache / "tiny-clip-seed0", "--n", "20", "--out", tmp_path / "e")
+    assert r.exit_code == 0, r.output
+    assert "zero-shot accuracy (%)" in r.output and "i2t_R@1 (%)" in r.output
+    m = json.loads((tmp_path / "e" / "metrics.json").read_text())
+    shown = re.search(r"zero-shot accuracy \(%\)\s*│\s*([\d.]+)", r.output)
+    assert shown and float(shown.group(1)) == pytest.approx(100 * m["zero_shot_accuracy"], abs=0.01)

@@ -85,8 +85,7 @@ def eval_cmd(
     metrics.update(random_init_marks(cfg.model, cfg.pretrained))
     write_json(out_dir / "config.json", dataclasses.asdict(cfg))
     write_json(out_dir / "metrics.json", metrics)
-    rows = [{"metric": k, "value": float(v)} for k, v in metrics.items() if isinstance(v, int | float)]
-    print_table(f"mm clip eval: {model} on {dataset}/{split}", rows)
+    print_table(f"mm clip eval: {model} on {dataset}/{split}", eval_rows(metrics))
 
 
 @app.command("export")
@@ -120,3 +119,19 @@ def export_cmd(
         to_hf_clip(bundle.model, bundle.model_cfg)
     files = export_clip(bundle, prepare_output_dir(out, overwrite=overwrite), export_format)
     typer.echo(f"wrote {', '.join(str(p) for p in files.values())}")
+
+
+def eval_rows(metrics: dict[str, object]) -> list[dict[str, object]]:
+    """`mm clip eval`'s table on one scale: every accuracy and recall in percent (metrics.json keeps the
+    zero-shot accuracy as the fraction mmcore returns), counts apart, the unit in each row's name."""
+    rows: list[dict[str, object]] = []
+    for k, v in metrics.items():
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            continue
+        if k == "zero_shot_accuracy":
+            rows.append({"metric": "zero-shot accuracy (%)", "value": f"{100.0 * v:.2f}"})
+        elif "R@" in k:
+            rows.append({"metric": f"{k} (%)", "value": f"{float(v):.2f}"})
+        elif isinstance(v, int):
+            rows.append({"metric": f"{k} (count)", "value": str(v)})
+    return rows

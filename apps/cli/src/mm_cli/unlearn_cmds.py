@@ -14,6 +14,7 @@ from mm_cli.common import (
     check_image_text_dataset,
     choose_clip_model,
     config_option,
+    default_cache_dir,
     print_config_option,
     print_table,
     run_config,
@@ -47,6 +48,20 @@ _SEED = typer.Option(None, "--seed", help="Random seed (also the forget ratio's 
 _SKIP_BAD = typer.Option(False, "--skip-bad", help="Skip (and count) unreadable data items instead of failing.")
 _OVERWRITE = typer.Option(False, "--overwrite", help="Replace a non-empty output directory.")
 _RESUME = typer.Option(False, "--resume", help="Continue from the checkpoint in the output directory.")
+# Evaluation knobs: their defaults are UnlearnConfig's (spelt out here: importing cliperase.config at module
+# level would be fine, but `mm --help` must not pay for more than typer; tests/cli/test_first_hour.py checks they agree).
+_EVAL_MAX = typer.Option(None, "--eval-max-samples", help="Zero-shot accuracy on a seeded subsample of at most N images "
+                         "per split (0 = all; 2000 gives a standard error <= 1.1 points; n and SE are recorded).", show_default="2000")
+_RETRIEVAL_MAX = typer.Option(None, "--retrieval-max-pairs", help="Recall@K gallery: at most N held-out forget and N "
+                              "held-out retain images (it sets the gallery, so the recalls' scale).", show_default="500")
+_MIA_MAX = typer.Option(None, "--mia-max-samples", help="Membership-inference attack: at most N samples per split.",
+                        show_default="1000")
+_RELEARN = typer.Option(None, "--relearn/--no-relearn", help="Measure relearn time (fine-tuning steps until half "
+                        "the original forget accuracy is back).", show_default="--relearn")
+_RELEARN_STEPS = typer.Option(None, "--relearn-steps", help="Relearn cap in steps (cap_hit reported).", show_default="200")
+_NO_CACHE = typer.Option(False, "--no-cache", help="Compute the original model's metrics again instead of reusing "
+                         "them from the cache ($MM_CACHE or ~/.cache/mm/unlearn-before; keyed by weights, data, "
+                         "forget set, evaluation settings and seed).")
 _RANDOM_INIT = typer.Option(False, "--random-init",
                             help="Run on an architecture name's untrained weights on purpose (marked in metrics.json).")
 
@@ -109,15 +124,34 @@ def _config(config: Path | None, options: dict[str, Any], set_: list[str] | None
     return dataclasses.replace(cfg, model=choose_clip_model(named, cfg.pretrained, random_init, default_arch=cfg.model))
 
 
+def _eval_overrides(eval_max_samples: int | None, retrieval_max_pairs: int | None, mia_max_samples: int | None,
+                    relearn: bool | None = None, relearn_steps: int | None = None) -> dict[str, Any]:
+    return {"eval_max_samples": eval_max_samples, "retrieval_max_pairs": retrieval_max_pairs,
+            "mia_max_samples": mia_max_samples, "relearn.enabled": relearn, "relearn.max_steps": relearn_steps}
+
+
+def _pm(m: dict[str, Any], k: str) -> str:
+    """A percentage and its standard error ("93.10 ± 0.57"); "–" when missing."""
+    v, se = m.get(k), (m.get("se") or {}).get(k)
+    if v is None:
+        return "–"
+    return f"{v:.2f}" + ("" if se is None else f" ± {se:.2f}")
+
+
 def _summary_rows(before: dict[str, Any] | None, after: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
     for k in SUMMARY:
-        row: dict[str, Any] = {"metric (%)": k}
+        row: dict[str, Any] = {"metric (%, ± SE)": k}
         if before is not None:
-            row["before"] = before.get(k)
-        row["after" if before is not None else "value"] = after.get(k)
+            row["before"] = _pm(before, k)
+        row["after" if before is not None else "value"] = _pm(after, k)
+        row["n"] = str((after.get("n") or {}).get(k, "–"))
         rows.append(row)
     return rows
+
+
+def _cache(no_cache: bool) -> Path | None:
+    return None if no_cache else default_cache_dir().expanduser()
 
 
 @app.command("run")
@@ -135,6 +169,12 @@ def run(
     forget_ratio: float = _RATIO,
     forget_ids: Path = _IDS,
     steps: int = typer.Option(None, "--steps", help="Unlearning steps.", show_default="50"),
+    eval_max_samples: int = _EVAL_MAX,
+    retrieval_max_pairs: int = _RETRIEVAL_MAX,
+    mia_max_samples: int = _MIA_MAX,
+    relearn: bool = _RELEARN,
+    relearn_steps: int = _RELEARN_STEPS,
+    no_cache: bool = _NO_CACHE,
     config: Path = _CONFIG,
     set_: list[str] = _SET,
     seed: int = _SEED,
@@ -148,14 +188,20 @@ def run(
     cfg = _config(config, _overrides(model=model, pretrained=pretrained, dataset=dataset, data_root=data_root,
                                      forget_classes=forget_classes, forget_keyword=forget_keyword,
                                      forget_ratio=forget_ratio, forget_ids=forget_ids, seed=seed, skip_bad=skip_bad,
-                                     method=method, steps=steps), set_, random_init, print_config)
+                                     method=method, steps=steps,
+                                     **_eval_overrides(eval_max_samples, retrieval_max_pairs, mia_max_samples,
+                                                       relearn, relearn_steps)), set_, random_init, print_config)
     from cliperase.runner import run_unlearning
-    m = run_unlearning(cfg, out, resume=resume, overwrite=overwrite)
+    m = run_unlearning(cfg, out, resume=resume, overwrite=overwrite, cache_dir=_cache(no_cache))
     from mmcore.distributed import is_main_process
 
     if is_main_process():
+        t = m["timing"]
         print_table(f"{cfg.method}: forget {m['forget']} (D_f {m['sizes']['forget']}, D_r {m['sizes']['retain']}, "
-                    f"test {m['sizes']['test']}) — {m['wall_seconds']:.1f} s", _summary_rows(m["before"], m["after"]))
+                    f"test {m['sizes']['test']})", _summary_rows(m["before"], m["after"]))
+        typer.echo(f"time: unlearning {t['unlearn_s']:.1f} s, evaluation {t['eval_before_s'] + t['eval_after_s']:.1f} s"
+                   + (" (original model's metrics reused from the cache)" if t["before_cached"] else "")
+                   + (f", relearn {t['relearn_s']:.1f} s" if m.get("relearn") else "") + f", total {t['total_s']:.1f} s")
         typer.echo(f"wrote {out}/metrics.json, model.safetensors, report.md")
 
 
@@ -177,13 +223,17 @@ def evaluate(
     skip_bad: bool = _SKIP_BAD,
     overwrite: bool = _OVERWRITE,
     random_init: bool = _RANDOM_INIT,
+    eval_max_samples: int = _EVAL_MAX,
+    retrieval_max_pairs: int = _RETRIEVAL_MAX,
+    mia_max_samples: int = _MIA_MAX,
     print_config: bool = _PRINT,
 ) -> None:
     """Unlearning metrics (forget/retain/test accuracy, retrieval, MIA) of any CLIP model."""
     cfg = _config(config, _overrides(model=model, pretrained=pretrained, dataset=dataset, data_root=data_root,
                                      forget_classes=forget_classes, forget_keyword=forget_keyword,
                                      forget_ratio=forget_ratio, forget_ids=forget_ids, seed=seed, skip_bad=skip_bad,
-                                     ), set_, random_init, print_config)
+                                     **_eval_overrides(eval_max_samples, retrieval_max_pairs, mia_max_samples)),
+                   set_, random_init, print_config)
     from cliperase.runner import evaluate_model
     m = evaluate_model(cfg, out, overwrite=overwrite)
     print_table(f"{model}: forget {m['forget']} (D_f {m['sizes']['forget']}, D_r {m['sizes']['retain']}, "
@@ -210,6 +260,12 @@ def compare(
     forget_ratio: float = _RATIO,
     forget_ids: Path = _IDS,
     steps: int = typer.Option(None, "--steps", help="Unlearning steps per method.", show_default="50"),
+    eval_max_samples: int = _EVAL_MAX,
+    retrieval_max_pairs: int = _RETRIEVAL_MAX,
+    mia_max_samples: int = _MIA_MAX,
+    relearn: bool = _RELEARN,
+    relearn_steps: int = _RELEARN_STEPS,
+    no_cache: bool = _NO_CACHE,
     config: Path = _CONFIG,
     set_: list[str] = _SET,
     seed: int = _SEED,
@@ -223,14 +279,18 @@ def compare(
     cfg = _config(config, _overrides(model=model, pretrained=pretrained, dataset=dataset, data_root=data_root,
                                      forget_classes=forget_classes, forget_keyword=forget_keyword,
                                      forget_ratio=forget_ratio, forget_ids=forget_ids, seed=seed, skip_bad=skip_bad,
-                                     steps=steps), set_, random_init, print_config)
+                                     steps=steps,
+                                     **_eval_overrides(eval_max_samples, retrieval_max_pairs, mia_max_samples,
+                                                       relearn, relearn_steps)), set_, random_init, print_config)
+    from cliperase.report import comparison_rows, sizes_text
     from cliperase.runner import compare_methods
     names = [m.strip() for m in methods.split(",") if m.strip()]
-    comp = compare_methods(names, cfg, out, overwrite=overwrite, resume=resume)
-    cols = ["method", "forget_accuracy", "forget_train_accuracy", "retain_accuracy", "test_accuracy", "forget_i2t_R@1",
-            "retain_i2t_R@1", "mia_efficacy", "mia_attack_accuracy", "wall_seconds", "time_ratio_to_retrain",
-            "relearn_steps"]
-    print_table(f"forget {comp['forget']} — sizes {comp['sizes']}", [comp["original"], *comp["rows"]], cols)
+    comp = compare_methods(names, cfg, out, overwrite=overwrite, resume=resume, cache_dir=_cache(no_cache))
+    # the same cells as comparison.md ("–" for missing), one column per method: 14 metric columns would not
+    # fit a 120-column terminal without cutting their names
+    rows = comparison_rows(comp)
+    table = [{"metric": h, **{r["method"]: r[h] for r in rows}} for h in list(rows[0])[1:]]
+    print_table(f"forget {comp['forget']} — {sizes_text(comp['sizes'])}", table)
     ref = comp.get("relearn_reference")
     if ref:
         typer.echo("relearn reference (Retrain, never learned D_f): "

@@ -25,6 +25,7 @@
 from __future__ import annotations
 
 import copy
+import math
 import random
 from typing import Any
 
@@ -38,6 +39,7 @@ from mmcore.optim import adam
 from cliperase.config import UnlearnConfig
 from cliperase.forget_sets import ForgetSplit
 from cliperase.mia import FEATURES, membership_inference, sample_features
+from cliperase.progress import stage
 from cliperase.templates import config_templates
 
 RETRIEVAL_KS = (1, 5, 10)
@@ -129,11 +131,11 @@ def probe_set(split: ForgetSplit, cfg: UnlearnConfig) -> tuple[ImageTextData, st
 
 
 @torch.no_grad()
-def evaluate_split(model, bundle, split: ForgetSplit, cfg: UnlearnConfig) -> dict[str, Any]:
-    """All metrics of ``model`` on one forget/retain/test split (single process; see module doc)."""
+def evaluate_split(model, bundle, split: ForgetSplit, cfg: UnlearnConfig, label: str = "eval") -> dict[str, Any]:
+    """All metrics of ``model`` on one forget/retain/test split (single process; see module doc); one
+    progress bar named ``label`` and the images it encodes."""
     model.eval()
     seed = cfg.seed
-    classnames = split.retain.classnames
     templates = config_templates(split.retain, cfg)
     sets = {
         "forget": subsample(split.test_forget, cfg.eval_max_samples, seed + 3),  # held out: the headline
@@ -141,8 +143,27 @@ def evaluate_split(model, bundle, split: ForgetSplit, cfg: UnlearnConfig) -> dic
         "retain": subsample(split.retain, cfg.eval_max_samples, seed + 1),
         "test": subsample(split.test_retain, cfg.eval_max_samples, seed + 2),
     }
+    f_part, r_part, f_from, r_from = gallery_parts(split)
+    k = cfg.retrieval_max_pairs
+    n_gallery = min(len(f_part), k if k > 0 else len(f_part)) + min(len(r_part), k if k > 0 else len(r_part))
+    zs_sets = {k: d for k, d in sets.items() if is_labelled(d)}
+    with stage(f"{label} · " + "".join(f"{_NAMES[k]} {len(d)} + " for k, d in zs_sets.items())
+               + f"gallery {n_gallery} images", sum(map(len, zs_sets.values())) + n_gallery) as advance:
+        out = _evaluate(model, bundle, split, cfg, sets, templates, (f_part, r_part, f_from, r_from), advance)
+    out["n"], out["se"] = precision(out)
+    return out
+
+
+_NAMES = {"forget": "held-out forget", "forget_train": "D_f", "retain": "D_r", "test": "test"}
+
+
+def _evaluate(model, bundle, split, cfg, sets, templates, parts, advance) -> dict[str, Any]:
+    seed, classnames = cfg.seed, split.retain.classnames
     out: dict[str, Any] = {}
-    zs = {k: _zero_shot(model, bundle, d, classnames, templates.evaluation, cfg) for k, d in sets.items()}
+    zs = {}
+    for k, d in sets.items():
+        zs[k] = _zero_shot(model, bundle, d, classnames, templates.evaluation, cfg)
+        advance(len(d) if zs[k] is not None else 0)
     for k, res in zs.items():
         out[f"{k}_accuracy"] = _pct(res["accuracy"]) if res else None
     out["per_class_accuracy"] = {
@@ -151,8 +172,9 @@ def evaluate_split(model, bundle, split: ForgetSplit, cfg: UnlearnConfig) -> dic
     out["zero_shot_n"] = {k: (res["n"] if res else 0) for k, res in zs.items()}
     out["zero_shot_templates"] = list(templates.evaluation)
 
-    f_part, r_part, f_from, r_from = gallery_parts(split)
+    f_part, r_part, f_from, r_from = parts
     retrieval = gallery_retrieval(model, bundle, f_part, r_part, cfg, seed + 4)
+    advance(retrieval["gallery"]["n_forget_images"] + retrieval["gallery"]["n_retain_images"])
     retrieval["gallery"].update(forget_part=f_from, retain_part=r_from)
     for part in ("forget", "retain"):
         out.update({f"{part}_{name}": v for name, v in retrieval[part].items() if "@" in name})
@@ -179,6 +201,28 @@ def evaluate_split(model, bundle, split: ForgetSplit, cfg: UnlearnConfig) -> dic
     out["mia_attack_accuracy"] = mia["attack_balanced_accuracy"] if mia else None
     out["mia_efficacy"] = mia["efficacy"] if mia and mia["informative"] else None
     return out
+
+
+def standard_error(pct: float | None, n: int) -> float | None:
+    """Binomial standard error, in points, of a percentage measured on ``n`` samples."""
+    if pct is None or n <= 0:
+        return None
+    p = min(max(pct / 100.0, 0.0), 1.0)
+    return 100.0 * math.sqrt(p * (1.0 - p) / n)
+
+
+def precision(m: dict[str, Any]) -> tuple[dict[str, int], dict[str, float | None]]:
+    """The number of samples each headline percentage of :func:`evaluate_split` was measured on, and its
+    binomial standard error in points (recalls: per query; MIA efficacy: D_f samples scored, attack accuracy:
+    its held-out samples)."""
+    n: dict[str, int] = {f"{k}_accuracy": v for k, v in m["zero_shot_n"].items()}
+    for part in ("forget", "retain"):
+        r = m["retrieval"][part]
+        n.update({f"{part}_{d}_R@{k}": r["n_images" if d == "i2t" else "n_texts"]
+                  for d in ("i2t", "t2i") for k in RETRIEVAL_KS})
+    if m["mia"]:
+        n["mia_efficacy"], n["mia_attack_accuracy"] = m["mia"]["n_target"], m["mia"]["n_attack_holdout"]
+    return n, {k: standard_error(m.get(k), v) for k, v in n.items()}
 
 
 def forget_score(model, bundle, probe: ImageTextData, split: ForgetSplit, cfg: UnlearnConfig) -> float:
@@ -219,28 +263,32 @@ def relearn_steps(model, bundle, split: ForgetSplit, cfg: UnlearnConfig, origina
              (BatchStream(len(split.retain), rc.batch_size - n_f, cfg.seed + 9, 1, "retain"),
               ImageBank(split.retain.records, bundle.preprocess_eval), split.retain, 99)]
     dev = _device(m)
-    score = forget_score(m, bundle, probe, split, cfg)
-    curve = [{"step": 0, "score": score}]
-    step = 0
-    while score < target and step < rc.max_steps:
-        m.train()  # BatchNorm as in pretraining: batch statistics of mixed D_f + D_r batches
-        for _ in range(min(rc.eval_every, rc.max_steps - step)):
-            images, texts = [], []
-            for stream, bank, data, tag in parts:
-                idx = stream.at(step)
-                images.append(bank(idx))
-                texts += [pair_text(data.records[i], data, rc.text, (cfg.seed, step, tag, i), templates) for i in idx]
-            img = m.encode_image(torch.cat(images).to(dev))
-            txt = m.encode_text(bundle.tokenizer(texts).to(dev))
-            loss = losses.contrastive_loss(img, txt, m.logit_scale.exp(), texts)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            step += 1
-        m.eval()
-        with torch.no_grad():
-            score = forget_score(m, bundle, probe, split, cfg)
-        curve.append({"step": step, "score": score})
+    label = (f"relearn · up to {rc.max_steps} steps of {rc.batch_size} pairs, probe {len(probe)} {probe_from} "
+             "forget images")
+    with stage(label, rc.max_steps) as advance:
+        score = forget_score(m, bundle, probe, split, cfg)
+        curve = [{"step": 0, "score": score}]
+        step = 0
+        while score < target and step < rc.max_steps:
+            m.train()  # BatchNorm as in pretraining: batch statistics of mixed D_f + D_r batches
+            for _ in range(min(rc.eval_every, rc.max_steps - step)):
+                images, texts = [], []
+                for stream, bank, data, tag in parts:
+                    idx = stream.at(step)
+                    images.append(bank(idx))
+                    texts += [pair_text(data.records[i], data, rc.text, (cfg.seed, step, tag, i), templates) for i in idx]
+                img = m.encode_image(torch.cat(images).to(dev))
+                txt = m.encode_text(bundle.tokenizer(texts).to(dev))
+                loss = losses.contrastive_loss(img, txt, m.logit_scale.exp(), texts)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                step += 1
+                advance()
+            m.eval()
+            with torch.no_grad():
+                score = forget_score(m, bundle, probe, split, cfg)
+            curve.append({"step": step, "score": score})
     reached = score >= target
     return {
         "steps": step if reached else None,

@@ -4,8 +4,9 @@ evaluate after, write the results. Used by `mm unlearn run|eval|compare` and `mm
 Output directory of :func:`run_unlearning`::
 
     config.json         resolved UnlearnConfig
-    before.json         metrics of the original model (reused by --resume)
-    metrics.json        {"before", "after", "sizes", "wall_seconds", "relearn", "templates", ...}
+    before.json         metrics of the original model (reused by --resume; across runs: cliperase.before_cache)
+    metrics.json        {"before", "after" (each with "n" and "se" of every percentage), "sizes", "wall_seconds",
+                        "timing" (seconds per stage), "relearn", "templates", "settings", ...}
     relearn.png         the relearn curve (with relearning enabled)
     model.safetensors   unlearned weights + clip_config.json (mmcore.encoders.clip.load_clip)
     report.md           human-readable summary
@@ -31,15 +32,9 @@ from mmcore.io import atomic_write_text, prepare_output_dir, read_json, write_js
 
 from cliperase.config import METHODS, PAPER_SETTING, UnlearnConfig
 from cliperase.forget_sets import ForgetSplit, split_forget_retain
+from cliperase.provenance import _retrain_error, pretrain_config, retrain_unavailable
+from cliperase.report import SUMMARY_KEYS, comparison_markdown, plot_comparison, run_report
 
-# Accuracy/recall keys shown in tables (all percentages).
-# forget_accuracy: held-out forget images; forget_train_accuracy: D_f. Recalls: queries of each part against the
-# whole held-out gallery (cliperase.metrics.gallery_retrieval).
-SUMMARY_KEYS = (
-    "forget_accuracy", "forget_train_accuracy", "retain_accuracy", "test_accuracy",
-    "forget_i2t_R@1", "forget_t2i_R@1", "forget_i2t_R@5", "forget_t2i_R@5",
-    "retain_i2t_R@1", "retain_t2i_R@1", "retain_i2t_R@5", "retain_t2i_R@5", "mia_efficacy", "mia_attack_accuracy",
-)
 # `mm unlearn compare` method variants: the ablations of the paper as named entries.
 VARIANTS: dict[str, dict[str, Any]] = {
     "cliperase-fm": {"method": "cliperase", "modules": "fm"},
@@ -53,70 +48,6 @@ _ROOTLESS_TEST = {"shapes": "test", "cifar100": "test", "flickr30k": "test"}
 
 
 # --------------------------------------------------------------------------- data
-
-
-_MAX_CHAIN = 9  # recorded configs followed from a model to the one it started from
-
-
-def _config_chain(model: str) -> list[tuple[Path, dict[str, Any]]]:
-    """The readable ``config.json`` records from a saved model back towards the model it started from: an
-    `mm unlearn run` record (it has ``method``) leads on to its ``model``; any other record ends the chain."""
-    chain: list[tuple[Path, dict[str, Any]]] = []
-    while len(chain) < _MAX_CHAIN:
-        path = Path(model) / "config.json"
-        if not path.is_file():
-            break
-        try:
-            raw = read_json(path)
-        except MMError:
-            break
-        if not isinstance(raw, dict):
-            break
-        chain.append((path, raw))
-        if not ("method" in raw and isinstance(raw.get("model"), str)):
-            break
-        model = raw["model"]
-    return chain
-
-
-def pretrain_config(model: str) -> dict[str, Any] | None:
-    """The training config recorded next to a saved model (``config.json`` of `mm clip pretrain`);
-    for a model written by `mm unlearn run`, that of the model it started from."""
-    chain = _config_chain(model)
-    if not chain:
-        return None
-    raw = chain[-1][1]
-    if "method" in raw and isinstance(raw.get("model"), str) and len(chain) < _MAX_CHAIN:
-        return None  # an unlearning run of a model with no recorded training (an open_clip name)
-    return raw
-
-
-def retrain_unavailable(cfg: UnlearnConfig) -> str | None:
-    """Why Retrain cannot be run for ``cfg.model`` / ``cfg.pretrained`` (None when it can). Reads only the
-    configs recorded next to saved models: nothing is loaded or downloaded.
-
-    Retrain is the original model trained again, by its own recipe, on its training data without D_f. That
-    is possible for a model trained here from random weights (`mm clip pretrain`, or a random-init model
-    name), not for weights trained elsewhere on data this project does not have: an open_clip pretrained tag
-    or checkpoint, or a saved model that started from one (fine-tuned or unlearned from it)."""
-    if cfg.pretrained:
-        return f"model {cfg.model!r} with pretrained weights {cfg.pretrained!r}"
-    for path, raw in _config_chain(cfg.model):
-        if raw.get("pretrained"):
-            return (f"model {cfg.model!r}, which started from pretrained weights {raw['pretrained']!r} "
-                    f"(recorded in {path})")
-    return None
-
-
-def _retrain_error(reason: str) -> MMError:
-    return MMError(
-        f"Retrain is unavailable for {reason}. Retrain means the original model trained again, with its own "
-        "recipe, on its training data without the forget set D_f (the reference that unlearning approximates). "
-        "These weights were trained on data this project does not have, so that training cannot be repeated "
-        "without D_f, and training from random weights on D_r alone would be a different, much weaker model, "
-        "not Retrain. Compare against the original and FT instead, or use a model trained here "
-        "(`mm clip pretrain`), for which Retrain re-runs the recorded recipe."
-    )
 
 
 def load_data(cfg: UnlearnConfig, image_size: int | None = None) -> tuple[ImageTextData, ImageTextData]:
@@ -164,6 +95,8 @@ class Prepared:
     split: ForgetSplit
     before: dict[str, Any]
     skipped: int
+    before_cached: bool = False  # reused from the cache (before_cache)
+    eval_before_s: float = 0.0
 
 
 # --------------------------------------------------------------------------- helpers
@@ -187,21 +120,36 @@ def _is_main(acc: Any) -> bool:
     return bool(acc.is_main_process)
 
 
-def _prepare(cfg: UnlearnConfig, bundle: Any, out_dir: Path | None, resume: bool, acc: Any) -> Prepared:
+def _prepare(cfg: UnlearnConfig, bundle: Any, out_dir: Path | None, resume: bool, acc: Any,
+             cache_dir: str | Path | None = None) -> Prepared:
+    """The split and the original model's metrics: from ``out_dir/before.json`` on --resume, else from the
+    cache under ``cache_dir`` (:mod:`cliperase.before_cache`; None: no cache), else computed (and cached)."""
+    from cliperase.before_cache import before_cache, before_key
     from cliperase.metrics import evaluate_split, forget_score, probe_set
+    from cliperase.progress import stage
 
     train, test = load_data(cfg, bundle.image_size)
     split = split_forget_retain(train, test, cfg.forget)
-    cached = out_dir / "before.json" if out_dir is not None else None
-    if resume and cached is not None and cached.is_file():
-        before = read_json(cached)
-    else:
-        before = evaluate_split(bundle.model, bundle, split, cfg)
+    t0 = time.perf_counter()
+    saved = out_dir / "before.json" if out_dir is not None else None
+    cache = before_cache(cache_dir)
+    key = before_key(cfg, split, acc.device) if cache.root is not None else None
+    before, hit = None, False
+    if resume and saved is not None and saved.is_file():
+        before = read_json(saved)
+    elif key is not None and (before := cache.get(key)) is not None:
+        hit = True
+    if before is None:
+        before = evaluate_split(bundle.model, bundle, split, cfg, label="eval before")
         if cfg.relearn.enabled:
-            before["relearn_probe_score"] = forget_score(bundle.model, bundle, probe_set(split, cfg)[0], split, cfg)
-        if cached is not None and _is_main(acc):
-            write_json(cached, before)
-    return Prepared(split, before, train.skipped + test.skipped)
+            probe, where = probe_set(split, cfg)
+            with stage(f"relearn probe before · {len(probe)} {where} forget images", None):
+                before["relearn_probe_score"] = forget_score(bundle.model, bundle, probe, split, cfg)
+        if key is not None and _is_main(acc):
+            cache.put(key, before)
+    if saved is not None and _is_main(acc):
+        write_json(saved, before)
+    return Prepared(split, before, train.skipped + test.skipped, hit, time.perf_counter() - t0)
 
 
 def _retrain(cfg: UnlearnConfig, bundle: Any, split: ForgetSplit, acc: Any, out_dir: Path | None, resume: bool):
@@ -243,47 +191,6 @@ def _retrain(cfg: UnlearnConfig, bundle: Any, split: ForgetSplit, acc: Any, out_
     return unwrap(model), time.perf_counter() - t0, config_to_dict(train_cfg)
 
 
-def _report(metrics: dict[str, Any]) -> str:
-    b, a = metrics["before"], metrics["after"]
-
-    def fmt(v: Any) -> str:
-        return "–" if v is None else f"{v:.2f}" if isinstance(v, float) else str(v)
-
-    lines = [
-        f"# Unlearning report: {metrics['method']}",
-        "",
-        f"Model `{metrics['model']}`, dataset `{metrics['dataset']}`, forget set: {metrics['forget']}.",
-        f"Sizes: D_f {metrics['sizes']['forget']}, D_r {metrics['sizes']['retain']}, "
-        f"test {metrics['sizes']['test']} (test-forget {metrics['sizes']['test_forget']}).",
-        f"Unlearning wall time: {metrics['wall_seconds']:.1f} s on {metrics['world_size']} process(es).",
-        *([f"**Warning: {metrics['warning']}.**"] if metrics.get("random_init") else []),
-        "",
-        "| metric (%) | before | after |",
-        "|---|---|---|",
-    ]
-    lines += [f"| {k} | {fmt(b.get(k))} | {fmt(a.get(k))} |" for k in SUMMARY_KEYS]
-    for name, m in (("before", b), ("after", a)):
-        if m.get("mia") and not m.get("mia_informative"):
-            lines += ["", f"MIA {name}: uninformative (attack held-out balanced accuracy "
-                          f"{fmt(m.get('mia_attack_accuracy'))} % < {m['mia']['min_informative_accuracy']:g} %), "
-                          "efficacy not reported."]
-    tpl = metrics.get("templates")
-    if tpl:
-        lines += ["", f"Zero-shot evaluation templates {tpl['evaluation']}; unlearning templates {tpl['unlearning']} "
-                      "(disjoint). forget_accuracy: held-out forget images; forget_train_accuracy: D_f. Recalls: "
-                      "forget / retain queries against the whole held-out gallery."]
-    rl = metrics.get("relearn")
-    if rl:
-        lines += ["", f"Relearn: {'cap of ' + str(rl['max_steps']) + ' steps hit' if rl['cap_hit'] else str(rl['steps']) + ' steps'}"
-                  f" to recover {rl['target_score']:.1f} (half the original's {rl['probe']['from']} forget score"
-                  f" {rl['original_score']:.1f}); curve in relearn.png."]
-    sl = metrics.get("slug")
-    if sl:
-        lines += ["", f"SLUG: layer `{sl['layer']}` updated once, step size {sl['step_size']:.4g} "
-                      f"({sum(map(len, sl['pareto_layers'].values()))} layers on the Pareto fronts, {len(sl['searched'])} searched)."]
-    return "\n".join(lines) + "\n"
-
-
 # --------------------------------------------------------------------------- public API
 
 
@@ -295,9 +202,11 @@ def run_unlearning(
     *,
     accelerator: Any = None,
     prepared: Prepared | None = None,
+    cache_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """Unlearn ``cfg.forget`` from ``cfg.model`` with ``cfg.method`` and write the results to ``out_dir``
-    (see the module doc). Returns the metrics dict (on every process; only the main one writes)."""
+    (see the module doc). Returns the metrics dict (on every process; only the main one writes).
+    ``cache_dir``: reuse the original model's metrics from there (:mod:`cliperase.before_cache`)."""
     from mmcore.checkpoint import unwrap
     from mmcore.distributed import seed_everything
     from mmcore.encoders.clip import save_clip
@@ -317,7 +226,9 @@ def run_unlearning(
     seed_everything(cfg.seed)
     t_start = time.perf_counter()
     bundle = _load_model(cfg, acc.device)
-    prep = prepared or _prepare(cfg, bundle, out, resume, acc)
+    t_load = time.perf_counter() - t_start
+    prep = prepared or _prepare(cfg, bundle, out, resume, acc, cache_dir)
+    t_unlearn = time.perf_counter()
     if _is_main(acc):
         save_config(cfg, out / "config.json")
     split = prep.split
@@ -331,10 +242,17 @@ def run_unlearning(
         res = unlearn(bundle, split, cfg, acc, out, resume)
         model, train_seconds, last_log, info = res.model, res.train_seconds, res.last_log, res.info
     model = unwrap(model).eval()
-    after = evaluate_split(model, bundle, split, cfg)
+    t_after = time.perf_counter()
+    after = evaluate_split(model, bundle, split, cfg, label=f"eval after {cfg.method}")
+    t_relearn = time.perf_counter()
     relearn = None
     if cfg.relearn.enabled and "relearn_probe_score" in prep.before:
         relearn = relearn_steps(model, bundle, split, cfg, prep.before["relearn_probe_score"])
+    t_end = time.perf_counter()
+    timing = {  # seconds; eval_before_s 0 where a comparison or the cache supplied the original's metrics
+        "load_s": t_load, "eval_before_s": 0.0 if prepared is not None else prep.eval_before_s,
+        "unlearn_s": t_after - t_unlearn, "eval_after_s": t_relearn - t_after, "relearn_s": t_end - t_relearn,
+        "total_s": t_end - t_start, "before_cached": prep.before_cached, "before_shared": prepared is not None}
 
     metrics: dict[str, Any] = {
         "method": cfg.method,
@@ -348,7 +266,10 @@ def run_unlearning(
         "before": prep.before,
         "after": after,
         "wall_seconds": train_seconds,
-        "total_seconds": time.perf_counter() - t_start,
+        "total_seconds": t_end - t_start,
+        "timing": timing,
+        "settings": {k: getattr(cfg, k) for k in ("lr", "steps", "batch_size", "forget_batch_size", "optimizer",
+                                                  "eval_max_samples", "retrieval_max_pairs", "mia_max_samples")},
         "time_ratio_to_retrain": None,
         "relearn": relearn,
         "final_losses": last_log,
@@ -366,7 +287,7 @@ def run_unlearning(
         if relearn is not None:
             plot_relearn({cfg.method: relearn["curve"]}, relearn["target_score"], out / "relearn.png",
                          title=f"relearn after {cfg.method} — forget {split.description}")
-        atomic_write_text(out / "report.md", _report(metrics))
+        atomic_write_text(out / "report.md", run_report(metrics))
         shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)
     acc.wait_for_everyone()
     return metrics
@@ -396,7 +317,7 @@ def evaluate_model(cfg: UnlearnConfig, out_dir: str | Path | None = None, overwr
         "forget_classes": split.forget_classes,
         "sizes": split.sizes(),
         "skipped_bad": train.skipped + test.skipped,
-        "metrics": evaluate_split(bundle.model, bundle, split, cfg),
+        "metrics": evaluate_split(bundle.model, bundle, split, cfg, label="eval"),
     }
     if out is not None:
         save_config(cfg, out / "config.json")
@@ -426,9 +347,11 @@ def compare_methods(
     overwrite: bool = False,
     resume: bool = False,
     include_retrain: bool = True,
+    cache_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """Run each method on identical data and seeds (``out_dir/<method>/``), Retrain included so every
-    wall time gets its ratio to Retrain's; write comparison.json, comparison.md and comparison.png."""
+    wall time gets its ratio to Retrain's; write comparison.json, comparison.md and comparison.png. The
+    original model's metrics are computed once (or reused from ``cache_dir``) and shared by every method."""
     names = list(dict.fromkeys(methods))
     if not names:
         raise ConfigError("compare: give at least one method")
@@ -447,7 +370,7 @@ def compare_methods(
     for n in names:
         dataclasses.replace(cfg, **updates[n]).validate()
     bundle = _load_model(cfg, acc.device)
-    prep = _prepare(cfg, bundle, out, resume, acc)
+    prep = _prepare(cfg, bundle, out, resume, acc, cache_dir)
     del bundle
     results: dict[str, dict[str, Any]] = {}
     for n in names:
@@ -488,6 +411,7 @@ def compare_methods(
             "max_steps": rl_retrain["max_steps"], "target_score": rl_retrain["target_score"]},
         "relearn_plot": "relearn.png" if curves else None,  # every method's relearn curve
         "config": config_to_dict(cfg),
+        "before_cached": prep.before_cached,
         **random_init_marks(cfg.model, cfg.pretrained),
     }
     if _is_main(acc):
@@ -500,72 +424,6 @@ def compare_methods(
             target = results[next(iter(curves))]["relearn"]["target_score"]  # the same original score for all
             plot_relearn(curves, target, out / "relearn.png", title=f"relearn — forget {prep.split.description}")
     return comparison
-
-
-def comparison_markdown(comp: dict[str, Any]) -> str:
-    cols = ["method", "forget_accuracy", "forget_train_accuracy", "retain_accuracy", "test_accuracy",
-            "forget_i2t_R@1", "forget_t2i_R@1", "retain_i2t_R@1", "retain_t2i_R@1", "mia_efficacy",
-            "mia_attack_accuracy", "wall_seconds", "time_ratio_to_retrain", "relearn_steps"]
-
-    def fmt(v: Any) -> str:
-        return "–" if v is None else f"{v:.3g}" if isinstance(v, float) else str(v)
-
-    lines = [f"# Unlearning comparison — forget {comp['forget']}", "",
-             f"Sizes: {comp['sizes']}. Accuracies/recalls in %, wall time of the unlearning (or retraining) itself. "
-             "forget_accuracy: held-out forget images, forget_train_accuracy: D_f (zero-shot templates never used "
-             "by unlearning). Recalls: forget / retain queries against the whole held-out gallery. "
-             "mia_efficacy is left out (–) where the attack's held-out balanced accuracy (mia_attack_accuracy) "
-             "is below 55 %. relearn_steps: steps to recover half the original held-out forget accuracy "
-             "(– = cap hit).", "",
-             "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for r in [comp["original"], *comp["rows"]]:
-        lines.append("| " + " | ".join(fmt(r.get(c)) for c in cols) + " |")
-    if comp.get("retrain_unavailable"):
-        lines += ["", "No Retrain row (no time ratios): " + comp["retrain_unavailable"]]
-    ref = comp.get("relearn_reference")
-    if ref:
-        lines += ["", "Relearn reference (Retrain, never learned D_f): "
-                  + (f"cap of {ref['max_steps']} steps hit" if ref["cap_hit"] else f"{ref['steps']} steps") + "."]
-    return "\n".join(lines) + "\n"
-
-
-def plot_comparison(comp: dict[str, Any], path: str | Path) -> Path:
-    """Two panels: forget vs retain zero-shot accuracy per method, and wall time per method."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from mmcore.io import atomic_write_bytes
-
-    rows = comp["rows"]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
-    pts = [comp["original"], *rows]
-    markers = "*osD^vP<>Xhp"
-    for i, r in enumerate(pts):
-        x, y = r.get("forget_accuracy"), r.get("retain_accuracy")
-        if x is None or y is None:
-            x, y = r.get("forget_i2t_R@1"), r.get("retain_i2t_R@1")
-        if x is None or y is None:
-            continue
-        # a legend, not text labels: the good methods crowd into one corner
-        ax1.scatter([x], [y], marker=markers[i % len(markers)], s=110 if i == 0 else 60, label=r["method"],
-                    color=f"C{i % 10}", alpha=0.85, edgecolors="k", linewidths=0.5)
-    ax1.legend(fontsize=7, loc="lower right", ncol=2)
-    ax1.set_xlabel("forget accuracy (%) ↓")
-    ax1.set_ylabel("retain accuracy (%) ↑")
-    ax1.set_title(f"forget vs retain — {comp['forget']}")
-    ax1.grid(alpha=0.3)
-    ax2.barh([r["method"] for r in rows], [r["wall_seconds"] for r in rows], color="tab:gray")
-    ax2.set_xscale("log")
-    ax2.set_xlabel("wall time (s, log)")
-    ax2.set_title("time")
-    fig.tight_layout()
-    import io
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    return atomic_write_bytes(path, buf.getvalue())
 
 
 def run_demo_unlearning(clip_dir: str | Path, out_dir: str | Path, forget: str = "circle", *,

@@ -133,3 +133,67 @@ def prepare_output_dir(path: str | Path, overwrite: bool = False, resume: bool |
         shutil.rmtree(path)
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def stable_hash(obj: Any) -> str:
+    """SHA-256 hex digest of ``obj`` as canonical JSON (sorted keys; numpy/torch values, paths, dataclasses
+    converted), so equal inputs give equal keys across processes and runs."""
+    import hashlib
+
+    blob = json.dumps(obj, sort_keys=True, default=_json_default, separators=(",", ":"))
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+# Above this size a file is identified by its size and modification time: hashing gigabytes on every run
+# would cost more than the evaluation a cache saves.
+_HASH_LIMIT = 1 << 30
+
+
+def file_fingerprint(path: str | Path) -> dict[str, Any]:
+    """What identifies a file's content: its size and SHA-256 (files over 1 GiB: size and mtime)."""
+    import hashlib
+
+    path = Path(path)
+    st = path.stat()
+    if st.st_size > _HASH_LIMIT:
+        return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "path": str(path.resolve())}
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return {"size": st.st_size, "sha256": h.hexdigest()}
+
+
+class JsonCache:
+    """Keyed JSON results under ``root`` (``root/<sha256 of the key>.json``), for results that are a pure
+    function of their inputs. ``key`` is any JSON-able object naming exactly those inputs; an entry is used
+    only when its stored key equals it (no hash collision can return another entry). ``root`` None: disabled.
+    A corrupt or unreadable entry is a miss, never an error."""
+
+    def __init__(self, root: str | Path | None):
+        self.root = None if root is None else Path(root)
+
+    def path(self, key: Any) -> Path | None:
+        return None if self.root is None else self.root / f"{stable_hash(key)}.json"
+
+    def get(self, key: Any) -> Any | None:
+        path = self.path(key)
+        if path is None or not path.is_file():
+            return None
+        try:
+            entry = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        canonical = json.loads(json.dumps(key, default=_json_default))
+        if not isinstance(entry, dict) or entry.get("key") != canonical:
+            return None
+        return entry.get("value")
+
+    def put(self, key: Any, value: Any) -> Path | None:
+        path = self.path(key)
+        if path is None:
+            return None
+        try:
+            return write_json(path, {"key": key, "value": value})
+        except OSError:  # a read-only or full cache disk costs the reuse, not the run
+            return None
