@@ -30,7 +30,7 @@ from mmcore.errors import ConfigError, MMError
 from mmcore.io import atomic_write_text, prepare_output_dir, read_json, write_json
 
 from cliperase.config import METHODS, PAPER_SETTING, UnlearnConfig
-from cliperase.forget_sets import ForgetSplit, split_forget_retain
+from cliperase.forget_sets import ForgetSplit, run_forget_ids, split_forget_retain
 
 # Accuracy/recall keys shown in tables (all percentages).
 # forget_accuracy: held-out forget images; forget_train_accuracy: D_f. Recalls: queries of each part against the
@@ -144,6 +144,12 @@ def load_data(cfg: UnlearnConfig, image_size: int | None = None) -> tuple[ImageT
     if cfg.skip_bad:
         kw["skip_bad"] = True  # the registry ignores it for datasets held in memory
     test_split = cfg.test_split if cfg.test_split != "auto" else _ROOTLESS_TEST.get(name, "none")
+    if test_split == "none" and name == "wds" and 0.0 < cfg.holdout_fraction < 1.0:
+        # held out by shard names (reproducible), not by sampling the loaded records
+        from mmcore.data.wds_records import load_wds_holdout
+
+        return load_wds_holdout(cfg.data_root, cfg.holdout_fraction, cfg.seed, skip_bad=cfg.skip_bad,
+                                limit=cfg.limit or None)
     train = load_image_text(cfg.dataset, cfg.data_root, split="train", **kw, **n_kw["train"])
     if test_split != "none":
         test = load_image_text(cfg.dataset, cfg.data_root, split=test_split, **kw, **n_kw["test"])
@@ -191,7 +197,7 @@ def _prepare(cfg: UnlearnConfig, bundle: Any, out_dir: Path | None, resume: bool
     from cliperase.metrics import evaluate_split, forget_score, probe_set
 
     train, test = load_data(cfg, bundle.image_size)
-    split = split_forget_retain(train, test, cfg.forget)
+    split = split_forget_retain(train, test, cfg.forget, run_forget_ids(cfg.dataset, cfg.forget, train, out_dir))
     cached = out_dir / "before.json" if out_dir is not None else None
     if resume and cached is not None and cached.is_file():
         before = read_json(cached)
@@ -387,7 +393,7 @@ def evaluate_model(cfg: UnlearnConfig, out_dir: str | Path | None = None, overwr
     seed_everything(cfg.seed)
     bundle = _load_model(cfg, "cpu" if cfg.accelerator.cpu else _default_device())
     train, test = load_data(cfg, bundle.image_size)
-    split = split_forget_retain(train, test, cfg.forget)
+    split = split_forget_retain(train, test, cfg.forget, run_forget_ids(cfg.dataset, cfg.forget, train, out_dir))
     metrics = {
         "model": cfg.model,
         **random_init_marks(cfg.model, cfg.pretrained),

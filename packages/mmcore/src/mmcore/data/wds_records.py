@@ -124,7 +124,8 @@ def _load_records(shards: Sequence[Path], meta: Path, skip_bad: bool, limit: int
         if limit is not None and len(records) >= limit:
             break
     return ImageTextData(name="wds", records=records, classnames=classnames, templates=templates,
-                         skipped=skip.count, attrs={"shards": [shard_name(s) for s in shards]})
+                         skipped=skip.count, attrs={"shards": [shard_name(s) for s in shards],
+                                                           "shard_paths": [str(s) for s in shards]})
 
 
 def load_wds(root: str | Path, split: str = "train", *, skip_bad: bool = False,
