@@ -246,6 +246,9 @@ def main(argv: list[str]) -> dict[str, Any]:
         rows.append(run_size(work, n, args.workers, args.batch_size))
         rows[-1]["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
         print(json.dumps({k: rows[-1][k] for k in ("n", "mm_clip_eval", "clip_benchmark")}, default=str)[:600])
+        # written after every size, so an interrupted run keeps what it measured
+        write_result("data_scale", {"sizes": sizes, "partial": True, "workers": args.workers, "rows": rows,
+                                    "bars": _bars(rows), "unlearn_settings": " ".join(UNLEARN_SET)}, args.out)
     cost = caption_pass_cost(work, sizes[-1])
     result = {
         "sizes": sizes,
