@@ -126,10 +126,9 @@ class World:
 
     def unlearn(self, cfg: Any, cls: str) -> tuple[Any, float]:
         """The unlearned model and the seconds of the unlearning loop."""
+        from cliperase.trainer import unlearn
         from mmcore.checkpoint import unwrap
         from mmcore.distributed import seed_everything
-
-        from cliperase.trainer import unlearn
 
         seed_everything(cfg.seed)
         res = unlearn(self.fresh(), self.split(cls), cfg, self.acc, out_dir=None, resume=False,
@@ -138,9 +137,8 @@ class World:
 
 
 def _zero_shot(model: Any, bundle: Any, data: Any, split: Any, cfg: Any) -> float:
-    from mmcore.eval.zeroshot import zero_shot_eval
-
     from cliperase.templates import config_templates
+    from mmcore.eval.zeroshot import zero_shot_eval
 
     tpl = config_templates(split.retain, cfg).evaluation
     return 100.0 * zero_shot_eval(model, bundle.tokenizer, data, bundle.preprocess_eval, classnames=split.retain.classnames,
@@ -397,7 +395,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
     ax.set_xlabel(f"wall time of the unlearning loop / Retrain's training (s, median of {rounds})")
     ax.set_title("time (linear axis from 0)", fontsize=9)
     ax = axes[2]
-    for i, (n, curve) in enumerate(t["curves"].items()):
+    for n, curve in t["curves"].items():
         ax.plot([p["step"] for p in curve], [p["score"] for p in curve], label=n, color=f"C{names.index(n) % 10}")
     ax.axhline(t["relearn_target"], ls="--", color="k", lw=1, label="half the original")
     ax.set_xlabel("relearn steps (D_f + D_r batches)")

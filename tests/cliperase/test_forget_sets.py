@@ -153,3 +153,21 @@ def test_load_data_reads_the_flickr30k_caption_file_the_config_picks(tmp_path):
     cfg.caption_file = "json"
     with pytest.raises(ConfigError, match="caption_file must be one of auto, karpathy, csv"):
         cfg.validate()
+
+
+def test_keyword_forget_set_over_shards_equals_the_record_split(tmp_path):
+    from cliperase.forget_sets import FORGET_PASS_DIR, run_forget_ids, split_forget_retain
+    from mmcore.data.shapes import make_shapes
+    from mmcore.data.streaming import load_wds, write_shards
+
+    data = make_shapes(40, 0, image_size=16)
+    root = tmp_path / "shards"
+    write_shards(data.records, root, per_shard=10, classnames=data.classnames)
+    train = load_wds(root, "all")
+    spec = ForgetSpec(keyword="circle")
+    ids = run_forget_ids("wds", spec, train, tmp_path / "run")
+    assert (tmp_path / "run" / FORGET_PASS_DIR / "shards.jsonl").is_file()
+    a, b = split_forget_retain(train, None, spec, ids), split_forget_retain(train, None, spec)
+    assert [r.id for r in a.forget.records] == [r.id for r in b.forget.records] and len(a.forget) > 0
+    assert len(a.retain) == len(b.retain) == 40 - len(a.forget)
+    assert run_forget_ids("shapes", spec, train, tmp_path / "run") is None

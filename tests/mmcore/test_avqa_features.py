@@ -132,3 +132,26 @@ def test_avqa_yang_multiple_choice(tmp_path):
     assert int(it["answer"]) == 2 and it["choices"].shape == (4, 6) and it["video_id"] == "clipA"
     assert qv.tokens[int(it["choices"][2, 0])] == "bird" and it["sources"].sum() == 0
     assert it["audio"][:, 0].tolist() == [0, 2, 4, 6, 8, 10, 12, 14, 16, 18]
+
+
+def test_batches_built_in_workers_equal_those_built_here(data):
+    # the SaSR-Net training batches (features, collation, negative frames drawn from per-step seeds)
+    import torch
+    from mmcore.data.avqa_features import planned_batches
+    from sasrnet.recipes.train import batch_with_negatives
+
+    qs, root, qv, av, _ = data
+    ds = AVQAFeatureDataset(qs, root, qv, av, n_segments=10)
+    videos = ["v1", "v2"]
+    plans = [(ds, [0, 2], videos, [11, 12]), (ds, [1], videos, [13]), (ds, [2, 1, 0], videos, [7, 8, 9])]
+    here = list(planned_batches(batch_with_negatives, plans, num_workers=0))
+    there = list(planned_batches(batch_with_negatives, plans, num_workers=2))
+    assert len(here) == len(there) == 3
+    for a, b in zip(here, there, strict=True):
+        assert a.keys() == b.keys()
+        for k in a:
+            if isinstance(a[k], torch.Tensor):
+                assert torch.equal(a[k], b[k]), k
+            else:
+                assert a[k] == b[k], k
+    assert not torch.equal(here[0]["audio"], here[1]["audio"])  # different plans, different batches

@@ -187,6 +187,9 @@ class UnlearnConfig:
     # Evaluation. The headline forget_accuracy is on the held-out forget images (the test split of the forget
     # set), forget_train_accuracy on D_f itself.
     eval_batch_size: int = 256
+    # Image decoding workers (DataLoader) for evaluation, unlearning steps and SLUG; None: from the CPU count
+    # (mmcore.data.streaming.default_num_workers; fewer than 512 images decode in this process), 0: this process.
+    num_workers: int | None = None
     # Recall@K gallery: held-out forget + held-out retain images (each part a seeded subsample of at most this
     # many images, for speed) with all their captions, every query ranked against the whole gallery.
     retrieval_max_pairs: int = 500

@@ -18,11 +18,18 @@ import random
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mmcore.data.records import ImageTextData, ImageTextRecord
 from mmcore.errors import ConfigError, DataError, MMError
 
 from cliperase.config import ForgetSpec
+
+if TYPE_CHECKING:
+    from mmcore.data.caption_pass import CaptionPass
+
+#: The run-directory folder of the caption pass that finds a keyword's forget set over shards.
+FORGET_PASS_DIR = "forget_pass"
 
 
 @dataclass
@@ -111,8 +118,32 @@ def forget_mask(data: ImageTextData, spec: ForgetSpec, classes: list[str] | None
     raise ConfigError("no forget set given")
 
 
-def split_forget_retain(train: ImageTextData, test: ImageTextData | None, spec: ForgetSpec) -> ForgetSplit:
+def stream_forget_ids(shards: list[str | Path], keyword: str, run_dir: str | Path) -> CaptionPass:
+    """The forget ids of a keyword over webdataset shards, from one pass over their captions only
+    (:func:`mmcore.data.caption_pass.caption_pass`: the per-shard parquet or the .txt members, no image
+    decoded), written to ``run_dir/forget_pass/`` (``shards.jsonl``: per-shard counts and ids; resumable)."""
+    from mmcore.data.caption_pass import caption_pass
+
+    pat = keyword_pattern(keyword)
+    return caption_pass(shards, lambda c: pat.search(c) is not None, Path(run_dir) / FORGET_PASS_DIR,
+                        rule={"keyword": keyword, "match": "whole word, case-insensitive"},
+                        desc=f"forget set: captions matching {keyword!r}")
+
+
+def run_forget_ids(dataset: str, spec: ForgetSpec, train: ImageTextData, run_dir: str | Path | None) -> set[str] | None:
+    """For a keyword over webdataset shards with a run directory: the forget ids from
+    :func:`stream_forget_ids` over the training shards; otherwise None (the records are matched)."""
+    if dataset.lower() != "wds" or spec.keyword is None or run_dir is None or "shard_paths" not in train.attrs:
+        return None
+    return set(stream_forget_ids(train.attrs["shard_paths"], spec.keyword, run_dir).ids)
+
+
+def split_forget_retain(train: ImageTextData, test: ImageTextData | None, spec: ForgetSpec,
+                        forget_ids: set[str] | None = None) -> ForgetSplit:
     """Split ``train`` into D_f / D_r and ``test`` into test-forget / test-retain.
+
+    ``forget_ids``: the training forget set already found (by :func:`stream_forget_ids`, same rule);
+    ``spec`` still splits the test data.
 
     Raises :class:`MMError` for an unknown class, an empty forget set, or a forget set that is the
     whole training set; :class:`DataError` for ids that are not in the dataset."""
@@ -120,7 +151,7 @@ def split_forget_retain(train: ImageTextData, test: ImageTextData | None, spec: 
     if sum(given) != 1:
         raise ConfigError(f"give exactly one forget set (classes, keyword, ratio or ids file); got {sum(given)}")
     classes = resolve_forget_classes(train, spec) if (spec.classes or spec.ratio is not None) else None
-    mask = forget_mask(train, spec, classes)
+    mask = [r.id in forget_ids for r in train.records] if forget_ids is not None else forget_mask(train, spec, classes)
     if spec.ids_file is not None:
         known = {r.id for r in train.records}
         unknown = [i for i in read_ids_file(spec.ids_file) if i not in known]

@@ -31,7 +31,7 @@ from mmcore.errors import ConfigError, MMError
 from mmcore.io import atomic_write_text, prepare_output_dir, read_json, write_json
 
 from cliperase.config import METHODS, PAPER_SETTING, UnlearnConfig
-from cliperase.forget_sets import ForgetSplit, split_forget_retain
+from cliperase.forget_sets import ForgetSplit, run_forget_ids, split_forget_retain
 from cliperase.provenance import _retrain_error, pretrain_config, retrain_unavailable
 from cliperase.report import SUMMARY_KEYS, comparison_markdown, plot_comparison, run_report
 
@@ -75,6 +75,12 @@ def load_data(cfg: UnlearnConfig, image_size: int | None = None) -> tuple[ImageT
     if cfg.skip_bad:
         kw["skip_bad"] = True  # the registry ignores it for datasets held in memory
     test_split = cfg.test_split if cfg.test_split != "auto" else _ROOTLESS_TEST.get(name, "none")
+    if test_split == "none" and name == "wds" and 0.0 < cfg.holdout_fraction < 1.0:
+        # held out by shard names (reproducible), not by sampling the loaded records
+        from mmcore.data.wds_records import load_wds_holdout
+
+        return load_wds_holdout(cfg.data_root, cfg.holdout_fraction, cfg.seed, skip_bad=cfg.skip_bad,
+                                limit=cfg.limit or None)
     train = load_image_text(cfg.dataset, cfg.data_root, split="train", **kw, **n_kw["train"])
     if test_split != "none":
         test = load_image_text(cfg.dataset, cfg.data_root, split=test_split, **kw, **n_kw["test"])
@@ -129,7 +135,7 @@ def _prepare(cfg: UnlearnConfig, bundle: Any, out_dir: Path | None, resume: bool
     from cliperase.progress import stage
 
     train, test = load_data(cfg, bundle.image_size)
-    split = split_forget_retain(train, test, cfg.forget)
+    split = split_forget_retain(train, test, cfg.forget, run_forget_ids(cfg.dataset, cfg.forget, train, out_dir))
     t0 = time.perf_counter()
     saved = out_dir / "before.json" if out_dir is not None else None
     cache = before_cache(cache_dir)
@@ -308,7 +314,7 @@ def evaluate_model(cfg: UnlearnConfig, out_dir: str | Path | None = None, overwr
     seed_everything(cfg.seed)
     bundle = _load_model(cfg, "cpu" if cfg.accelerator.cpu else _default_device())
     train, test = load_data(cfg, bundle.image_size)
-    split = split_forget_retain(train, test, cfg.forget)
+    split = split_forget_retain(train, test, cfg.forget, run_forget_ids(cfg.dataset, cfg.forget, train, out_dir))
     metrics = {
         "model": cfg.model,
         **random_init_marks(cfg.model, cfg.pretrained),

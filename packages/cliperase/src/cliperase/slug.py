@@ -136,7 +136,9 @@ def slug_gradients(model: nn.Module, bundle: Any, split: ForgetSplit, cfg: Unlea
     """The forget and retain gradients (float32, per parameter name), each averaged over its batches (as the
     public ``calc_grad``), and the number of pairs each saw. ``model`` keeps its weights; its gradients are
     cleared."""
-    from cliperase.trainer import ImageBank, pair_text, train_mode
+    from mmcore.data.loading import image_batches
+
+    from cliperase.trainer import pair_text, train_mode
 
     sc = cfg.slug
     model.requires_grad_(True)
@@ -147,12 +149,14 @@ def slug_gradients(model: nn.Module, bundle: Any, split: ForgetSplit, cfg: Unlea
     plan = (("forget", split.forget, sc.forget_grad_samples, cfg.forget_batch_size, cfg.forget_text or cfg.text, "f"),
             ("retain", split.retain, sc.retain_grad_samples, cfg.batch_size, cfg.text, "r"))
     for what, data, k, bs, mode, key in plan:
-        bank = ImageBank(data.records, bundle.preprocess_eval, cache=False)
         acc = {n: torch.zeros_like(p) for n, p in named.items()}
         batches = _batches(len(data), k, bs, cfg.seed + ord(key))
-        for b in batches:
+        # decoded in DataLoader workers, batch after batch: one pass, nothing kept
+        images = image_batches(data.records, bundle.preprocess_eval, batches, num_workers=cfg.num_workers,
+                               pin_memory=torch.device(device).type == "cuda")
+        for b, batch_images in zip(batches, images, strict=True):
             texts = [pair_text(data.records[i], data, mode, (cfg.seed, 0, ord(key), i), templates) for i in b]
-            img = model.encode_image(bank(b).to(device), normalize=False)
+            img = model.encode_image(batch_images.to(device, non_blocking=True), normalize=False)
             txt = model.encode_text(bundle.tokenizer(texts).to(device), normalize=False)
             if what == "forget":
                 loss = losses.forget_loss(img, txt, "cosine")  # mean cos of the pairs: its gradient is g_f

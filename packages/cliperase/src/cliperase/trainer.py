@@ -15,12 +15,14 @@ import copy
 import math
 import random
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from mmcore.checkpoint import load_training_state, save_training_state, unwrap
+from mmcore.data.loading import image_batches, load_transformed
 from mmcore.data.records import ImageTextData, ImageTextRecord
 from mmcore.distributed import JsonlLogger, gather_with_grad, global_batches, is_main_process, progress_bar
 from mmcore.errors import MMError
@@ -50,27 +52,48 @@ class DualEncoder(nn.Module):
 
 
 class ImageBank:
-    """Preprocessed image tensors of a record list, computed on first use and cached (unlearning runs
-    are short, so every image is seen several times; the eval transform is used because the paper
-    reports no augmentation for unlearning)."""
+    """Preprocessed image tensors of a record list, read and transformed on every call (the eval transform:
+    the paper reports no augmentation for unlearning). Nothing is cached: at 224 px a preprocessed image is
+    0.6 MB, so caching D_r grew to ~29 GB on CIFAR-100. The training loop reads through :class:`StepImages`
+    (DataLoader workers) instead; this serves the small callers (relearn probes)."""
 
-    def __init__(self, records: list[ImageTextRecord], transform: Any, cache: bool = True):
+    def __init__(self, records: list[ImageTextRecord], transform: Any):
         self.records = records
         self.transform = transform
-        self.cache = cache
-        self._store: dict[int, torch.Tensor] = {}
 
     def __call__(self, indices: list[int]) -> torch.Tensor:
-        out = []
-        for i in indices:
-            t = self._store.get(i)
-            if t is None:
-                rec = self.records[i]
-                t = self.transform(rec.image if rec.image is not None and _tensor_pp(self.transform) else rec.load_image())
-                if self.cache:
-                    self._store[i] = t
-            out.append(t)
-        return torch.stack(out)
+        return torch.stack([load_transformed(self.records[i], self.transform) for i in indices])
+
+
+class StepImages:
+    """This process's images of every step, decoded per step in DataLoader workers.
+
+    Per-step decoding through a worker pool, not an LRU cache: the batches of every step are known in
+    advance (they depend only on seed and step), so the workers decode the next steps' images while the
+    model trains on this one, and memory holds the prefetched batches whatever the dataset's size. An LRU
+    with a byte budget would help only when D_r fits in that budget (CIFAR-100's 29 GB does not), and
+    uniform random batches over a larger set mostly miss it."""
+
+    def __init__(self, parts: list[tuple[list[ImageTextRecord], BatchStream]], transform: Any, rank: int,
+                 world: int, num_workers: int | None = None, pin_memory: bool = False):
+        self.records: list[ImageTextRecord] = [r for recs, _ in parts for r in recs]
+        self.offsets = [0]
+        for recs, _ in parts[:-1]:
+            self.offsets.append(self.offsets[-1] + len(recs))
+        self.streams = [stream for _, stream in parts]
+        self.transform, self.rank, self.world = transform, rank, world
+        self.num_workers, self.pin_memory = num_workers, pin_memory
+
+    def local(self, step: int) -> list[list[int]]:
+        """Per part, this process's indices (into that part's records) of step ``step``."""
+        return [stream.at(step)[self.rank::self.world] for stream in self.streams]
+
+    def steps(self, start: int, end: int) -> Iterator[torch.Tensor]:
+        """The images of steps ``start .. end - 1``: per step, the parts' local images concatenated."""
+        plan = [[off + i for off, idx in zip(self.offsets, self.local(step), strict=True) for i in idx]
+                for step in range(start, end)]
+        yield from image_batches(self.records, self.transform, plan, num_workers=self.num_workers,
+                                 pin_memory=self.pin_memory)
 
 
 class RowSubsetEmbedding(nn.Module):
@@ -116,11 +139,6 @@ def train_mode(model: nn.Module, freeze_norm_stats: bool) -> nn.Module:
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
                 m.eval()
     return model
-
-
-def _tensor_pp(transform: Any) -> bool:
-    # mmcore's TensorPreprocess takes HxWx3 arrays directly, skipping a PIL round trip.
-    return type(transform).__name__ == "TensorPreprocess"
 
 
 class BatchStream:
@@ -230,13 +248,13 @@ def unlearn(
     image_frozen = cfg.resolved_towers() == "text"
     if image_frozen:  # eval mode too: BatchNorm statistics must not drift either
         model.visual.requires_grad_(False).eval()
-    streams: dict[str, tuple[BatchStream, ImageBank, ImageTextData]] = {}
+    streams: dict[str, tuple[BatchStream, ImageTextData]] = {}
     if use["forget"]:
-        streams["f"] = (BatchStream(len(split.forget), cfg.forget_batch_size, cfg.seed, world, "forget"),
-                        ImageBank(split.forget.records, bundle.preprocess_eval), split.forget)
+        streams["f"] = (BatchStream(len(split.forget), cfg.forget_batch_size, cfg.seed, world, "forget"), split.forget)
     if use["retain"]:
-        streams["r"] = (BatchStream(len(split.retain), cfg.batch_size, cfg.seed + 1, world, "retain"),
-                        ImageBank(split.retain.records, bundle.preprocess_eval), split.retain)
+        streams["r"] = (BatchStream(len(split.retain), cfg.batch_size, cfg.seed + 1, world, "retain"), split.retain)
+    step_images = StepImages([(data.records, stream) for stream, data in streams.values()], bundle.preprocess_eval,
+                             rank, world, cfg.num_workers, pin_memory=torch.device(device).type == "cuda")
 
     text_mode = {"f": cfg.forget_text or cfg.text, "r": cfg.text}
     templates = config_templates(split.retain, cfg)
@@ -249,7 +267,7 @@ def unlearn(
     if _row_subset_applies(emb, cfg):
         # every text of steps [0, steps) is known now (batches depend only on seed and step): same rows on resume
         planned = {text_of(key, data, i, step) for step in range(cfg.steps)
-                   for key, (stream, _bank, data) in streams.items() for i in stream.at(step)}
+                   for key, (stream, data) in streams.items() for i in stream.at(step)}
         subset = model.token_embedding = RowSubsetEmbedding(emb, bundle.tokenizer(sorted(planned)))
     wrapper = DualEncoder(model)
     params = [p for p in wrapper.parameters() if p.requires_grad]
@@ -277,17 +295,12 @@ def unlearn(
     last: dict[str, float] = {}
 
     with progress_bar(cfg.steps - start, desc or f"unlearn ({cfg.method})") as advance:
-        for step in range(start, cfg.steps):
-            # Local shards of this step's global batches, concatenated into one forward pass.
-            local: dict[str, list[int]] = {}
-            texts_local: list[str] = []
-            images = []
-            for key, (stream, bank, data) in streams.items():
-                batch = stream.at(step)
-                local[key] = batch[rank::world]
-                images.append(bank(local[key]))
-                texts_local += [text_of(key, data, i, step) for i in local[key]]
-            images_t = torch.cat(images).to(device)
+        for step, step_batch in zip(range(start, cfg.steps), step_images.steps(start, cfg.steps), strict=True):
+            # Local shards of this step's global batches, concatenated into one forward pass (the images
+            # come in the same order, decoded ahead by step_images).
+            local: dict[str, list[int]] = dict(zip(streams, step_images.local(step), strict=True))
+            texts_local = [text_of(key, data, i, step) for key, (_stream, data) in streams.items() for i in local[key]]
+            images_t = step_batch.to(device, non_blocking=True)
             tokens = bundle.tokenizer(texts_local).to(device)
             img, txt, scale = wrapper(images_t, tokens)
             feats: dict[str, Feats] = {}
@@ -301,7 +314,7 @@ def unlearn(
                 # A frozen image tower gives the original's image features already: no second image forward.
                 full_frozen = (img.detach() if image_frozen else frozen_encode(frozen.encode_image, images_t),
                                frozen_encode(frozen.encode_text, tokens))
-            for key, (stream, _bank, data) in streams.items():
+            for key, (stream, data) in streams.items():
                 k = len(local[key])
                 sl = slice(offset, offset + k)
                 offset += k

@@ -46,7 +46,9 @@ class ClipTrainConfig:
     eval_every: int = 100  # pretrain: zero-shot accuracy on the held-out set every N steps (0 = end only)
     log_every: int = 10
     multi_positive: bool = True  # identical captions within a batch count as positives
-    num_workers: int = 0  # image loading workers, only for file-backed records
+    # Image decoding workers for file-backed records (in-memory shapes are transformed as whole batches in
+    # this process); None: from the CPU count (mmcore.data.streaming.default_num_workers), 0: this process.
+    num_workers: int | None = None
     templates: list[str] = field(default_factory=lambda: ["a photo of a {}"])  # zero-shot prompts
     accelerator: AcceleratorConfig = field(default_factory=AcceleratorConfig)
 
@@ -106,8 +108,10 @@ class _Batches:
             arr = np.stack([np.asarray(r.image, dtype=np.uint8) for r in self.records])
             self.stacked = torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()
         else:
+            from mmcore.data.loading import resolve_workers
+
             self.dataset = ImageTextDataset(self.records, preprocess, caption="first", seed=seed)
-            self.num_workers = num_workers
+            self.num_workers = resolve_workers(num_workers, self.n)
 
     @property
     def steps_per_epoch(self) -> int:
@@ -146,7 +150,8 @@ class _Batches:
         import torch
 
         shards = [self._local(s, rank, world) for s in range(start_step, end_step)]
-        dl = torch.utils.data.DataLoader(self.dataset, batch_sampler=shards, num_workers=self.num_workers)
+        dl = torch.utils.data.DataLoader(self.dataset, batch_sampler=shards, num_workers=self.num_workers,
+                                         pin_memory=torch.cuda.is_available())
         for step, batch in zip(range(start_step, end_step), dl, strict=True):
             epoch, gb = self.global_batch(step)
             yield step, epoch, batch["image"], self.texts(epoch, _gather_order(gb, world))
@@ -403,6 +408,7 @@ def evaluate_clip(
     templates: Sequence[str] | None = None,
     skip_bad: bool = False,
     caption_file: str = "auto",
+    num_workers: int | None = None,
 ) -> dict[str, Any]:
     """Zero-shot accuracy (datasets with class names) and retrieval Recall@K of a saved dir or a named model.
 
@@ -410,8 +416,10 @@ def evaluate_clip(
     first ``n`` records (None or 0: the whole split). ``skip_bad``: unreadable items (missing or
     undecodable images, malformed annotation lines) are skipped and counted in ``skipped`` instead
     of stopping the run; every image file is then decoded once before the evaluation to find them.
-    ``caption_file``: flickr30k's caption file (auto | karpathy | csv)."""
-    from mmcore.data.registry import load_image_text
+    ``caption_file``: flickr30k's caption file (auto | karpathy | csv). ``num_workers``: image
+    decoding workers (None: from the CPU count). Streamed datasets (wds) are read once as a stream
+    of shards, never as a list of records."""
+    from mmcore.data.registry import STREAMED_DATASETS, load_image_text, open_image_text_stream
     from mmcore.encoders.clip import load_clip
     from mmcore.errors import ImageReadError, MMError
     from mmcore.eval.retrieval import retrieval_eval
@@ -420,6 +428,15 @@ def evaluate_clip(
     if n is not None and n < 0:
         raise MMError(f"--n must be positive (or 0 for the whole split), got {n}")
     bundle = load_clip(model, pretrained)
+    if dataset.lower() in STREAMED_DATASETS:
+        from mmcore.eval.stream import stream_eval
+
+        stream = open_image_text_stream(dataset, data_root, split, skip_bad=skip_bad, limit=n or None,
+                                        caption_file=caption_file)
+        res = stream_eval(bundle.model, bundle.tokenizer, stream, bundle.preprocess_eval, templates=templates,
+                          batch_size=batch_size, device=next(bundle.model.parameters()).device,
+                          num_workers=num_workers)
+        return {"model": bundle.model_name, "dataset": stream.name, **res}
     if dataset.lower() == "shapes":
         if n == 0:
             raise MMError("shapes: --n is the number of images to generate; give at least 1")
@@ -438,12 +455,13 @@ def evaluate_clip(
     try:
         if data.classnames and all(r.label is not None for r in data.records):
             zs = zero_shot_eval(bundle.model, bundle.tokenizer, data, bundle.preprocess_eval, templates=templates,
-                                batch_size=batch_size)
+                                batch_size=batch_size, num_workers=num_workers, desc="zero-shot: encode images")
             metrics["zero_shot_accuracy"] = zs["accuracy"]
             metrics["per_class"] = zs["per_class"]
         if any(r.captions for r in data.records):
             metrics.update(retrieval_eval(bundle.model, bundle.tokenizer, data, bundle.preprocess_eval,
-                                          batch_size=batch_size))
+                                          batch_size=batch_size, num_workers=num_workers,
+                                          desc="retrieval: encode images"))
     except ImageReadError as e:
         if skip_bad:
             raise

@@ -217,3 +217,35 @@ class AVQAFeatureDataset(Dataset):
         else:
             item["sources"] = torch.tensor(sources_multi_hot(self._sources.get(q.video_id, ())))
         return item
+
+
+class _PlannedBatches(Dataset):
+    """Item ``j`` is ``make(*plans[j])``: a whole batch built in a DataLoader worker."""
+
+    def __init__(self, make: Any, plans: Sequence[tuple[Any, ...]]):
+        self.make, self.plans = make, plans
+
+    def __len__(self) -> int:
+        return len(self.plans)
+
+    def __getitem__(self, j: int) -> Any:
+        return self.make(*self.plans[j])
+
+
+def _as_is(batch: Any) -> Any:
+    return batch
+
+
+def planned_batches(make: Any, plans: Sequence[tuple[Any, ...]], *, num_workers: int = 0,
+                    pin_memory: bool = False) -> Any:
+    """``make(*plan)`` for each plan, in order: in ``num_workers`` DataLoader workers (each builds whole
+    batches: reads the mmap'd features, collates), or in this process with 0. A batch depends only on
+    its plan (indices and seeds), so any worker count gives the same batches."""
+    if num_workers <= 0 or len(plans) < 2:
+        for p in plans:
+            yield make(*p)
+        return
+    loader = torch.utils.data.DataLoader(_PlannedBatches(make, plans), batch_size=None, shuffle=False,
+                                         num_workers=min(num_workers, len(plans)), collate_fn=_as_is,
+                                         pin_memory=pin_memory)
+    yield from loader

@@ -573,7 +573,7 @@ def load_wds(
     """Webdataset / img2dataset tar shards as records that read their image from the shard when
     loaded; see :func:`mmcore.data.streaming.load_wds` (and :func:`~mmcore.data.streaming.open_wds_stream`
     for the streaming reader)."""
-    from mmcore.data.streaming import load_wds as _load
+    from mmcore.data.wds_records import load_wds as _load
 
     return _load(root, split, skip_bad=skip_bad, limit=limit)
 

@@ -75,10 +75,16 @@ def encode_images(
     batch_size: int = 256,
     device: str | torch.device = "cpu",
     accelerator: Any = None,
+    num_workers: int | None = None,
+    desc: str | None = None,
 ) -> torch.Tensor:
-    """L2-normalised image features ``[len(records), D]`` (float32, on ``device``), in record order."""
+    """L2-normalised image features ``[len(records), D]`` (float32, on ``device``), in record order.
+
+    Images are decoded and transformed in ``num_workers`` DataLoader workers (None:
+    :func:`~mmcore.data.loading.resolve_workers`, from the CPU count; 0: in this process), pinned
+    when the features go to a GPU; no image is kept after its batch. ``desc`` labels the progress bar."""
     with torch.inference_mode(), _eval_mode(model):
-        out = _encode_images(model, records, transform, batch_size, device, accelerator)
+        out = _encode_images(model, records, transform, batch_size, device, accelerator, num_workers, desc)
     return out.clone()  # a normal tensor: inference tensors cannot enter autograd later
 
 
@@ -89,21 +95,55 @@ def _encode_images(
     batch_size: int,
     device: Any,
     accelerator: Any,
+    num_workers: int | None,
+    desc: str | None,
 ) -> torch.Tensor:
+    from mmcore.data.loading import image_batches
+
     recs = records.records if isinstance(records, ImageTextData) else list(records)
+    if batch_size < 1:
+        raise MMError(f"batch_size must be at least 1, got {batch_size}")
     m = unwrap(model)
     dev = _device(device, accelerator)
     dtype = _float_dtype(m)
     mine, _ = _shard(len(recs), accelerator)
+    plan = [mine[s : s + batch_size] for s in range(0, len(mine), batch_size)]
     feats: list[torch.Tensor] = []
-    with progress_bar(len(mine), "encode images") as advance:
-        for start in range(0, len(mine), batch_size):
-            idx = mine[start : start + batch_size]
-            images = torch.stack([transform(recs[i].load_image()) for i in idx]).to(dev, dtype)
+    with progress_bar(len(mine), desc or "encode images") as advance:
+        for images in image_batches(recs, transform, plan, num_workers=num_workers, pin_memory=dev.type == "cuda"):
+            images = images.to(dev, dtype, non_blocking=True)
             feats.append(F.normalize(m.encode_image(images).float(), dim=-1))
-            advance(len(idx))
+            advance(images.shape[0])
     out = torch.cat(feats) if feats else torch.empty(0, 0, device=dev)
     return _gather(out, len(recs), accelerator)
+
+
+def encode_image_batches(
+    model: Any,
+    batches: Any,
+    *,
+    device: str | torch.device = "cpu",
+    total: int | None = None,
+    desc: str | None = None,
+) -> tuple[torch.Tensor, dict[str, list[Any]]]:
+    """L2-normalised features of a stream of batches ``{"image": [B,3,H,W], ...}`` (e.g.
+    :meth:`~mmcore.data.streaming.ShardStream.batches`), and every other key's values concatenated in
+    stream order (captions, labels, ids). Holds the features and those values, no image."""
+    dev = torch.device(device)
+    feats: list[torch.Tensor] = []
+    rest: dict[str, list[Any]] = {}
+    with torch.inference_mode(), _eval_mode(model), progress_bar(total, desc or "encode images") as advance:
+        m = unwrap(model)
+        dtype = _float_dtype(m)
+        for batch in batches:
+            images = batch["image"].to(dev, dtype, non_blocking=True)
+            feats.append(F.normalize(m.encode_image(images).float(), dim=-1))
+            for k, v in batch.items():
+                if k != "image":
+                    rest.setdefault(k, []).extend(v.tolist() if isinstance(v, torch.Tensor) else list(v))
+            advance(images.shape[0])
+    out = torch.cat(feats) if feats else torch.empty(0, 0, device=dev)
+    return out.clone(), rest
 
 
 def encode_texts(
@@ -299,6 +339,8 @@ def retrieval_eval(
     unique_texts: bool = True,
     block_size: int = 1024,
     return_hits: bool = False,
+    num_workers: int | None = None,
+    desc: str | None = None,
 ) -> dict[str, Any]:
     """Recall@K (percent) both ways over ``records`` using every caption of every record, plus
     ``n_images``, ``n_texts`` (texts ranked) and ``n_captions`` (captions of all records).
@@ -316,29 +358,60 @@ def retrieval_eval(
     recs = records.records if isinstance(records, ImageTextData) else list(records)
     if not recs:
         raise MMError("retrieval_eval: no records to evaluate")
+    texts, owners, n_captions = texts_and_owners([r.captions for r in recs], unique_texts)
+    if not texts:
+        raise MMError("retrieval_eval: the records have no captions")
+    img = encode_images(model, recs, transform, batch_size=batch_size, device=device, accelerator=accelerator,
+                        num_workers=num_workers, desc=desc)
+    out = retrieval_from_features(model, tokenizer, img, texts, owners, ks, batch_size=batch_size, device=device,
+                                  accelerator=accelerator, block_size=block_size, return_hits=return_hits)
+    out["n_captions"] = n_captions
+    return out
+
+
+def texts_and_owners(captions: Sequence[Sequence[str]], unique_texts: bool = True) -> tuple[list[str], list[list[int]], int]:
+    """The texts to rank, for each the indices of the images owning it, and the caption count, from
+    each image's captions (see :func:`retrieval_eval` for ``unique_texts``)."""
     texts: list[str] = []
     owners: list[list[int]] = []
     index: dict[str, int] = {}
     n_captions = 0
-    for i, r in enumerate(recs):
-        n_captions += len(r.captions)
-        for c in r.captions:
+    for i, caps in enumerate(captions):
+        n_captions += len(caps)
+        for c in caps:
             j = index.setdefault(c, len(texts)) if unique_texts else len(texts)
             if j == len(texts):
                 texts.append(c)
                 owners.append([])
-            if not owners[j] or owners[j][-1] != i:  # records come in order: a repeat is the last owner
+            if not owners[j] or owners[j][-1] != i:  # images come in order: a repeat is the last owner
                 owners[j].append(i)
+    return texts, owners, n_captions
+
+
+def retrieval_from_features(
+    model: Any,
+    tokenizer: Callable[[list[str]], torch.Tensor],
+    image_features: torch.Tensor,
+    texts: list[str],
+    owners: list[list[int]],
+    ks: Sequence[int] = (1, 5, 10),
+    *,
+    batch_size: int = 256,
+    device: str | torch.device = "cpu",
+    accelerator: Any = None,
+    block_size: int = 1024,
+    return_hits: bool = False,
+) -> dict[str, Any]:
+    """:func:`retrieval_eval` from image features already computed (e.g. over a stream) and the
+    texts with their owners (:func:`texts_and_owners`)."""
     if not texts:
         raise MMError("retrieval_eval: the records have no captions")
-    img = encode_images(model, recs, transform, batch_size=batch_size, device=device, accelerator=accelerator)
     txt = encode_texts(model, tokenizer, texts, batch_size=batch_size, device=device, accelerator=accelerator)
-    res = recall_at_k_blocked(img, txt, owners, ks, block_size=block_size, return_hits=return_hits)
+    res = recall_at_k_blocked(image_features, txt, owners, ks, block_size=block_size, return_hits=return_hits)
     out: dict[str, Any] = dict(res[0] if return_hits else res)
     if return_hits:
         out["hits"] = res[1]
         out["text_owners"] = owners
-    out["n_images"] = len(recs)
+    out["n_images"] = int(image_features.shape[0])
     out["n_texts"] = len(texts)
-    out["n_captions"] = n_captions
     return out

@@ -61,6 +61,8 @@ def zero_shot_eval(
     device: str | torch.device = "cpu",
     accelerator: Any = None,
     return_predictions: bool = False,
+    num_workers: int | None = None,
+    desc: str | None = None,
 ) -> dict[str, Any]:
     """Zero-shot accuracy of ``model`` on the labelled records of ``data``.
 
@@ -92,11 +94,24 @@ def zero_shot_eval(
         model, tokenizer, classnames, templates, device=dev, batch_size=batch_size
     )
     feats = encode_images(
-        model, data.records, transform, batch_size=batch_size, device=dev, accelerator=accelerator
+        model, data.records, transform, batch_size=batch_size, device=dev, accelerator=accelerator,
+        num_workers=num_workers, desc=desc,
     )
-    logits = (_logit_scale(model) * feats @ weights).cpu()
-    preds = logits.argmax(dim=1)
     labels = torch.tensor([int(r.label) for r in data.records], dtype=torch.long)  # type: ignore[arg-type]
+    return zero_shot_from_features(model, feats, labels, weights, classnames, return_predictions)
+
+
+def zero_shot_from_features(
+    model: Any, feats: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor, classnames: Sequence[str],
+    return_predictions: bool = False,
+) -> dict[str, Any]:
+    """:func:`zero_shot_eval` from image features already computed (e.g. over a stream), their labels
+    and the classifier of :func:`build_zero_shot_classifier`."""
+    logits = (_logit_scale(model) * feats @ weights.to(feats.device)).cpu()
+    preds = logits.argmax(dim=1)
+    labels = labels.cpu().long()
+    if not len(labels):
+        raise MMError("zero-shot evaluation: no images")
     correct = preds == labels
 
     per_class: dict[str, float] = {}

@@ -19,7 +19,7 @@ from mmcore.distributed import (
 from mmcore.errors import DataError, MMError
 from mmcore.io import prepare_output_dir, read_json, write_json
 
-from sasrnet.config import model_config_from_dict
+from sasrnet.config import TrainConfig, model_config_from_dict
 from sasrnet.data import (
     DataPaths,
     collate,
@@ -45,11 +45,17 @@ def gather_objects(obj: list) -> list:
     return [x for p in parts for x in p]
 
 
-def predict_split(model: AVQAModel, ds: Any, batch_size: int, description: str = "eval") -> list[dict]:
+def _collated(ds: Any, local: list[int]) -> dict:
+    return collate([ds[i] for i in local])
+
+
+def predict_split(model: AVQAModel, ds: Any, batch_size: int, description: str = "eval",
+                  num_workers: int = 0) -> list[dict]:
     """Batched inference over a dataset (sharded over processes, gathered); one record per question,
     in dataset order: question_id, video_id, question, type_key, answer index (-1: unseen in training),
-    answer_text, prediction index."""
+    answer_text, prediction index. Batches are built in ``num_workers`` DataLoader workers (0: here)."""
     import torch
+    from mmcore.data.avqa_features import planned_batches
 
     model = unwrap(model)
     device = next(model.parameters()).device
@@ -58,10 +64,12 @@ def predict_split(model: AVQAModel, ds: Any, batch_size: int, description: str =
     recs: list[dict] = []
     chunks = [list(range(i, min(i + batch_size, len(ds)))) for i in range(0, len(ds), batch_size)]
     with torch.no_grad(), progress_bar(len(chunks), description) as advance:
-        for chunk in chunks:
-            local = shard_indices(chunk)
+        locals_ = [shard_indices(chunk) for chunk in chunks]
+        plans = [(ds, local) for local in locals_ if local]
+        built = iter(planned_batches(_collated, plans, num_workers=num_workers, pin_memory=device.type == "cuda"))
+        for local in locals_:
             if local:
-                batch = collate([ds[i] for i in local])
+                batch = next(built)
                 pred = model(to_device(batch, device))["logits"].argmax(-1).cpu()
                 for j, i in enumerate(local):
                     q = ds.questions[i]
@@ -81,7 +89,7 @@ def accuracies(recs: list[dict]) -> dict:
 
 def evaluate_split(model: AVQAModel, paths: DataPaths, ann: Path, qv: Any, av: Any, n_segments: int,
                     max_question_len: int, batch_size: int, multiple_choice: bool, skip_bad: bool,
-                    ) -> tuple[dict, list[dict]]:
+                    num_workers: int = 0) -> tuple[dict, list[dict]]:
     """Accuracies over EVERY question of ``ann``: one whose answer never occurs in training is answered
     wrongly (counted in ``unseen_answers``), never dropped from the denominator."""
     qs = load_questions(ann, multiple_choice=multiple_choice, skip_bad=skip_bad)
@@ -90,7 +98,7 @@ def evaluate_split(model: AVQAModel, paths: DataPaths, ann: Path, qv: Any, av: A
         raise DataError(ann, "no questions to evaluate")
     ds = feature_dataset(qs, paths.features, qv, av, n_segments=n_segments, max_question_len=max_question_len,
                          skip_bad=skip_bad, multiple_choice=multiple_choice, unseen_answers="wrong")
-    recs = predict_split(model, ds, batch_size, "eval")
+    recs = predict_split(model, ds, batch_size, "eval", num_workers=num_workers)
     m = accuracies(recs)
     m["unseen_answers"] = ds.n_unseen_answers
     m["skipped"] = {"annotations": n_bad_ann, "features": getattr(ds, "skipped", 0)}
@@ -156,7 +164,8 @@ def evaluate(
                                      "annotations": str(ann), "batch_size": batch_size, "skip_bad": skip_bad})
     t0 = time.perf_counter()
     m, recs = evaluate_split(model, paths, ann, qv, av, info["n_segments"], info["max_question_len"], batch_size,
-                              info.get("multiple_choice", False), skip_bad)
+                              info.get("multiple_choice", False), skip_bad,
+                              num_workers=TrainConfig.num_workers)
     elapsed = time.perf_counter() - t0
     metrics = {"model": info["kind"], "checkpoint": str(checkpoint_dir), "annotations": str(ann), **m,
                "eval_s_per_question": round(elapsed / max(len(recs), 1), 6)}

@@ -22,6 +22,7 @@ from typing import Any
 
 from mmcore.checkpoint import load_model_weights, load_training_state, save_model, save_training_state, unwrap
 from mmcore.config import save_config
+from mmcore.data.avqa_features import planned_batches
 from mmcore.distributed import (
     JsonlLogger,
     build_accelerator,
@@ -250,13 +251,18 @@ def train(
                        if cfg.questions_per_video > 0 else global_batches(n, cfg.batch_size, cfg.seed, epoch))
             start = state["batch"] if epoch == state["epoch"] else 0
             t0 = time.perf_counter()
+            plans = []
             for b in range(start, len(batches)):
-                gb = batches[b]
-                local = shard_indices(gb)
+                local = shard_indices(batches[b])
+                step_b = state["step"] + b - start
                 # one seed per video and optimizer step: the Gumbel noise and the negative frames are drawn
                 # afresh on every forward, and the same however the global batch is split over processes
-                seeds = [(cfg.seed * 1_000_003 + state["step"]) * 1_000_003 + video_number[video_ids[i]] for i in local]
-                batch = batch_with_negatives(train_ds, local, videos if use_negatives else None, seeds)
+                seeds = [(cfg.seed * 1_000_003 + step_b) * 1_000_003 + video_number[video_ids[i]] for i in local]
+                plans.append((train_ds, local, videos if use_negatives else None, seeds))
+            built = planned_batches(batch_with_negatives, plans, num_workers=cfg.num_workers,
+                                    pin_memory=acc.device.type == "cuda")
+            for b, batch in zip(range(start, len(batches)), built, strict=True):
+                gb = batches[b]
                 batch = to_device(batch, acc.device)
                 terms = compute_loss(mcfg, model(batch), batch)
                 opt.zero_grad(set_to_none=True)
@@ -286,7 +292,7 @@ def train(
             sched.step()
             record: dict[str, Any] = {"epoch": epoch, "event": "epoch_end"}
             if val_ds is not None:
-                val = accuracies(predict_split(model, val_ds, cfg.eval_batch_size, f"val {epoch}"))
+                val = accuracies(predict_split(model, val_ds, cfg.eval_batch_size, f"val {epoch}", num_workers=cfg.num_workers))
                 record["val_overall"] = val["overall"]
                 if state["best_val"] is None or val["overall"] > state["best_val"]["overall"]:
                     state["best_val"], state["best_epoch"] = val, epoch
@@ -320,7 +326,7 @@ def train(
         best.to(acc.device)
         metrics["test"], test_recs = evaluate_split(best, paths, paths.test_ann, qv, av, cfg.n_segments,
                                                      cfg.max_question_len, cfg.eval_batch_size, cfg.multiple_choice,
-                                                     skip_bad=True)
+                                                     skip_bad=True, num_workers=cfg.num_workers)
         if acc.is_main_process:
             write_predictions(out / "test_predictions.jsonl", test_recs, av)
     if acc.is_main_process:

@@ -1,0 +1,116 @@
+"""Image batches of records decoded in DataLoader workers, with nothing cached.
+
+Every image path that reads records (evaluation, unlearning, SLUG, Retrain) asks for batches of
+record indices and gets stacked, transformed image tensors: :func:`image_batches` runs a
+``torch.utils.data.DataLoader`` over :class:`RecordImages` (a map-style dataset) with the index lists
+as its ``batch_sampler``, so decoding and the transform happen in ``num_workers`` worker processes
+ahead of use (the DataLoader's prefetch), and only those prefetched batches are in memory.
+``num_workers=0`` decodes in the calling process, batch by batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
+
+import torch
+
+from mmcore.data.records import ImageTextRecord, _to_tensor
+
+#: Below this many images the default (``num_workers=None``) decodes in the calling process: starting
+#: worker processes costs more than decoding a few hundred small images.
+MIN_IMAGES_FOR_WORKERS = 512
+
+
+def takes_arrays(transform: Any) -> bool:
+    """mmcore's ``TensorPreprocess`` takes HxWx3 arrays directly, skipping a PIL round trip."""
+    return type(transform).__name__ == "TensorPreprocess"
+
+
+def load_transformed(rec: ImageTextRecord, transform: Callable[[Any], torch.Tensor] | None) -> torch.Tensor:
+    """One record's image, read and transformed (no transform: float CHW in [0, 1])."""
+    if rec.image is not None and takes_arrays(transform):
+        return transform(rec.image)  # type: ignore[misc]
+    img = rec.load_image()
+    return transform(img) if transform is not None else _to_tensor(img)
+
+
+class RecordImages(torch.utils.data.Dataset):
+    """``records[i]`` → its transformed image tensor (map-style, for DataLoader workers). A data
+    problem is returned as a value (:class:`_Failed`) so the main process raises it as the same
+    :class:`~mmcore.errors.DataError`, not as a worker traceback."""
+
+    def __init__(self, records: Sequence[ImageTextRecord], transform: Callable[[Any], torch.Tensor] | None):
+        self.records = records
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> Any:
+        from mmcore.errors import DataError
+
+        try:
+            return load_transformed(self.records[index], self.transform)
+        except DataError as e:
+            return _Failed(type(e), e.path, e.problem)
+
+
+class _Failed:
+    def __init__(self, cls: type, path: Any, problem: str):
+        self.cls, self.path, self.problem = cls, path, problem
+
+    def error(self) -> Exception:
+        return self.cls(self.path, self.problem)
+
+
+def _stack(items: list[Any]) -> Any:
+    bad = next((it for it in items if isinstance(it, _Failed)), None)
+    return bad if bad is not None else torch.stack(items)
+
+
+def resolve_workers(num_workers: int | None, n_images: int) -> int:
+    """``num_workers``, or with None :func:`~mmcore.data.streaming.default_num_workers` (0 for fewer than
+    :data:`MIN_IMAGES_FOR_WORKERS` images)."""
+    if num_workers is not None:
+        return max(0, int(num_workers))
+    if n_images < MIN_IMAGES_FOR_WORKERS:
+        return 0
+    from mmcore.data.streaming import default_num_workers
+
+    return default_num_workers()
+
+
+def image_batches(
+    records: Sequence[ImageTextRecord],
+    transform: Callable[[Any], torch.Tensor] | None,
+    batches: Iterable[Sequence[int]],
+    *,
+    num_workers: int | None = None,
+    pin_memory: bool = False,
+    n_images: int | None = None,
+) -> Iterator[torch.Tensor]:
+    """For each index list of ``batches``, the stacked images ``[len, 3, H, W]`` of those records, in
+    order. ``n_images`` (the total, when ``batches`` is a generator) only informs the default worker
+    count. Errors raised while reading an image (:class:`~mmcore.errors.ImageReadError`) reach the
+    caller as themselves, from a worker too."""
+    plan = [list(b) for b in batches]
+    total = n_images if n_images is not None else sum(len(b) for b in plan)
+    workers = min(resolve_workers(num_workers, total), len(plan))
+    if workers == 0:
+        for b in plan:
+            batch = torch.stack([load_transformed(records[i], transform) for i in b])
+            yield batch.pin_memory() if pin_memory else batch
+        return
+    loader = torch.utils.data.DataLoader(
+        RecordImages(records, transform), batch_sampler=plan, num_workers=workers,
+        collate_fn=_stack, pin_memory=pin_memory,
+    )
+    for batch in loader:
+        if isinstance(batch, _Failed):
+            raise batch.error()
+        yield batch
+
+
+__all__ = ["MIN_IMAGES_FOR_WORKERS", "RecordImages", "image_batches", "load_transformed", "resolve_workers",
+           "takes_arrays"]
