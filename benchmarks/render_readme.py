@@ -21,6 +21,8 @@ SECTIONS = [
     ("clip_pretrain", "Tiny CLIP pretraining (`mm clip pretrain`)"),
     ("unlearn_shapes", "Unlearning \"circle\" on the tiny CLIP, every method tuned by one rule on other classes (`python -m benchmarks unlearn_shapes`)"),
     ("unlearn_defaults", "CLIPErase default choices, each undone alone (validation forget classes, never circle)"),
+    ("unlearn_default_run", "The default `mm unlearn run`: wall time and the share spent in evaluation"),
+    ("data_scale", "The real data path at growing sizes: webdataset JPEG shards, peak RSS and images/s"),
     ("diffusion_shapes", "Diffusion evaluation of the unlearned text encoder"),
     ("avqa_synth", "Audio-visual QA on the synthetic Music-AVQA world (`configs/avqa/*-cpu-benchmark.yaml`)"),
     ("sasr_public_speed", "SaSR-Net: our module vs the authors' public code (paper sizes, identical shapes)"),
@@ -133,6 +135,34 @@ def _adapt(name: str, data: dict[str, Any]) -> tuple[dict[str, Any] | None, list
                        f"{_fmt(v[tag]['forget_detection']['after'])} / {_fmt(v[tag]['retain_detection']['after'])}"
                        for tag in ("defaults", "paper_setting")} if (v := data.get("validation")) else {}),
                    "bar": "pass" if data["bar"]["all_pass"] else "FAIL"}
+    elif name == "unlearn_default_run":
+        table = [{"run": k, "wall s": r["wall_s"], "unlearning s": r["timing"]["unlearn_s"],
+                  "evaluation s": r["evaluation_s"], "evaluation share": r["evaluation_share"],
+                  "relearn s": r["timing"]["relearn_s"], "original's metrics cached": r["before_cached"]}
+                 for k, r in data["runs"].items()]
+        summary = {"command": data["command"], "target": data["target"],
+                   "default numbers vs a full-size evaluation": "all within 2 SE" if data.get("full_check_all_within_2se")
+                   else "NOT all within 2 SE", **({"load average": data["load_average"]} if "load_average" in data else {})}
+    elif name == "data_scale":
+        table = []
+        for r in data["rows"]:
+            for cmd in ("mm_clip_eval", "clip_benchmark", "mm_unlearn_run"):
+                if cmd in r:
+                    table.append({"samples": r["n"], "command": cmd, "wall s": r[cmd].get("wall_s"),
+                                  "peak RSS MB": r[cmd].get("peak_rss_mb"), "images/s": r[cmd].get("images_per_s")})
+        b = data["bars"]
+        summary = {"sizes measured": _fmt(data["sizes_measured"]) + (" (partial: " + _fmt(data["sizes"]) + " planned)"
+                                                                     if data.get("partial") else ""),
+                   "decoding workers": data["workers"],
+                   "peak RSS largest / smallest (eval, unlearn)": f"{b['mm_clip_eval']['peak_rss_ratio_largest_smallest']}, "
+                                                                  f"{b['mm_unlearn_run']['peak_rss_ratio_largest_smallest']} (bar <= 1.25)",
+                   "images/s spread vs smallest (eval, unlearn)": f"{b['mm_clip_eval']['max_rel_dev_from_smallest']}, "
+                                                                  f"{b['mm_unlearn_run']['max_rel_dev_from_smallest']} (bar <= 0.2)",
+                   "eval images/s / clip_benchmark's": f"{_fmt(b['eval_vs_clip_benchmark']['images_per_s_ratio'])} (bar >= 1.2)",
+                   "zero-shot accuracy equal to clip_benchmark's": _fmt(b["zero_shot_equal"]),
+                   "CC12M forget-set selection (one process)": f"{data['cc12m_estimate']['forget_set_selection']['hours_one_process']} h",
+                   "CC12M unlearning epoch, 8 GPUs, decode-bound": f"{data['cc12m_estimate']['decode_bound_unlearning_epoch_8_gpus']['hours']} h "
+                                                                   "(model compute not included: no GPU measured)"}
     elif name == "video_decode":
         table = []
         for st in data["settings"]:

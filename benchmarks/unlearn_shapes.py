@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks._common import png_path, write_result
+from benchmarks.unlearn_shapes_plot import TABLE_ORDER, plot
 
 NAME = "unlearn_shapes"
 ROOT = Path(__file__).resolve().parent
@@ -70,9 +71,6 @@ ABLATIONS = {"cliperase-fm": {"method": "cliperase", "modules": "fm"},
 SELECTION_RULE = ("among grid settings with mean held-out forget accuracy <= 1 % over the validation classes, "
                   "the best mean retain accuracy; if none, the lowest mean held-out forget (ties: better retain, "
                   "fewer steps, smaller lr)")
-TABLE_ORDER = ["original", "cliperase", "cliperase-paper", "slug", "multidelete", "ga", "graddiff", "ft", "retrain",
-               "cliperase-fm", "cliperase-fm+rm"]
-
 
 # --------------------------------------------------------------------------- models and data
 
@@ -358,55 +356,25 @@ def checks(rows: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def plot(result: dict[str, Any], path: Path) -> None:
-    import matplotlib
+# --------------------------------------------------------------------------- 5. leaking membership
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    t = result["test"]
-    rows = {r["method"]: r for r in t["rows"]}
-    names = [n for n in TABLE_ORDER if n in rows]
-    fig, axes = plt.subplots(1, 3, figsize=(16, 6.0))
-    ax = axes[0]
-    for i, n in enumerate(names):
-        r = rows[n]
-        if n == "original":
-            continue
-        ax.scatter(r["forget_accuracy"], r["retain_accuracy"], s=55, color=f"C{i % 10}", edgecolors="k",
-                   linewidths=0.5, label=n, zorder=2)
-    o = rows["original"]
-    ax.scatter(o["forget_accuracy"], o["retain_accuracy"], marker="*", s=260, color="gold", edgecolors="k",
-               label="original", zorder=3)
-    ax.set_xlabel("held-out forget accuracy (%) — lower is better")
-    ax.set_ylabel("retain accuracy, D_r (%) — higher is better")
-    ax.set_title(f"forget {TEST_CLASS}: D_f {t['sizes']['forget']}, D_r {t['sizes']['retain']}, "
-                 f"held-out forget {t['sizes']['test_forget']}", fontsize=9)
-    ax.grid(alpha=0.3)
-    # legends below the panels: inside, they hid points (the original's star among them)
-    ax.legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.16))
-    ax = axes[1]
-    timed = [n for n in names if rows[n].get("wall_seconds") is not None]
-    ax.barh(timed, [rows[n]["wall_seconds"] for n in timed], color="tab:gray")
-    for y, n in enumerate(timed):
-        ax.text(rows[n]["wall_seconds"], y, f" {rows[n]['wall_seconds']:.1f} s", va="center", fontsize=7)
-    ax.invert_yaxis()
-    rounds = max(len(rows[n].get("wall_seconds_runs") or [1]) for n in timed) if timed else 1
-    ax.set_xlabel(f"wall time of the unlearning loop / Retrain's training (s, median of {rounds})")
-    ax.set_title("time (linear axis from 0)", fontsize=9)
-    ax = axes[2]
-    for n, curve in t["curves"].items():
-        ax.plot([p["step"] for p in curve], [p["score"] for p in curve], label=n, color=f"C{names.index(n) % 10}")
-    ax.axhline(t["relearn_target"], ls="--", color="k", lw=1, label="half the original")
-    ax.set_xlabel("relearn steps (D_f + D_r batches)")
-    ax.set_ylabel("held-out forget accuracy (%)")
-    ax.set_title("relearning", fontsize=9)
-    ax.legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.16))
-    ax.grid(alpha=0.3)
-    fig.suptitle("Unlearning on the shapes world (tiny CLIP): each method's setting chosen on square/star/ring", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
+def _leak(args: Any, base: Any, settings: dict[str, dict[str, Any]], clip_dir: Path, quick_pre: dict[str, Any],
+          work: Path, retain_n: int) -> dict[str, Any]:
+    leak_pre = {"n_train": args.leak_n_train, "steps": args.leak_steps, "eval_every": 0}
+    if args.quick:
+        leak_pre = {**quick_pre, "n_train": 200, "steps": 40}
+    leak_dir = clip_dir.parent / (clip_dir.name + f"_leak{leak_pre['n_train']}x{leak_pre['steps']}")
+    lpre = _pretrained_clip(leak_dir, leak_pre)
+    lworld = World(dataclasses.replace(base, model=str(leak_dir)))
+    leak_settings = {n: s for n, s in settings.items() if n not in ABLATIONS}
+    leak = test_run(lworld, work / "leak", leak_settings, TEST_CLASS, 1, retain_n)
+    return {
+        "pretrain": {**leak_pre, "zero_shot_accuracy": lpre.get("zero_shot_accuracy")},
+        "original_attack_accuracy": leak["before"]["mia_attack_accuracy"],
+        "attack_reaches_65": (leak["before"]["mia_attack_accuracy"] or 0) >= 65.0,
+        "rows": leak["rows"], "sizes": leak["sizes"], "retrain": leak["retrain"],
+    }
 
 
 # --------------------------------------------------------------------------- main
@@ -425,6 +393,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--only", nargs="+", default=None, choices=sorted([*TUNED, "slug"]),
                     help="tune only these methods (to split the cached grid over processes)")
     ap.add_argument("--replot", action="store_true", help="redraw the PNG from the committed JSON and stop")
+    ap.add_argument("--leak-only", action="store_true",
+                    help="run only the leaking-membership world's runs (cached; to run it beside the main test)")
     ap.add_argument("--tune-only", action="store_true",
                     help="stop after the tuning grid (its runs are cached; a later call goes on from there)")
     args = ap.parse_args(argv)
@@ -463,6 +433,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for n, upd in ABLATIONS.items():
         settings[n] = {**upd, **tuning["cliperase"]["chosen"]}
     print("chosen:", {n: s.get("lr", "-") for n, s in settings.items()})
+    if args.leak_only:
+        return _leak(args, base, settings, clip_dir, quick_pre, work, retain_n)
     test = test_run(world, work / "circle", settings, TEST_CLASS, args.rounds if not args.quick else 2, retain_n)
     rows = {r["method"]: r for r in test["rows"]}
     result: dict[str, Any] = {
@@ -484,20 +456,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                  "training, evaluation excluded, median of the timing rounds.",
     }
     if not args.skip_leak:
-        leak_pre = {"n_train": args.leak_n_train, "steps": args.leak_steps, "eval_every": 0}
-        if args.quick:
-            leak_pre = {**quick_pre, "n_train": 200, "steps": 40}
-        leak_dir = clip_dir.parent / (clip_dir.name + f"_leak{leak_pre['n_train']}x{leak_pre['steps']}")
-        lpre = _pretrained_clip(leak_dir, leak_pre)
-        lworld = World(dataclasses.replace(base, model=str(leak_dir)))
-        leak_settings = {n: s for n, s in settings.items() if n not in ABLATIONS}
-        leak = test_run(lworld, work / "leak", leak_settings, TEST_CLASS, 1, retain_n)
-        result["leaking_membership"] = {
-            "pretrain": {**leak_pre, "zero_shot_accuracy": lpre.get("zero_shot_accuracy")},
-            "original_attack_accuracy": leak["before"]["mia_attack_accuracy"],
-            "attack_reaches_65": (leak["before"]["mia_attack_accuracy"] or 0) >= 65.0,
-            "rows": leak["rows"], "sizes": leak["sizes"], "retrain": leak["retrain"],
-        }
+        result["leaking_membership"] = _leak(args, base, settings, clip_dir, quick_pre, work, retain_n)
     result["benchmark_seconds"] = time.perf_counter() - t0
     write_result(name, result)
     plot(result, png_path(name))
