@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from mmcore.data.image_text import load_cc12m_json, load_cifar100, load_flickr30k, load_wds
+from mmcore.data.cc12m import load_cc12m_json
+from mmcore.data.image_text import load_cifar100, load_flickr30k, load_wds
 from mmcore.data.records import ImageTextDataset
 from mmcore.data.registry import load_image_text
 from mmcore.errors import DataError, MMError
@@ -344,7 +345,7 @@ def test_cc12m_json_and_images(tmp_path):
 
 @pytest.mark.parametrize("chunk_size", [1, 3, 64, 1 << 20])
 def test_json_entries_are_parsed_incrementally(tmp_path, chunk_size):
-    from mmcore.data.image_text import iter_json_entries
+    from mmcore.data.cc12m import iter_json_entries
 
     entries = [{"img_name": f"{i}.png", "text": "]}[, \"tricky\" " * (i % 3)} for i in range(40)]
     entries += [15000000000.0, -1.5e-3, 123, "s", None, True, [], {}]

@@ -5,7 +5,7 @@
 - Flickr30K: Karpathy's ``dataset_flickr30k.json`` or the ``results.csv`` caption file
   (``image_name| comment_number| comment``), plus a folder of images.
 - Conceptual-12M style: a JSON list (or JSON Lines) of ``{"img_name", "text"}`` plus an image
-  folder, parsed incrementally; or webdataset tar shards (``KEY.jpg``/``KEY.png`` + ``KEY.txt``
+  folder, parsed incrementally (:mod:`mmcore.data.cc12m`); or webdataset tar shards (``KEY.jpg``/``KEY.png`` + ``KEY.txt``
   [+ ``KEY.json``], img2dataset's layout), read by :mod:`mmcore.data.streaming`.
 
 Every path taken from an annotation file or a tar member goes through :func:`mmcore.io.safe_join`.
@@ -16,9 +16,8 @@ counted in ``ImageTextData.skipped``; otherwise the first one raises :class:`Dat
 from __future__ import annotations
 
 import io
-import json
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -423,147 +422,6 @@ def _flickr_csv_captions(path: Path, skip: _Skipper) -> dict[str, list[str]]:
     return {k: [c for _, c in sorted(v)] for k, v in rows.items()}
 
 
-# ---------------------------------------------------------------- CC12M-style JSON + folder
-
-
-_JSON_CHUNK = 1 << 20
-
-
-def iter_json_entries(path: str | Path, *, chunk_size: int = _JSON_CHUNK) -> Iterator[Any]:
-    """The entries of a JSON array file, or the values of a JSON Lines file (``.jsonl``), parsed
-    one at a time from ``chunk_size``-character reads: memory holds one chunk and one entry, never
-    the whole file. :class:`DataError` naming the file (and the entry) on malformed JSON."""
-    path = Path(path)
-    lines = path.suffix.lower() == ".jsonl"
-    decoder = json.JSONDecoder()
-    try:
-        f = path.open(encoding="utf-8")
-    except OSError as e:
-        raise DataError(path, f"cannot read ({e})") from None
-    with f:
-        buf, pos, eof, k = "", 0, False, 0
-
-        def fill() -> None:
-            nonlocal buf, pos, eof
-            more = f.read(chunk_size)
-            eof = not more
-            buf, pos = buf[pos:] + more, 0
-
-        def skip_ws() -> None:
-            nonlocal pos
-            while True:
-                while pos < len(buf) and buf[pos] in " \t\r\n":
-                    pos += 1
-                if pos < len(buf) or eof:
-                    return
-                fill()
-
-        try:
-            fill()
-            skip_ws()
-            if not lines:
-                if buf[pos : pos + 1] != "[":
-                    raise DataError(path, 'expected a JSON list of {"img_name": ..., "text": ...} objects')
-                pos += 1
-            while True:
-                skip_ws()
-                if pos >= len(buf):
-                    if lines:
-                        return
-                    raise DataError(path, "truncated JSON: the list is not closed")
-                if not lines and buf[pos] == "]":
-                    return
-                if not lines and k > 0:
-                    if buf[pos] != ",":
-                        raise DataError(path, f"malformed JSON after entry {k - 1}: expected ',' or ']'")
-                    pos += 1
-                    skip_ws()
-                while True:
-                    try:
-                        value, end = decoder.raw_decode(buf, pos)
-                    except json.JSONDecodeError as e:
-                        if eof:
-                            raise DataError(path, f"malformed JSON in entry {k} ({e.msg})") from None
-                        fill()
-                        continue
-                    # a number cut by the chunk end ("1.5" of "1.5e3") decodes too: read on first
-                    cut = end == len(buf) or (isinstance(value, int | float) and buf[end] not in ",] \t\r\n")
-                    if cut and not eof:
-                        fill()
-                        continue
-                    break
-                pos = end
-                yield value
-                k += 1
-        except UnicodeDecodeError as e:
-            raise DataError(path, f"not UTF-8 text ({e})") from None
-
-
-def load_cc12m_json(
-    root: str | Path,
-    split: str = "train",
-    *,
-    annotations: str | Path | None = None,
-    images_dir: str | Path | None = None,
-    skip_bad: bool = False,
-    limit: int | None = None,
-) -> ImageTextData:
-    """A JSON list (or JSON Lines) of ``{"img_name", "text"}`` plus an image folder (CC12M as used by
-    CLIPErase), parsed entry by entry (:func:`iter_json_entries`: the file is never loaded whole).
-
-    ``root`` may be the annotation file itself or a folder holding ``{split}.json[l]``,
-    ``cc12m.json[l]`` or a single ``*.json[l]``; images are in ``images_dir``, ``<folder>/images``
-    or the folder itself. Entries naming the same image are merged into one record with several
-    captions; with ``limit`` the file is read only up to the entry naming image ``limit + 1``
-    (later entries of the first ``limit`` images are then not merged).
-    """
-    root = Path(root)
-    if annotations is not None:
-        ann = Path(annotations)
-    elif root.is_file():
-        ann, root = root, root.parent
-    else:
-        if not root.is_dir():
-            raise DataError(root, "data root not found")
-        cands = [root / f"{stem}.{ext}" for stem in (split, "cc12m") for ext in ("json", "jsonl")]
-        ann = next((c for c in cands if c.is_file()), None)  # type: ignore[assignment]
-        if ann is None:
-            jsons = sorted([*root.glob("*.json"), *root.glob("*.jsonl")])
-            if len(jsons) != 1:
-                raise DataError(
-                    root,
-                    f"cannot pick the annotation file: expected {split}.json, cc12m.json (or .jsonl) or exactly one "
-                    f"*.json / *.jsonl (found {len(jsons)}); give the JSON file itself as the data root",
-                )
-            ann = jsons[0]
-    if not ann.is_file():
-        raise DataError(ann, "annotation file not found")
-    imgs = _find_images_dir(root, images_dir, ("images",))
-    skip = _Skipper(skip_bad)
-    grouped: dict[str, list[str]] = {}
-    for k, item in enumerate(iter_json_entries(ann)):
-        if not (
-            isinstance(item, dict)
-            and isinstance(item.get("img_name"), str)
-            and isinstance(item.get("text"), str)
-        ):
-            skip.bad(ann, f'entry {k} is not an object with string "img_name" and "text"')
-            continue
-        name = item["img_name"]
-        if limit is not None and name not in grouped and len(grouped) >= limit:
-            break
-        grouped.setdefault(name, []).append(item["text"].strip())
-    records = _records_from_captions(grouped, imgs, skip, skip_bad, split)
-    return ImageTextData(
-        name="cc12m",
-        records=records,
-        classnames=None,
-        templates=["a photo of a {}."],
-        skipped=skip.count,
-        attrs={"annotations": str(ann)},
-    )
-
-
 # ---------------------------------------------------------------- webdataset tar shards
 
 
@@ -581,8 +439,6 @@ def load_wds(
 __all__ = [
     "CIFAR_TEMPLATES",
     "FLICKR_CAPTION_FILES",
-    "iter_json_entries",
-    "load_cc12m_json",
     "load_cifar100",
     "load_flickr30k",
     "load_wds",

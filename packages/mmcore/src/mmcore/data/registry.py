@@ -36,11 +36,11 @@ def _needs_root(name: str, fn: Callable[..., ImageTextData]) -> Callable[..., Im
     return load
 
 
-def _real(attr: str) -> Callable[..., ImageTextData]:
+def _real(attr: str, module: str = "image_text") -> Callable[..., ImageTextData]:
     def call(root: Path, split: str, **kw: Any) -> ImageTextData:
-        from mmcore.data import image_text
+        import importlib
 
-        return getattr(image_text, attr)(root, split, **kw)
+        return getattr(importlib.import_module(f"mmcore.data.{module}"), attr)(root, split, **kw)
 
     return call
 
@@ -49,7 +49,7 @@ _LOADERS: dict[str, Callable[..., ImageTextData]] = {
     "shapes": _shapes,
     "cifar100": _needs_root("cifar100", _real("load_cifar100")),
     "flickr30k": _needs_root("flickr30k", _real("load_flickr30k")),
-    "cc12m": _needs_root("cc12m", _real("load_cc12m_json")),
+    "cc12m": _needs_root("cc12m", _real("load_cc12m_json", "cc12m")),
     "wds": _needs_root("wds", _real("load_wds")),
 }
 
