@@ -148,8 +148,10 @@ def comparison_figure(comp: dict[str, Any]) -> Any:
             x, y, kind = r.get("forget_i2t_R@1"), r.get("retain_i2t_R@1"), "image→text R@1"
         if x is None or y is None:
             continue
-        # a legend, not text labels: the good methods crowd into one corner
-        ax1.scatter([x], [y], marker=markers[i % len(markers)], s=60, label=r["method"], color=f"C{i % 10}",
+        # a legend, not text labels: the good methods crowd into one corner; each later marker is drawn
+        # smaller, so methods at the same point stay visible as nested markers
+        ax1.scatter([x], [y], marker=markers[i % len(markers)], s=max(150 - 14 * i, 20), label=r["method"],
+                    color=f"C{i % 10}",
                     alpha=0.8, edgecolors="k", linewidths=0.5, zorder=3)
     o = comp["original"]
     ox, oy = (o.get("forget_accuracy"), o.get("retain_accuracy")) if kind == "zero-shot accuracy" else \
@@ -169,7 +171,7 @@ def comparison_figure(comp: dict[str, Any]) -> Any:
     ax2.invert_yaxis()
     ax2.set_xlim(0, max(secs, default=1) * 1.18)
     for i, s in enumerate(secs):
-        ax2.text(s, i, f" {s:.1f} s", va="center", fontsize=8)
+        ax2.text(s, i, f" {s:.3g} s", va="center", fontsize=8)
     ax2.set_xlabel("wall time of the unlearning / retraining (s)")
     ax2.set_title("time per method (linear, from 0 s)", fontsize=10)
     ax2.grid(axis="x", alpha=0.3)
