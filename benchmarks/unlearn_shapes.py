@@ -458,6 +458,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if not args.skip_leak:
         result["leaking_membership"] = _leak(args, base, settings, clip_dir, quick_pre, work, retain_n)
     result["benchmark_seconds"] = time.perf_counter() - t0
+    # other work shared the 2 cores while this ran: the time ratios are interleaved for that reason
+    result["load_average_at_end"] = list(__import__("os").getloadavg())
     write_result(name, result)
     plot(result, png_path(name))
     print(json.dumps(result["bar"], indent=1))
