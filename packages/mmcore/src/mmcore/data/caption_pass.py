@@ -23,7 +23,7 @@ from typing import Any
 
 from mmcore.data.streaming import _WDS_KEY, shard_name
 from mmcore.errors import DataError
-from mmcore.io import read_json, write_json
+from mmcore.io import atomic_write_text, read_json, write_json
 
 SHARDS_FILE = "shards.jsonl"
 RULE_FILE = "rule.json"
@@ -133,7 +133,7 @@ def caption_pass(
     names = [shard_name(s) for s in wanted]
     done = {d["shard"]: d for d in _read_done(lines_path) if d.get("shard") in set(names)}
     # rewrite without a cut last line, so appends start on a fresh line
-    lines_path.write_text("".join(json.dumps(d) + "\n" for d in done.values()), encoding="utf-8")
+    atomic_write_text(lines_path, "".join(json.dumps(d) + "\n" for d in done.values()))
     res = CaptionPass(resumed=len(done))
     with progress_bar(len(wanted), desc) as advance, lines_path.open("a", encoding="utf-8") as log:
         for shard, name in zip(wanted, names, strict=True):
