@@ -25,7 +25,8 @@ def plot(result: dict[str, Any], path: Path) -> None:
         r = rows[n]
         if n == "original":
             continue
-        ax.scatter(r["forget_accuracy"], r["retain_accuracy"], s=55, color=f"C{i % 10}", edgecolors="k",
+        # each later method drawn smaller: methods at (nearly) one point show as nested markers, none hidden
+        ax.scatter(r["forget_accuracy"], r["retain_accuracy"], s=max(230 - 20 * i, 25), color=f"C{i % 10}", edgecolors="k",
                    linewidths=0.5, label=n, zorder=2)
     o = rows["original"]
     ax.scatter(o["forget_accuracy"], o["retain_accuracy"], marker="*", s=260, color="gold", edgecolors="k",
