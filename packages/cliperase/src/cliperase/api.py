@@ -58,7 +58,7 @@ def unlearn(model: Any, forget: ImageTextData | Sequence[ImageTextRecord],
 
     ``model``: a ClipBundle, a saved model dir / open_clip name, or an open_clip CLIP. ``config`` chooses the
     method and its settings (its data and forget-set fields are not used: the data are given). The input model
-    is left as it was unless ``inplace`` (which saves a copy of the weights)."""
+    is left as it was unless ``inplace`` (then no copy of the weights is made and the input is changed)."""
     from cliperase.forget_sets import ForgetSplit
     from cliperase.trainer import unlearn as run
 
