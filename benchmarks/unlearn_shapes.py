@@ -289,7 +289,8 @@ def test_run(world: World, work: Path, settings: dict[str, dict[str, Any]], cls:
     retrain_steps = None
     if with_retrain:
         def run_retrain() -> dict[str, Any]:
-            model, secs, steps, attempts, ok = _retrain_to_quality(world, cls, _retain_sub(world, cls, retain_n), retain_n)
+            model, secs, steps, attempts, ok = _retrain_to_quality(
+                world, cls, _selection_scores(world, world.bundle.model, cls, world.cfg, retain_n)["retain"], retain_n)
             cfg = world.config(cls, {"method": "retrain"})
             return {**_full_metrics(world, model, cls, cfg, before), "train_seconds": secs, "steps": steps,
                     "attempts": attempts, "equal_quality": ok}
@@ -322,13 +323,6 @@ def test_run(world: World, work: Path, settings: dict[str, dict[str, Any]], cls:
         row["time_ratio_to_retrain"] = med[row["method"]] / med["retrain"] if "retrain" in med else None
     return {"before": before, "rows": rows, "curves": curves, "retrain": retrain_info,
             "sizes": world.split(cls).sizes(), "relearn_target": before["relearn_probe_score"] / 2}
-
-
-def _retain_sub(world: World, cls: str, n: int) -> float:
-    from cliperase.metrics import subsample
-
-    split = world.split(cls)
-    return _zero_shot(world.bundle.model, world.bundle, subsample(split.retain, n, world.cfg.seed + 1), split, world.cfg)
 
 
 # --------------------------------------------------------------------------- checks and plot
