@@ -28,6 +28,8 @@ from cliperase.config import ForgetSpec
 if TYPE_CHECKING:
     from mmcore.data.caption_pass import CaptionPass
 
+    from cliperase.streamed_split import StreamedSets
+
 #: The run-directory folder of the caption pass that finds a keyword's forget set over shards.
 FORGET_PASS_DIR = "forget_pass"
 
@@ -42,15 +44,22 @@ class ForgetSplit:
     test_retain: ImageTextData
     forget_classes: list[str] | None  # None for keyword / id forget sets
     description: str
+    # D_f and D_r as shard streams (cliperase.streamed_split); then ``forget`` / ``retain`` hold bounded
+    # evaluation samples of them, not the sets themselves
+    stream: StreamedSets | None = None
 
     def sizes(self) -> dict[str, int]:
-        return {
+        sizes = {
             "forget": len(self.forget),
             "retain": len(self.retain),
             "test": len(self.test_forget) + len(self.test_retain),
             "test_forget": len(self.test_forget),
             "test_retain": len(self.test_retain),
         }
+        if self.stream is not None:
+            sizes.update(forget=self.stream.n_forget, retain=self.stream.n_retain, forget_eval_sample=len(self.forget),
+                         retain_eval_sample=len(self.retain))
+        return sizes
 
 
 def keyword_pattern(keyword: str) -> re.Pattern[str]:

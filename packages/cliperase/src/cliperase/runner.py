@@ -34,6 +34,7 @@ from cliperase.config import METHODS, PAPER_SETTING, UnlearnConfig
 from cliperase.forget_sets import ForgetSplit, run_forget_ids, split_forget_retain
 from cliperase.provenance import _retrain_error, pretrain_config, retrain_unavailable
 from cliperase.report import SUMMARY_KEYS, comparison_markdown, plot_comparison, run_report
+from cliperase.streamed_split import load_streamed_split, streams_apply
 
 # `mm unlearn compare` method variants: the ablations of the paper as named entries.
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -134,8 +135,13 @@ def _prepare(cfg: UnlearnConfig, bundle: Any, out_dir: Path | None, resume: bool
     from cliperase.metrics import evaluate_split, forget_score, probe_set
     from cliperase.progress import stage
 
-    train, test = load_data(cfg, bundle.image_size)
-    split = split_forget_retain(train, test, cfg.forget, run_forget_ids(cfg.dataset, cfg.forget, train, out_dir))
+    if streams_apply(cfg) and out_dir is not None:
+        split = load_streamed_split(cfg, out_dir)
+        skipped = split.forget.skipped + split.test_forget.skipped
+    else:
+        train, test = load_data(cfg, bundle.image_size)
+        split = split_forget_retain(train, test, cfg.forget, run_forget_ids(cfg.dataset, cfg.forget, train, out_dir))
+        skipped = train.skipped + test.skipped
     t0 = time.perf_counter()
     saved = out_dir / "before.json" if out_dir is not None else None
     cache = before_cache(cache_dir)
@@ -155,7 +161,7 @@ def _prepare(cfg: UnlearnConfig, bundle: Any, out_dir: Path | None, resume: bool
             cache.put(key, before)
     if saved is not None and _is_main(acc):
         write_json(saved, before)
-    return Prepared(split, before, train.skipped + test.skipped, hit, time.perf_counter() - t0)
+    return Prepared(split, before, skipped, hit, time.perf_counter() - t0)
 
 
 def _retrain(cfg: UnlearnConfig, bundle: Any, split: ForgetSplit, acc: Any, out_dir: Path | None, resume: bool):
@@ -224,6 +230,10 @@ def run_unlearning(
     cfg.validate()
     if cfg.method == "retrain" and (why := retrain_unavailable(cfg)):
         raise _retrain_error(why)  # before the output directory is touched or any weights are loaded
+    if cfg.method == "retrain" and streams_apply(cfg):
+        raise MMError("--method retrain trains a CLIP from scratch on all of D_r, which on webdataset shards with a "
+                      "keyword forget set is a stream, not a record list; pretrain on the retain shards with "
+                      "`mm clip pretrain` instead, or name the forget set with --forget-ids")
     out = Path(out_dir)
     acc = _accelerator(cfg, accelerator)
     if _is_main(acc):
@@ -313,8 +323,13 @@ def evaluate_model(cfg: UnlearnConfig, out_dir: str | Path | None = None, overwr
     out = prepare_output_dir(out_dir, overwrite=overwrite) if out_dir is not None else None
     seed_everything(cfg.seed)
     bundle = _load_model(cfg, "cpu" if cfg.accelerator.cpu else _default_device())
-    train, test = load_data(cfg, bundle.image_size)
-    split = split_forget_retain(train, test, cfg.forget, run_forget_ids(cfg.dataset, cfg.forget, train, out_dir))
+    if streams_apply(cfg) and out_dir is not None:
+        split = load_streamed_split(cfg, out_dir)
+        skipped = split.forget.skipped + split.test_forget.skipped
+    else:
+        train, test = load_data(cfg, bundle.image_size)
+        split = split_forget_retain(train, test, cfg.forget, run_forget_ids(cfg.dataset, cfg.forget, train, out_dir))
+        skipped = train.skipped + test.skipped
     metrics = {
         "model": cfg.model,
         **random_init_marks(cfg.model, cfg.pretrained),
@@ -322,7 +337,7 @@ def evaluate_model(cfg: UnlearnConfig, out_dir: str | Path | None = None, overwr
         "forget": split.description,
         "forget_classes": split.forget_classes,
         "sizes": split.sizes(),
-        "skipped_bad": train.skipped + test.skipped,
+        "skipped_bad": skipped,
         "metrics": evaluate_split(bundle.model, bundle, split, cfg, label="eval"),
     }
     if out is not None:

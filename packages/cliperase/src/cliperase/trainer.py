@@ -32,6 +32,7 @@ from torch import nn
 from cliperase.config import UnlearnConfig
 from cliperase.forget_sets import ForgetSplit
 from cliperase.methods import Feats, method_loss, needs
+from cliperase.step_batches import StepBatch, StreamSteps, TextOf
 from cliperase.templates import Templates, config_templates
 
 CHECKPOINT_DIR = "checkpoint"
@@ -94,6 +95,29 @@ class StepImages:
                 for step in range(start, end)]
         yield from image_batches(self.records, self.transform, plan, num_workers=self.num_workers,
                                  pin_memory=self.pin_memory)
+
+
+class RecordSteps:
+    """Steps over record lists: each part's global batch of a step comes from its :class:`BatchStream` and
+    each process decodes its round-robin shard (:class:`StepImages`, DataLoader workers)."""
+
+    def __init__(self, parts: dict[str, tuple[BatchStream, ImageTextData]], step_images: StepImages, text_of: TextOf,
+                 world: int):
+        self.parts, self.step_images, self.text_of, self.world = parts, step_images, text_of, world
+
+    def steps(self, start: int, end: int) -> Iterator[StepBatch]:
+        for step, images in zip(range(start, end), self.step_images.steps(start, end), strict=True):
+            local_idx = dict(zip(self.parts, self.step_images.local(step), strict=True))
+            local, texts, back = {}, {}, {}
+            for key, (stream, data) in self.parts.items():
+                local[key] = [self.text_of(key, data, data.records[i], i, step) for i in local_idx[key]]
+                batch = stream.at(step)
+                # Gathered rows come rank by rank; put them back in global batch order so that
+                # order-dependent terms (MultiDelete's mismatched pairs) match a 1-process run.
+                pos = {idx: p for p, idx in enumerate(gathered_order(batch, self.world))}
+                back[key] = torch.tensor([pos[i] for i in batch])
+                texts[key] = [self.text_of(key, data, data.records[i], i, step) for i in batch]
+            yield StepBatch(images, local, texts, back)
 
 
 class RowSubsetEmbedding(nn.Module):
@@ -215,6 +239,33 @@ def _make_scheduler(cfg: UnlearnConfig, optimizer: torch.optim.Optimizer) -> tor
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
 
 
+def _gathered(x: torch.Tensor, back: torch.Tensor | None) -> torch.Tensor:
+    """All processes' rows (with gradients), in global batch order when ``back`` is given."""
+    g = gather_with_grad(x)
+    return g if back is None else g[back]
+
+
+def _stream_parts(split: ForgetSplit, cfg: UnlearnConfig, use: dict[str, bool], world: int) -> dict[str, dict[str, Any]]:
+    """The shard streams of a streamed split: D_f from the shards holding forget samples, D_r from every
+    training shard's other samples; each process draws ``min(batch, n) // world`` samples per step."""
+    from mmcore.data.shard_sampler import IdFilter
+
+    st = split.stream
+    assert st is not None
+    parts: dict[str, dict[str, Any]] = {}
+    for key, wanted, shards, n, bs, data, inside in (
+            ("f", use["forget"], st.forget_shards, st.n_forget, cfg.forget_batch_size, split.forget, True),
+            ("r", use["retain"], st.retain_shards, st.n_retain, cfg.batch_size, split.retain, False)):
+        if not wanted:
+            continue
+        local = min(bs, n) // world
+        if local == 0:
+            raise MMError(f"{'forget' if inside else 'retain'} set has {n} sample(s), fewer than the {world} processes")
+        parts[key] = {"shards": shards, "keep": IdFilter(st.forget_ids, inside), "n": n, "local_batch": local,
+                      "data": data, "n_classes": st.n_classes}
+    return parts
+
+
 def unlearn(
     bundle: Any,
     split: ForgetSplit,
@@ -248,25 +299,34 @@ def unlearn(
     image_frozen = cfg.resolved_towers() == "text"
     if image_frozen:  # eval mode too: BatchNorm statistics must not drift either
         model.visual.requires_grad_(False).eval()
-    streams: dict[str, tuple[BatchStream, ImageTextData]] = {}
-    if use["forget"]:
-        streams["f"] = (BatchStream(len(split.forget), cfg.forget_batch_size, cfg.seed, world, "forget"), split.forget)
-    if use["retain"]:
-        streams["r"] = (BatchStream(len(split.retain), cfg.batch_size, cfg.seed + 1, world, "retain"), split.retain)
-    step_images = StepImages([(data.records, stream) for stream, data in streams.values()], bundle.preprocess_eval,
-                             rank, world, cfg.num_workers, pin_memory=torch.device(device).type == "cuda")
-
     text_mode = {"f": cfg.forget_text or cfg.text, "r": cfg.text}
     templates = config_templates(split.retain, cfg)
 
-    def text_of(key: str, data: ImageTextData, i: int, step: int) -> str:
-        return pair_text(data.records[i], data, text_mode[key], (cfg.seed, step, ord(key), i), templates)
+    def text_of(key: str, data: ImageTextData, rec: ImageTextRecord, pos: int, step: int) -> str:
+        return pair_text(rec, data, text_mode[key], (cfg.seed, step, ord(key), pos), templates)
+
+    pin = torch.device(device).type == "cuda"
+    streams: dict[str, tuple[BatchStream, ImageTextData]] = {}
+    source: RecordSteps | StreamSteps
+    if split.stream is None:
+        if use["forget"]:
+            streams["f"] = (BatchStream(len(split.forget), cfg.forget_batch_size, cfg.seed, world, "forget"), split.forget)
+        if use["retain"]:
+            streams["r"] = (BatchStream(len(split.retain), cfg.batch_size, cfg.seed + 1, world, "retain"), split.retain)
+        step_images = StepImages([(data.records, stream) for stream, data in streams.values()], bundle.preprocess_eval,
+                                 rank, world, cfg.num_workers, pin_memory=pin)
+        source = RecordSteps(streams, step_images, text_of, world)
+    else:
+        source = StreamSteps(_stream_parts(split, cfg, use, world), bundle.preprocess_eval, text_of, seed=cfg.seed,
+                             rank=rank, world=world, num_workers=cfg.num_workers, pin_memory=pin,
+                             skip_bad=cfg.skip_bad)
 
     emb = getattr(model, "token_embedding", None)
     subset = None
-    if _row_subset_applies(emb, cfg):
-        # every text of steps [0, steps) is known now (batches depend only on seed and step): same rows on resume
-        planned = {text_of(key, data, i, step) for step in range(cfg.steps)
+    if _row_subset_applies(emb, cfg) and split.stream is None:
+        # every text of steps [0, steps) is known now (batches depend only on seed and step): same rows on resume;
+        # a streamed split's texts are known only when drawn
+        planned = {text_of(key, data, data.records[i], i, step) for step in range(cfg.steps)
                    for key, (stream, data) in streams.items() for i in stream.at(step)}
         subset = model.token_embedding = RowSubsetEmbedding(emb, bundle.tokenizer(sorted(planned)))
     wrapper = DualEncoder(model)
@@ -295,43 +355,37 @@ def unlearn(
     last: dict[str, float] = {}
 
     with progress_bar(cfg.steps - start, desc or f"unlearn ({cfg.method})") as advance:
-        for step, step_batch in zip(range(start, cfg.steps), step_images.steps(start, cfg.steps), strict=True):
-            # Local shards of this step's global batches, concatenated into one forward pass (the images
-            # come in the same order, decoded ahead by step_images).
-            local: dict[str, list[int]] = dict(zip(streams, step_images.local(step), strict=True))
-            texts_local = [text_of(key, data, i, step) for key, (_stream, data) in streams.items() for i in local[key]]
-            images_t = step_batch.to(device, non_blocking=True)
+        for step, sb in zip(range(start, cfg.steps), source.steps(start, cfg.steps), strict=True):
+            keys = list(sb.local)
+            texts_local = [t for key in keys for t in sb.local[key]]
+            images_t = sb.images.to(device, non_blocking=True)
             tokens = bundle.tokenizer(texts_local).to(device)
             img, txt, scale = wrapper(images_t, tokens)
             feats: dict[str, Feats] = {}
             orig: dict[str, Feats] = {}
             offset = 0
             full_frozen = None
-            if frozen is not None and frozen_keys >= set(streams):
+            if frozen is not None and frozen_keys >= set(keys):
                 # Same input shapes as the trained model's forward: at step 0 both give bitwise equal
                 # features, so MSE-to-original terms start with exactly zero gradient (no float noise
                 # for Adam to blow up into full-size steps).
                 # A frozen image tower gives the original's image features already: no second image forward.
                 full_frozen = (img.detach() if image_frozen else frozen_encode(frozen.encode_image, images_t),
                                frozen_encode(frozen.encode_text, tokens))
-            for key, (stream, data) in streams.items():
-                k = len(local[key])
+            for key in keys:
+                k = len(sb.local[key])
                 sl = slice(offset, offset + k)
                 offset += k
-                batch = stream.at(step)
-                # Gathered rows come rank by rank; put them back in global batch order so that
-                # order-dependent terms (MultiDelete's mismatched pairs) match a 1-process run.
-                pos = {idx: p for p, idx in enumerate(gathered_order(batch, world))}
-                back = torch.tensor([pos[i] for i in batch], device=device)
-                texts = [text_of(key, data, i, step) for i in batch]
-                feats[key] = Feats(gather_with_grad(img[sl])[back], gather_with_grad(txt[sl])[back], texts)
+                back = sb.back[key].to(device) if sb.back[key] is not None else None
+                texts = sb.texts[key]
+                feats[key] = Feats(_gathered(img[sl], back), _gathered(txt[sl], back), texts)
                 if frozen is not None and key in frozen_keys:
                     if full_frozen is not None:
                         o_img, o_txt = full_frozen[0][sl], full_frozen[1][sl]
                     else:
                         o_img = img[sl].detach() if image_frozen else frozen_encode(frozen.encode_image, images_t[sl])
                         o_txt = frozen_encode(frozen.encode_text, tokens[sl])
-                    orig[key] = Feats(gather_with_grad(o_img)[back], gather_with_grad(o_txt)[back], texts)
+                    orig[key] = Feats(_gathered(o_img, back), _gathered(o_txt, back), texts)
             orig_scale = frozen.logit_scale.exp() if frozen is not None else None  # float32, like ``scale``
             loss, parts = method_loss(cfg, scale, feats.get("f"), feats.get("r"), orig.get("f"), orig.get("r"), orig_scale,
                                       step=step)

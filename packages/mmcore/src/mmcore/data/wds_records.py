@@ -7,8 +7,10 @@ from __future__ import annotations
 import io
 import json
 import os
+import random
 import tarfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -92,11 +94,7 @@ def _scan_shard(shard: Path, skip: _Skipper) -> Iterator[tuple[str, dict[str, by
         yield key, parts, images[key], bad.get(key)
 
 
-def _load_records(shards: Sequence[Path], meta: Path, skip_bad: bool, limit: int | None) -> ImageTextData:
-    skip = _Skipper(skip_bad)
-    classnames, templates = _class_info(meta)
-    n_classes = len(classnames) if classnames else None
-    records: list[ImageTextRecord] = []
+def _iter_records(shards: Sequence[Path], n_classes: int | None, skip: _Skipper) -> Iterator[ImageTextRecord]:
     for shard in shards:
         for key, small, images, problem in _scan_shard(shard, skip):
             if problem is not None:
@@ -112,17 +110,19 @@ def _load_records(shards: Sequence[Path], meta: Path, skip_bad: bool, limit: int
                 extra: dict[str, Any] = {"tar_member": (str(shard), offset, size)}
             else:  # a compressed shard: the bytes are all there is
                 member, extra = f"{key}.{ext}", {"image_bytes": small[ext]}
-                if skip_bad and (bad := _bytes_ok(small[ext])):
+                if skip.skip_bad and (bad := _bytes_ok(small[ext])):
                     skip.bad(f"{shard}:{member}", bad)
                     continue
-            records.append(ImageTextRecord(
+            yield ImageTextRecord(
                 id=f"{shard_name(shard)}/{key}", captions=[parsed.caption], label=parsed.label,
                 attrs={"source": f"{shard}:{member}", **({"json": parsed.meta} if parsed.meta else {})}, **extra,
-            ))
-            if limit is not None and len(records) >= limit:
-                break
-        if limit is not None and len(records) >= limit:
-            break
+            )
+
+
+def _load_records(shards: Sequence[Path], meta: Path, skip_bad: bool, limit: int | None) -> ImageTextData:
+    skip = _Skipper(skip_bad)
+    classnames, templates = _class_info(meta)
+    records = list(islice(_iter_records(shards, len(classnames) if classnames else None, skip), limit))
     return ImageTextData(name="wds", records=records, classnames=classnames, templates=templates,
                          skipped=skip.count, attrs={"shards": [shard_name(s) for s in shards],
                                                            "shard_paths": [str(s) for s in shards]})
@@ -158,6 +158,32 @@ def load_wds_holdout(root: str | Path, test_fraction: float = 0.1, seed: int = 0
                           shards_from=f"split_shards(test_fraction={test_fraction}, seed={seed})")
         out.append(data)
     return out[0], out[1]
+
+
+def sample_wds_records(root: str | Path, shards: Sequence[Path], parts: dict[str, Callable[[ImageTextRecord], bool]],
+                       k: int | None, seed: int = 0, *, skip_bad: bool = False) -> dict[str, ImageTextData]:
+    """Per part, a uniform seeded sample of at most ``k`` of the records of ``shards`` that the part's
+    predicate accepts (``k`` None: all of them), from one pass over the tar headers (no image decoded):
+    memory holds the ``k`` records of each part, whatever the number of samples (reservoir sampling).
+    Each part keeps the shards' order; ``attrs["n_total"]`` is how many records the part had."""
+    skip = _Skipper(skip_bad)
+    classnames, templates = _class_info(_meta_dir(root, shards))
+    rng = random.Random(seed)
+    kept: dict[str, list[tuple[int, ImageTextRecord]]] = {name: [] for name in parts}
+    seen = dict.fromkeys(parts, 0)
+    for pos, rec in enumerate(_iter_records(shards, len(classnames) if classnames else None, skip)):
+        for name, accepts in parts.items():
+            if not accepts(rec):
+                continue
+            seen[name] += 1
+            if k is None or len(kept[name]) < k:
+                kept[name].append((pos, rec))
+            elif (j := rng.randrange(seen[name])) < k:
+                kept[name][j] = (pos, rec)
+    return {name: ImageTextData(name=f"wds-{name}", records=[r for _, r in sorted(kept[name], key=lambda t: t[0])],
+                                classnames=classnames, templates=templates, skipped=skip.count,
+                                attrs={"n_total": seen[name], "shard_paths": [str(s) for s in shards]})
+            for name in parts}
 
 
 # ---------------------------------------------------------------- writing shards

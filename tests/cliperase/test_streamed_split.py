@@ -1,0 +1,69 @@
+"""Unlearning over webdataset shards with a keyword forget set: D_f and D_r streamed from the shards
+(cliperase.streamed_split), never loaded as record lists."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from cliperase.config import ForgetSpec, RelearnConfig
+from cliperase.forget_sets import split_forget_retain
+from cliperase.runner import run_unlearning
+from cliperase.streamed_split import load_streamed_split, streams_apply
+from cliperase_testutil import tiny_config
+from mmcore.errors import MMError
+
+
+@pytest.fixture(scope="module")
+def easy_shards(easy_world, tmp_path_factory):
+    """The easy world's 400 images (train and held-out) as 10 lossless shards of 40, with class names."""
+    from mmcore.data.wds_records import write_shards
+
+    _, split = easy_world
+    records = split.forget.records + split.retain.records + split.test_forget.records + split.test_retain.records
+    root = tmp_path_factory.mktemp("easy_shards")
+    write_shards(records, root, per_shard=40, image_format="png", classnames=split.retain.classnames,
+                 templates=split.retain.templates)
+    return root
+
+
+def _cfg(model_dir, root, **kw):
+    return tiny_config(model=str(model_dir), dataset="wds", data_root=str(root), forget=ForgetSpec(keyword="circle"),
+                       relearn=RelearnConfig(enabled=False), eval_batch_size=256, **kw)
+
+
+def test_streamed_split_has_the_record_split_sizes_and_bounded_samples(easy_world, easy_shards, tmp_path):
+    from mmcore.data.wds_records import load_wds_holdout
+
+    cfg = _cfg(easy_world[0], easy_shards, eval_max_samples=12)
+    assert streams_apply(cfg) and not streams_apply(dataclasses.replace(cfg, limit=100))
+    split = load_streamed_split(cfg, tmp_path)
+    train, test = load_wds_holdout(easy_shards, cfg.holdout_fraction, cfg.seed)
+    ref = split_forget_retain(train, test, cfg.forget)
+    sizes = split.sizes()
+    assert {k: sizes[k] for k in ("forget", "retain")} == {k: ref.sizes()[k] for k in ("forget", "retain")}
+    assert split.stream is not None and split.stream.forget_ids == frozenset(r.id for r in ref.forget.records)
+    assert len(split.forget) == len(split.retain) == 12  # evaluation samples, at most eval_max_samples
+    assert {r.id for r in split.retain.records} <= {r.id for r in ref.retain.records}
+    assert len(split.test_forget) + len(split.test_retain) == min(12, len(ref.test_forget)) + min(12, len(ref.test_retain))
+    assert all("circle" in r.captions[0] for r in split.test_forget.records)
+    shard_of = {r.id: r.tar_member[0] for r in train.records}
+    assert set(split.stream.forget_shards) == {shard_of[r.id] for r in ref.forget.records}
+    assert set(split.stream.retain_shards) == {shard_of[r.id] for r in ref.retain.records}
+
+
+@pytest.mark.slow
+def test_unlearning_streams_the_shards_and_forgets(easy_world, easy_shards, tmp_path):
+    cfg = _cfg(easy_world[0], easy_shards, steps=30, lr=1e-3, batch_size=16, forget_batch_size=16, num_workers=1)
+    m = run_unlearning(cfg, tmp_path / "run")
+    assert m["sizes"]["forget_eval_sample"] == m["sizes"]["forget"]  # small enough to evaluate whole
+    assert (tmp_path / "run" / "forget_pass" / "shards.jsonl").is_file()
+    assert m["before"]["forget_train_accuracy"] > 80
+    assert m["after"]["forget_train_accuracy"] < m["before"]["forget_train_accuracy"] - 40
+    assert m["after"]["retain_accuracy"] > 50
+
+
+def test_retrain_refuses_a_streamed_split_before_writing(easy_world, easy_shards, tmp_path):
+    with pytest.raises(MMError, match="stream"):
+        run_unlearning(_cfg(easy_world[0], easy_shards, method="retrain"), tmp_path / "r")
+    assert not (tmp_path / "r").exists()
