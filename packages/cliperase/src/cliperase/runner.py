@@ -104,6 +104,7 @@ class Prepared:
     skipped: int
     before_cached: bool = False  # reused from the cache (before_cache)
     eval_before_s: float = 0.0
+    split_s: float = 0.0  # reading the data and splitting it (a streamed split: the caption pass and the samples)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -135,6 +136,7 @@ def _prepare(cfg: UnlearnConfig, bundle: Any, out_dir: Path | None, resume: bool
     from cliperase.metrics import evaluate_split, forget_score, probe_set
     from cliperase.progress import stage
 
+    t_split = time.perf_counter()
     if streams_apply(cfg) and out_dir is not None:
         split = load_streamed_split(cfg, out_dir)
         skipped = split.forget.skipped + split.test_forget.skipped
@@ -161,7 +163,7 @@ def _prepare(cfg: UnlearnConfig, bundle: Any, out_dir: Path | None, resume: bool
             cache.put(key, before)
     if saved is not None and _is_main(acc):
         write_json(saved, before)
-    return Prepared(split, before, skipped, hit, time.perf_counter() - t0)
+    return Prepared(split, before, skipped, hit, time.perf_counter() - t0, t0 - t_split)
 
 
 def _retrain(cfg: UnlearnConfig, bundle: Any, split: ForgetSplit, acc: Any, out_dir: Path | None, resume: bool):
@@ -266,7 +268,8 @@ def run_unlearning(
         relearn = relearn_steps(model, bundle, split, cfg, prep.before["relearn_probe_score"])
     t_end = time.perf_counter()
     timing = {  # seconds; eval_before_s 0 where a comparison or the cache supplied the original's metrics
-        "load_s": t_load, "eval_before_s": 0.0 if prepared is not None else prep.eval_before_s,
+        "load_s": t_load, "split_s": 0.0 if prepared is not None else prep.split_s,
+        "eval_before_s": 0.0 if prepared is not None else prep.eval_before_s,
         "unlearn_s": t_after - t_unlearn, "eval_after_s": t_relearn - t_after, "relearn_s": t_end - t_relearn,
         "total_s": t_end - t_start, "before_cached": prep.before_cached, "before_shared": prepared is not None}
 

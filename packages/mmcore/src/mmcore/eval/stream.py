@@ -9,6 +9,7 @@ computed from those features exactly as :func:`~mmcore.eval.zeroshot.zero_shot_e
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -34,7 +35,9 @@ def stream_eval(
     desc: str | None = None,
 ) -> dict[str, Any]:
     """``{"n", "skipped", "zero_shot_accuracy", "per_class" (when the stream has class names and every
-    image a label), retrieval metrics (when there are captions)}`` of ``model`` on ``stream``."""
+    image a label), retrieval metrics (when there are captions), "eval_seconds" (this pass, without
+    loading the model)}`` of ``model`` on ``stream``."""
+    t0 = time.perf_counter()
     dev = torch.device(device)
     batches = stream.batches(transform, batch_size, num_workers=num_workers, pin_memory=dev.type == "cuda")
     feats, rest = encode_image_batches(model, batches, device=dev, desc=desc or f"encode images ({stream.split})")
@@ -57,6 +60,7 @@ def stream_eval(
         out.update(retrieval_from_features(model, tokenizer, feats, texts, owners, ks, batch_size=batch_size,
                                            device=dev))
         out["n_captions"] = n_captions
+    out["eval_seconds"] = round(time.perf_counter() - t0, 3)
     return out
 
 
