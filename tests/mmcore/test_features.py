@@ -162,3 +162,15 @@ def test_load_video_features_errors(tmp_path):
     with pytest.raises(DataError, match="expected a 4-D visual array") as e:
         features.load_video_features(tmp_path, "x")
     assert e.value.path == tmp_path / "visual" / "x.npy"
+
+
+def test_decoding_workers_give_the_same_features_and_errors(video_dirs, tmp_path):
+    features.extract_features(video_dirs["good"], tmp_path / "w0", num_workers=0, progress=False)
+    features.extract_features(video_dirs["good"], tmp_path / "w2", num_workers=2, progress=False)
+    for vid in ("clip0", "clip1"):
+        for x, y in zip(features.load_video_features(tmp_path / "w0", vid),
+                        features.load_video_features(tmp_path / "w2", vid), strict=True):
+            np.testing.assert_array_equal(x, y)
+    with pytest.raises(DataError) as e:  # a worker's failure names the file, as in this process
+        features.extract_features(video_dirs["mixed"], tmp_path / "bad", num_workers=2, progress=False)
+    assert e.value.path.name == "noaudio.mp4" and "no audio stream" in e.value.problem

@@ -42,7 +42,7 @@ def extract_features(
     meta = run(
         cfg.videos, cfg.out, visual=cfg.visual, audio=cfg.audio, fps=cfg.fps, n_steps=cfg.n_steps,
         batch_size=cfg.batch_size, image_size=cfg.image_size, backend=cfg.backend, device=cfg.device, threads=cfg.threads,
-        skip_bad=cfg.skip_bad, overwrite=cfg.overwrite,
+        skip_bad=cfg.skip_bad, overwrite=cfg.overwrite, num_workers=cfg.num_workers,
     )
     print_table("extracted features", [{
         "videos": meta["n_videos"], "extracted": meta["n_extracted"], "already done": meta["n_existing"],

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import io
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -51,6 +52,9 @@ class FeatureConfig:
     backend: str = "auto"
     device: str = "cpu"
     threads: int | None = None
+    # videos decoded ahead in parallel (threads: see decoded_videos); None: from the CPU count
+    # (mmcore.data.streaming.default_num_workers), 0: one by one
+    num_workers: int | None = None
     skip_bad: bool = False
     overwrite: bool = False
 
@@ -94,6 +98,47 @@ def _decode(path: Path, fps: float, backend: str) -> tuple[np.ndarray, np.ndarra
     wave = read_audio(path, sample_rate=16000)
     frames = read_frames(path, fps=fps, backend=backend)
     return frames, wave
+
+
+def _decode_or_problem(path: Path, fps: float, backend: str) -> tuple[Any, tuple[str, str] | None]:
+    try:
+        return _decode(path, fps, backend), None
+    except DataError as e:
+        return None, (str(e.path), e.problem)
+
+
+def decoded_videos(paths: list[Path], fps: float, backend: str, num_workers: int | None) -> Iterator[Any]:
+    """(frames, wave) or (None, (path, problem)) per video, in order, decoded ``num_workers`` videos at a
+    time ahead of the caller (None: from the CPU count; 0: one by one in this thread). Close it
+    (``contextlib.closing``) when stopping early: the videos in flight are then dropped.
+
+    The workers are threads, not DataLoader processes: decord and PyAV decode in FFmpeg with the GIL
+    released, so threads run in parallel, and forked workers deadlock in a process that has decoded
+    with decord before (FFmpeg's threads), while forkserver / spawn workers cost seconds of start-up
+    per call."""
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    from mmcore.data.streaming import default_num_workers
+
+    workers = default_num_workers() if num_workers is None else num_workers
+    if workers == 0:
+        for p in paths:
+            yield _decode_or_problem(p, fps, backend)
+        return
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        ahead: deque[Any] = deque()
+        todo = iter(paths)
+        try:
+            for p in todo:
+                ahead.append(pool.submit(_decode_or_problem, p, fps, backend))
+                if len(ahead) > workers:
+                    yield ahead.popleft().result()
+            while ahead:
+                yield ahead.popleft().result()
+        finally:
+            for f in ahead:
+                f.cancel()
 
 
 def _encode(frames: np.ndarray, wave: np.ndarray, visual: Any, audio: Any, fps: float, n_steps: int | None,
@@ -148,12 +193,13 @@ def extract_features(
     skip_bad: bool = False,
     overwrite: bool = False,
     progress: bool | None = None,
+    num_workers: int | None = None,
 ) -> dict[str, Any]:
     """Extract per-video audio and visual-grid features (see the module docstring); returns features.json's content.
 
     ``threads``: torch CPU threads while extracting; None = 1 for the weightless ``pixels`` encoder (its
     tensors are tiny, and intra-op threads only add spin-waiting: ~20x slower on a busy 2-core machine),
-    torch's default otherwise.
+    torch's default otherwise. ``num_workers``: video decoding workers (:func:`decoded_videos`).
 
     A bad video (truncated, corrupt, no audio stream) raises :class:`DataError`, or with ``skip_bad`` is
     skipped and listed under ``bad`` in features.json. Features already written are never lost.
@@ -195,7 +241,7 @@ def extract_features(
     if threads is None and venc.spec.startswith("pixels") and device == "cpu":
         threads = 1
     with torch_threads(threads):
-        return _run(videos, out, meta, venc, aenc, fps, n_steps, batch_size, backend, skip_bad, progress)
+        return _run(videos, out, meta, venc, aenc, fps, n_steps, batch_size, backend, skip_bad, progress, num_workers)
 
 
 def _done(out: Path, video: Path) -> bool:
@@ -204,7 +250,8 @@ def _done(out: Path, video: Path) -> bool:
 
 
 def _run(videos: list[Path], out: Path, meta: dict[str, Any], venc: Any, aenc: Any, fps: float,
-         n_steps: int | None, batch_size: int, backend: str, skip_bad: bool, progress: bool | None) -> dict[str, Any]:
+         n_steps: int | None, batch_size: int, backend: str, skip_bad: bool, progress: bool | None,
+         num_workers: int | None) -> dict[str, Any]:
     from mmcore.distributed import progress_bar
     from mmcore.io import write_json
 
@@ -213,29 +260,22 @@ def _run(videos: list[Path], out: Path, meta: dict[str, Any], venc: Any, aenc: A
     steps_seen: list[int] = []
     t0 = time.perf_counter()
     with progress_bar(len(todo), "extract features", disable=None if progress is None else not progress) as advance, \
-            ThreadPoolExecutor(max_workers=1) as pool:
-        # decode the next video in a thread (decord/FFmpeg release the GIL) while this one is encoded
-        fut = pool.submit(_decode, todo[0], fps, backend) if todo else None
-        for i, path in enumerate(todo):
-            nxt = pool.submit(_decode, todo[i + 1], fps, backend) if i + 1 < len(todo) else None
+            closing(decoded_videos(todo, fps, backend, num_workers)) as videos_decoded:
+        for path, (decoded, problem) in zip(todo, videos_decoded, strict=True):
             try:
-                assert fut is not None
-                frames, wave = fut.result()
-                v, a = _encode(frames, wave, venc, aenc, fps, n_steps, batch_size, path)
+                if problem is not None:
+                    raise DataError(*problem)
+                v, a = _encode(*decoded, venc, aenc, fps, n_steps, batch_size, path)
             except DataError as e:
                 if not skip_bad:
-                    if nxt is not None:
-                        nxt.cancel()
                     raise
                 bad.append({"video": path.name, "error": e.problem})
                 advance(1, bad=len(bad))
-                fut = nxt
                 continue
             _save_npy(out / "audio" / f"{path.stem}.npy", a)
             _save_npy(out / "visual" / f"{path.stem}.npy", v)
             steps_seen.append(len(v))
             advance(1, bad=len(bad))
-            fut = nxt
     meta.update({
         "complete": True,
         "n_videos": len(videos),

@@ -146,12 +146,15 @@ def shuffled_shard_batches(
         _Decode(transform, problems, n_classes),
         partial(_exact_batches, batch_size=batch_size),
     )
-    loader = torch.utils.data.DataLoader(pipeline, batch_size=None, num_workers=workers, pin_memory=pin_memory)
-    for batch in loader:
-        for where, problem, fatal in batch.pop("problems"):
-            if fatal or not skip_bad:
-                raise DataError(where, problem + ("" if fatal else _SKIP_HINT))
-        yield batch
+    it = iter(torch.utils.data.DataLoader(pipeline, batch_size=None, num_workers=workers, pin_memory=pin_memory))
+    try:
+        for batch in it:
+            for where, problem, fatal in batch.pop("problems"):
+                if fatal or not skip_bad:
+                    raise DataError(where, problem + ("" if fatal else _SKIP_HINT))
+            yield batch
+    finally:
+        del it  # stop the workers when the stream is closed, not when a traceback holding it is dropped
 
 
 __all__ = ["IdFilter", "shuffled_shard_batches"]
