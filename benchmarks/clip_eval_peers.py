@@ -394,8 +394,9 @@ def _plot(models: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
-def main(argv: list[str]) -> dict[str, Any]:
-    from benchmarks._common import RESULTS, png_path, write_result
+def build_parser() -> argparse.ArgumentParser:
+    """The options of `python -m benchmarks clip_eval_peers`: the keys of its --config YAML."""
+    from benchmarks._common import RESULTS
 
     p = argparse.ArgumentParser(prog=f"benchmarks {NAME}", description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="small sizes, few repeats (smoke test / CI)")
@@ -412,7 +413,13 @@ def main(argv: list[str]) -> dict[str, Any]:
     p.add_argument("--extra-repeats", type=int, default=2)
     p.add_argument("--warmup", type=int, default=1, help="untimed rounds before the timed ones")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str]) -> dict[str, Any]:
+    from benchmarks._common import parse_args, png_path, write_result
+
+    args = parse_args(build_parser(), argv)
     if args.threads:
         import torch
 
