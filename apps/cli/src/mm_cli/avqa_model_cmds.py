@@ -9,16 +9,8 @@ from pathlib import Path
 
 import typer
 
-from mm_cli.common import (
-    config_option,
-    preset_file,
-    preset_option,
-    print_config_option,
-    print_table,
-    run_config,
-    set_option,
-    user_errors,
-)
+from mm_cli import common
+from mm_cli.common import config_option, print_config_option, print_table, run_config, set_option, user_errors
 
 _DATA_HELP = ("Data dir with annotations/avqa-{train,val,test}.json and features/ "
               "(`mm avqa synth` + `mm avqa extract-features --out DIR/features`).")
@@ -38,7 +30,7 @@ PRESETS = {"paper": "the published recipe (SaSR-Net: 80 epochs, batch 16, StepLR
 
 def _preset_file(preset: str, model: str | None) -> Path:
     """configs/avqa/<model>-<preset>.yaml of this checkout."""
-    return preset_file("avqa", preset, PRESETS, stem=f"{'avst' if model == 'avst' else 'sasrnet'}-{preset}")
+    return common.preset_file("avqa", preset, PRESETS, stem=f"{'avst' if model == 'avst' else 'sasrnet'}-{preset}")
 
 
 def _type_table(title: str, results: dict[str, dict]) -> None:
@@ -66,7 +58,7 @@ def train(
     batch_size: int | None = typer.Option(None, "--batch-size", help="Global batch size (the paper's).", show_default="16"),
     seed: int | None = typer.Option(None, "--seed", help="Random seed (the paper's).", show_default="1"),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip and count bad annotations / feature files."),
-    preset: str | None = preset_option("avqa", PRESETS, "<model>-<preset>"),
+    preset: str | None = common.preset_option("avqa", PRESETS, "<model>-<preset>"),
     config: Path | None = config_option("sasrnet.config.TrainConfig"),
     set_: list[str] | None = set_option(),
     print_config: bool = print_config_option(),
