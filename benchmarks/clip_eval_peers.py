@@ -25,6 +25,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks._common import RESULTS, parse_args, png_path, write_result
+
 # No progress bars on either side (tqdm reads TQDM_DISABLE when it is first imported).
 os.environ.setdefault("MM_NO_PROGRESS", "1")
 os.environ.setdefault("TQDM_DISABLE", "1")
@@ -396,8 +398,6 @@ def _plot(models: list[dict[str, Any]], path: Path) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The options of `python -m benchmarks clip_eval_peers`: the keys of its --config YAML."""
-    from benchmarks._common import RESULTS
-
     p = argparse.ArgumentParser(prog=f"benchmarks {NAME}", description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="small sizes, few repeats (smoke test / CI)")
     p.add_argument("--out", default=str(RESULTS), help="output directory (default benchmarks/results)")
@@ -417,8 +417,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str]) -> dict[str, Any]:
-    from benchmarks._common import parse_args, png_path, write_result
-
     args = parse_args(build_parser(), argv)
     if args.threads:
         import torch
@@ -467,8 +465,7 @@ def main(argv: list[str]) -> dict[str, Any]:
                 "ours_img_per_s": m["images_per_s"][f"ours_{key}"],
                 "clip_benchmark_img_per_s": m["images_per_s"][f"cb_{key}"],
                 "ratio_x": m[f"ratio_{key}_x"],
-                "metric_ours": metr["ours"], "metric_clip_benchmark": metr["clip_benchmark"],
-                "abs_diff": metr["abs_diff"],
+                "metric_ours": metr["ours"], "metric_clip_benchmark": metr["clip_benchmark"], "abs_diff": metr["abs_diff"],
             })
     result = {
         "summary": summary,
@@ -478,8 +475,7 @@ def main(argv: list[str]) -> dict[str, Any]:
         "settings": {"quick": args.quick, "seed": args.seed, "repeats": repeats, "warmup": warmup,
                      "data": "mmcore.data.shapes.make_shapes(n, seed+1) at the model's image size",
                      "clip_benchmark_amp": False, "loader_workers": 0, "clip_benchmark_patches": patches,
-                     "mmcore_workarounds": WORKAROUNDS,
-                     "clip_benchmark_version": _version("clip-benchmark")},
+                     "mmcore_workarounds": WORKAROUNDS, "clip_benchmark_version": _version("clip-benchmark")},
     }
     png = png_path(NAME, args.out)
     _plot(models, png)
