@@ -37,7 +37,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks._common import png_path, timed_median, write_result
+from benchmarks._common import parse_args, png_path, timed_median, write_result
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "avqa"
 # run name -> (model, recipe file under configs/avqa)
@@ -215,7 +215,8 @@ def replot(out: Path | None, work: Path, name: str = "avqa_synth") -> None:
     plot_result(result, png_path(name, out))
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
+def build_parser() -> argparse.ArgumentParser:
+    """The options of `python -m benchmarks avqa_synth`: the keys of its --config YAML."""
     p = argparse.ArgumentParser(prog="python -m benchmarks avqa_synth", description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="smoke run: 24 videos, 1 epoch, tiny models, batch 8")
     p.add_argument("--videos", type=int, default=1600, help="synthetic clips in the world")
@@ -242,7 +243,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--no-write", action="store_true", help="print the result instead of writing results/NAME.json")
     p.add_argument("--replot", action="store_true",
                    help="only re-draw results/NAME.png from results/NAME.json (chance levels from --work's data)")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = build_parser()
+    args = parse_args(p, argv)
     if args.replot:
         if args.work is None:
             p.error("--replot needs --work (the kept data dir, for the chance levels)")

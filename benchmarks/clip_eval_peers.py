@@ -25,6 +25,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks._common import RESULTS, parse_args, png_path, write_result
+
 # No progress bars on either side (tqdm reads TQDM_DISABLE when it is first imported).
 os.environ.setdefault("MM_NO_PROGRESS", "1")
 os.environ.setdefault("TQDM_DISABLE", "1")
@@ -394,9 +396,8 @@ def _plot(models: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
-def main(argv: list[str]) -> dict[str, Any]:
-    from benchmarks._common import RESULTS, png_path, write_result
-
+def build_parser() -> argparse.ArgumentParser:
+    """The options of `python -m benchmarks clip_eval_peers`: the keys of its --config YAML."""
     p = argparse.ArgumentParser(prog=f"benchmarks {NAME}", description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="small sizes, few repeats (smoke test / CI)")
     p.add_argument("--out", default=str(RESULTS), help="output directory (default benchmarks/results)")
@@ -412,7 +413,11 @@ def main(argv: list[str]) -> dict[str, Any]:
     p.add_argument("--extra-repeats", type=int, default=2)
     p.add_argument("--warmup", type=int, default=1, help="untimed rounds before the timed ones")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str]) -> dict[str, Any]:
+    args = parse_args(build_parser(), argv)
     if args.threads:
         import torch
 
@@ -460,8 +465,7 @@ def main(argv: list[str]) -> dict[str, Any]:
                 "ours_img_per_s": m["images_per_s"][f"ours_{key}"],
                 "clip_benchmark_img_per_s": m["images_per_s"][f"cb_{key}"],
                 "ratio_x": m[f"ratio_{key}_x"],
-                "metric_ours": metr["ours"], "metric_clip_benchmark": metr["clip_benchmark"],
-                "abs_diff": metr["abs_diff"],
+                "metric_ours": metr["ours"], "metric_clip_benchmark": metr["clip_benchmark"], "abs_diff": metr["abs_diff"],
             })
     result = {
         "summary": summary,
@@ -471,8 +475,7 @@ def main(argv: list[str]) -> dict[str, Any]:
         "settings": {"quick": args.quick, "seed": args.seed, "repeats": repeats, "warmup": warmup,
                      "data": "mmcore.data.shapes.make_shapes(n, seed+1) at the model's image size",
                      "clip_benchmark_amp": False, "loader_workers": 0, "clip_benchmark_patches": patches,
-                     "mmcore_workarounds": WORKAROUNDS,
-                     "clip_benchmark_version": _version("clip-benchmark")},
+                     "mmcore_workarounds": WORKAROUNDS, "clip_benchmark_version": _version("clip-benchmark")},
     }
     png = png_path(NAME, args.out)
     _plot(models, png)

@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks._common import png_path, write_result
+from benchmarks._common import parse_args, png_path, write_result
 
 TARGET_ACCURACY = 0.95
 TARGET_SECONDS = 300.0
@@ -48,12 +48,17 @@ def _plot(evals: list[dict], path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def main(argv: list[str] | None = None) -> dict:
+def build_parser() -> argparse.ArgumentParser:
+    """The options of `python -m benchmarks clip_pretrain`: the keys of its --config YAML."""
     p = argparse.ArgumentParser(prog="python -m benchmarks clip_pretrain", description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=None, help="run directory (default: a temporary one)")
     p.add_argument("--set", dest="sets", action="append", default=[], help="config override key=value")
     p.add_argument("--no-write", action="store_true", help="print only, do not write benchmarks/results")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(build_parser(), argv)
 
     from mmcore.clip_train import ClipTrainConfig, pretrain
     from mmcore.config import config_to_dict, parse_set_options, resolve_config

@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks._common import RESULTS, png_path, write_result
+from benchmarks._common import RESULTS, parse_args, png_path, write_result
 
 MODEL = Path.home() / ".cache" / "mm" / "tiny-clip-seed0"
 PER_SHARD = 500
@@ -279,14 +279,19 @@ def _plot(rows: list[dict[str, Any]], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
-def main(argv: list[str]) -> dict[str, Any]:
+def build_parser() -> argparse.ArgumentParser:
+    """The options of `python -m benchmarks data_scale`: the keys of its --config YAML."""
     ap = argparse.ArgumentParser(prog="python -m benchmarks data_scale")
     ap.add_argument("--sizes", default="5000,20000,80000")
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--work", default="/tmp/mm_data_scale")
     ap.add_argument("--out", default=str(RESULTS))
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv: list[str]) -> dict[str, Any]:
+    args = parse_args(build_parser(), argv)
     if not (MODEL / "model.safetensors").is_file():
         raise SystemExit(f"{MODEL}/model.safetensors not found: run `mm demo` first")
     work = Path(args.work)

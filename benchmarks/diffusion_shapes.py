@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks._common import png_path, write_result
+from benchmarks._common import parse_args, png_path, write_result
 
 NAME = "diffusion_shapes"
 ROOT = Path(__file__).resolve().parent
@@ -93,7 +93,8 @@ def _summary(unl: dict[str, Any], m: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
+def build_parser() -> argparse.ArgumentParser:
+    """The options of `python -m benchmarks diffusion_shapes`: the keys of its --config YAML."""
     ap = argparse.ArgumentParser(prog=f"python -m benchmarks {NAME}", description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="demo-size diffusion model and eval: a smoke test, not the bar")
     ap.add_argument("--clip-dir", type=Path, default=None, help="pretrained tiny CLIP (reused, or created here)")
@@ -101,7 +102,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--fresh", action="store_true", help="retrain the diffusion model and redo the unlearning")
     ap.add_argument("--n-per-prompt", type=int, default=0, help="images per prompt and encoder (0: 25, quick 6)")
     ap.add_argument("--validation-class", default="square", help="second forget shape, on which the defaults were chosen")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(build_parser(), argv)
 
     from cliperase.diffusion.evaluate import DiffusionEvalConfig, diffusion_eval
 

@@ -203,10 +203,9 @@ def _plot(rows: list[dict[str, Any]], peak: float, path: Path) -> None:
     plt.close(fig)
 
 
-def main(argv: list[str]) -> dict[str, Any]:
-    import torch
-
-    from benchmarks._common import RESULTS, png_path, write_result
+def build_parser() -> argparse.ArgumentParser:
+    """The options of `python -m benchmarks hw_efficiency`: the keys of its --config YAML."""
+    from benchmarks._common import RESULTS
 
     p = argparse.ArgumentParser(prog=f"benchmarks {NAME}", description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="small batch / matmul, few repeats (smoke test / CI)")
@@ -218,7 +217,15 @@ def main(argv: list[str]) -> dict[str, Any]:
     p.add_argument("--sasr-batch", type=int, default=None, help="default: sasrnet TrainConfig().batch_size")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str]) -> dict[str, Any]:
+    import torch
+
+    from benchmarks._common import parse_args, png_path, write_result
+
+    args = parse_args(build_parser(), argv)
     if args.threads:
         torch.set_num_threads(args.threads)
 

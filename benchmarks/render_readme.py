@@ -184,8 +184,13 @@ def _adapt(name: str, data: dict[str, Any]) -> tuple[dict[str, Any] | None, list
     return summary if isinstance(summary, dict) else None, table if isinstance(table, list) else None
 
 
+def reproduce(name: str) -> str:
+    """The one command that reproduces a section: the benchmark with the settings of its committed result."""
+    return f"Reproduce: `uv run python -m benchmarks {name} --config configs/benchmarks/{name}.yaml`"
+
+
 def render_section(name: str, title: str, data: dict[str, Any]) -> list[str]:
-    lines = [f"### {title}", ""]
+    lines = [f"### {title}", "", reproduce(name), ""]
     machine = data.get("machine", {})
     lines.append(f"_Measured {machine.get('date', '?')} on {machine.get('cpu', '?')} "
                  f"({machine.get('torch_threads', '?')} threads)._")
@@ -227,7 +232,7 @@ def render() -> str:
         if path.exists():
             lines += render_section(name, title, json.loads(path.read_text()))
         else:
-            lines += [f"### {title}", "", f"_Not yet measured: run `uv run python -m benchmarks {name}`._", ""]
+            lines += [f"### {title}", "", f"_Not yet measured._ {reproduce(name)}", ""]
     lines.append(END)
     return "\n".join(lines)
 

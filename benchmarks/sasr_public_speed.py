@@ -54,14 +54,9 @@ def _inputs(b: int, seed: int) -> dict[str, Any]:
             "noise_seed": torch.arange(b, dtype=torch.long)}
 
 
-def main(argv: list[str]) -> dict[str, Any]:
-    import torch
-    from mmcore.optim import adam
-    from sasrnet.model import compute_loss, count_parameters
-    from sasrnet.official import load_official
-
-    from benchmarks._common import RESULTS, png_path, write_result
-    from benchmarks.hw_efficiency import interleaved_times
+def build_parser() -> argparse.ArgumentParser:
+    """The options of `python -m benchmarks sasr_public_speed`: the keys of its --config YAML."""
+    from benchmarks._common import RESULTS
 
     p = argparse.ArgumentParser(prog=f"benchmarks {NAME}", description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="batch 2, 1 round (smoke test)")
@@ -69,7 +64,19 @@ def main(argv: list[str]) -> dict[str, Any]:
     p.add_argument("--rounds", type=int, default=None, help="timed rounds after warm-up (default 5)")
     p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (the bar is on 2 threads)")
     p.add_argument("--out", default=str(RESULTS), help="output directory (default benchmarks/results)")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str]) -> dict[str, Any]:
+    import torch
+    from mmcore.optim import adam
+    from sasrnet.model import compute_loss, count_parameters
+    from sasrnet.official import load_official
+
+    from benchmarks._common import parse_args, png_path, write_result
+    from benchmarks.hw_efficiency import interleaved_times
+
+    args = parse_args(build_parser(), argv)
     torch.set_num_threads(args.threads)
     b = args.batch or (2 if args.quick else 8)
     rounds, warmup = (1, 1) if args.quick else (args.rounds or 5, 1)

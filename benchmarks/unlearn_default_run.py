@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks._common import png_path, write_result
+from benchmarks._common import parse_args, png_path, write_result
 
 NAME = "unlearn_default_run"
 KEYS = ("forget_accuracy", "forget_train_accuracy", "retain_accuracy", "test_accuracy", "forget_i2t_R@1",
@@ -105,7 +105,8 @@ def _plot(result: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
+def build_parser() -> argparse.ArgumentParser:
+    """The options of `python -m benchmarks unlearn_default_run`: the keys of its --config YAML."""
     ap = argparse.ArgumentParser(prog=f"python -m benchmarks {NAME}", description=__doc__.splitlines()[0])
     ap.add_argument("--clip-dir", type=Path, default=None, help="the tiny CLIP [default: $MM_CACHE or ~/.cache/mm "
                     "tiny-clip-seed0, made by `mm demo`]")
@@ -113,7 +114,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--before-json", type=Path, default=None,
                     help="metrics.json of the same run before this change (its timing is drawn as the first bar)")
     ap.add_argument("--out", type=Path, default=None, help="results folder (default benchmarks/results)")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(build_parser(), argv)
 
     from mm_cli.common import default_cache_dir
 

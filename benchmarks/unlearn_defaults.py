@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks._common import png_path, write_result
+from benchmarks._common import parse_args, png_path, write_result
 
 NAME = "unlearn_defaults"
 ROOT = Path(__file__).resolve().parent
@@ -67,7 +67,8 @@ def _plot(rows: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
+def build_parser() -> argparse.ArgumentParser:
+    """The options of `python -m benchmarks unlearn_defaults`: the keys of its --config YAML."""
     ap = argparse.ArgumentParser(prog=f"python -m benchmarks {NAME}", description=__doc__.splitlines()[0])
     ap.add_argument("--classes", default="square,star,ring", help="validation forget classes (never the benchmark's circle)")
     ap.add_argument("--seeds", default="0,1,2", help="unlearning seeds (batch order and retrieval subsample)")
@@ -75,7 +76,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     help="a finished `mm clip pretrain` run (benchmarks unlearn_shapes creates it)")
     ap.add_argument("--quick", action="store_true", help="random-weight mm-micro-clip, tiny data: a smoke test")
     ap.add_argument("--out", type=Path, default=None, help="results folder (default benchmarks/results)")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(build_parser(), argv)
 
     from cliperase.config import ForgetSpec, UnlearnConfig
     from cliperase.forget_sets import split_forget_retain

@@ -47,7 +47,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks._common import png_path, write_result
+from benchmarks._common import parse_args, png_path, write_result
 from benchmarks.unlearn_shapes_plot import TABLE_ORDER, plot
 
 NAME = "unlearn_shapes"
@@ -374,7 +374,8 @@ def _leak(args: Any, base: Any, settings: dict[str, dict[str, Any]], clip_dir: P
 # --------------------------------------------------------------------------- main
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
+def build_parser() -> argparse.ArgumentParser:
+    """The options of `python -m benchmarks unlearn_shapes`: the keys of its --config YAML."""
     ap = argparse.ArgumentParser(prog=f"python -m benchmarks {NAME}", description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="tiny sizes: a pipeline smoke test (not the bar)")
     ap.add_argument("--clip-dir", type=Path, default=None, help="pretrained tiny CLIP (reused, or created here)")
@@ -391,7 +392,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     help="run only the leaking-membership world's runs (cached; to run it beside the main test)")
     ap.add_argument("--tune-only", action="store_true",
                     help="stop after the tuning grid (its runs are cached; a later call goes on from there)")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(build_parser(), argv)
 
     import shutil
 

@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from benchmarks._common import png_path, timed_median, write_result
+from benchmarks._common import parse_args, png_path, timed_median, write_result
 
 NAME = "video_decode"
 
@@ -198,7 +198,8 @@ def measure(decoders: dict[str, Any], raw_names: list[str], paths: list[Path], s
             "ratio_of_median_speeds": ratio_of_medians, "meets_target_0.9x": ratio >= 0.9}
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
+def build_parser() -> argparse.ArgumentParser:
+    """The options of `python -m benchmarks video_decode`: the keys of its --config YAML."""
     ap = argparse.ArgumentParser(prog=f"python -m benchmarks {NAME}", description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer videos and repeats (CI)")
     ap.add_argument("--videos", type=Path, default=None, help="use DIR/*.mp4 instead of generated clips")
@@ -206,7 +207,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--repeats", type=int, default=None)
     ap.add_argument("--no-write", action="store_true", help="print only (tests)")
     ap.add_argument("--out", type=Path, default=None, help="results directory (default benchmarks/results)")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(build_parser(), argv)
     from mmcore.media import video_info
 
     n_videos = args.n_videos or (4 if args.quick else 12)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import typer
 
+from mm_cli import common
 from mm_cli.common import config_option, print_config_option, print_table, run_config, set_option, user_errors
 
 _DATA_HELP = ("Data dir with annotations/avqa-{train,val,test}.json and features/ "
@@ -27,18 +28,9 @@ PRESETS = {"paper": "the published recipe (SaSR-Net: 80 epochs, batch 16, StepLR
            "cpu-benchmark": "the recipe of benchmarks/avqa_synth (cpu-small, 15 epochs; see the YAML)"}
 
 
-def preset_file(preset: str, model: str | None) -> Path:
+def _preset_file(preset: str, model: str | None) -> Path:
     """configs/avqa/<model>-<preset>.yaml of this checkout."""
-    from mmcore.errors import ConfigError
-
-    if preset not in PRESETS:
-        raise ConfigError(f"unknown --preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    name = "avst" if model == "avst" else "sasrnet"
-    path = Path(__file__).resolve().parents[4] / "configs" / "avqa" / f"{name}-{preset}.yaml"
-    if not path.is_file():
-        raise ConfigError(f"preset file {path} not found (presets live in the repository's configs/avqa/; "
-                          "outside a checkout pass --config FILE)")
-    return path
+    return common.preset_file("avqa", preset, PRESETS, stem=f"{'avst' if model == 'avst' else 'sasrnet'}-{preset}")
 
 
 def _type_table(title: str, results: dict[str, dict]) -> None:
@@ -66,8 +58,7 @@ def train(
     batch_size: int | None = typer.Option(None, "--batch-size", help="Global batch size (the paper's).", show_default="16"),
     seed: int | None = typer.Option(None, "--seed", help="Random seed (the paper's).", show_default="1"),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip and count bad annotations / feature files."),
-    preset: str | None = typer.Option(None, "--preset", help="A committed recipe, configs/avqa/<model>-<preset>.yaml: "
-                                      + "; ".join(f"{k}: {v}" for k, v in PRESETS.items()) + ". A --config file on top overrides its keys."),
+    preset: str | None = common.preset_option("avqa", PRESETS, "<model>-<preset>"),
     config: Path | None = config_option("sasrnet.config.TrainConfig"),
     set_: list[str] | None = set_option(),
     print_config: bool = print_config_option(),
@@ -81,7 +72,7 @@ def train(
 
     explicit = {"model": model, "size": size, "epochs": epochs, "batch_size": batch_size, "seed": seed,
                 "skip_bad": skip_bad or None}
-    presets = [preset_file(preset, model)] if preset is not None else []
+    presets = [_preset_file(preset, model)] if preset is not None else []
     cfg, sources = run_config(TrainConfig, config=config, set_=set_, options=explicit, print_config=print_config,
                               preset_files=presets)
     model_config(cfg.model, cfg.size, cfg.arch, sources=sources)  # a bad arch key fails now, naming its source

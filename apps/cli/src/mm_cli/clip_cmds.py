@@ -13,6 +13,11 @@ app = typer.Typer(help="CLIP models: pretrain the offline tiny CLIP on synthetic
                   no_args_is_help=True)
 
 
+# committed recipes, configs/clip/pretrain-<preset>.yaml (tests/cli/test_presets.py checks names and files agree)
+PRETRAIN_PRESETS = {"default": "the ClipTrainConfig defaults written out (the tiny CLIP `mm demo` trains)",
+                    "membership-leak": "the overfit tiny CLIP of benchmarks/unlearn_shapes' leaking-membership world"}
+
+
 @app.command("pretrain")
 @user_errors
 def pretrain_cmd(
@@ -21,6 +26,7 @@ def pretrain_cmd(
     dataset: str | None = typer.Option(None, "--dataset", help="shapes | cifar100 | flickr30k | cc12m | wds.", show_default="shapes"),
     data_root: Path | None = typer.Option(None, "--data-root", help="Dataset root (real datasets)."),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Real data: skip (and count in metrics.json) unreadable items instead of failing."),
+    preset: str | None = common.preset_option("clip", PRETRAIN_PRESETS, "pretrain-<preset>"),
     config: Path | None = common.config_option("mmcore.clip_train.ClipTrainConfig"),
     set_: list[str] | None = common.set_option(),
     print_config: bool = common.print_config_option(),
@@ -35,7 +41,9 @@ def pretrain_cmd(
 
     options = {"seed": seed, "dataset": dataset, "data_root": data_root and str(data_root), "skip_bad": skip_bad or None,
                "keep_checkpoints": keep_checkpoints or None}
-    cfg, _ = common.run_config(ClipTrainConfig, config=config, set_=set_, options=options, print_config=print_config)
+    presets = [common.preset_file("clip", preset, PRETRAIN_PRESETS, stem=f"pretrain-{preset}")] if preset else []
+    cfg, _ = common.run_config(ClipTrainConfig, config=config, set_=set_, options=options, print_config=print_config,
+                               preset_files=presets)
     check_image_text_dataset(cfg.dataset)
     metrics = pretrain(cfg, out, resume=resume, overwrite=overwrite)
     print_table(

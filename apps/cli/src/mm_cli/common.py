@@ -162,6 +162,30 @@ SET_HELP = "Override a config field: key=value (repeatable, dotted keys); applie
 PRINT_CONFIG_HELP = "Print the resolved config as JSON and exit (nothing is loaded or written)."
 
 
+# The repository's committed run recipes (configs/<group>/<name>.yaml); present in a checkout only.
+CONFIGS_DIR = Path(__file__).resolve().parents[4] / "configs"
+
+
+def preset_file(group: str, preset: str, presets: dict[str, str], stem: str | None = None) -> Path:
+    """configs/<group>/<stem or preset>.yaml of this checkout, for ``--preset`` (``presets``: name -> help)."""
+    from mmcore.errors import ConfigError
+
+    if preset not in presets:
+        raise ConfigError(f"unknown --preset {preset!r}; choose one of {', '.join(presets)}")
+    path = CONFIGS_DIR / group / f"{stem or preset}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"preset file {path} not found (presets live in the repository's configs/{group}/; "
+                          "outside a checkout pass --config FILE)")
+    return path
+
+
+def preset_option(group: str, presets: dict[str, str], pattern: str = "<preset>") -> Any:
+    """``--preset NAME``: a committed recipe configs/<group>/<pattern>.yaml, under --config FILE."""
+    return typer.Option(None, "--preset", help=f"A committed recipe, configs/{group}/{pattern}.yaml: "
+                        + "; ".join(f"{k}: {v}" for k, v in presets.items())
+                        + ". A --config file on top overrides its keys.")
+
+
 def config_option(what: str) -> Any:
     return typer.Option(None, "--config", help=CONFIG_HELP.format(what=what))
 

@@ -15,6 +15,8 @@ from mm_cli.common import (
     choose_clip_model,
     config_option,
     default_cache_dir,
+    preset_file,
+    preset_option,
     print_config_option,
     print_table,
     run_config,
@@ -42,6 +44,11 @@ _KEYWORD = typer.Option(None, "--forget-keyword", help="Forget images with a cap
 _RATIO = typer.Option(None, "--forget-ratio", help="Forget a seeded random fraction of the classes.")
 _IDS = typer.Option(None, "--forget-ids", help="File of record ids to forget, one per line.")
 _CONFIG = config_option("cliperase.config.UnlearnConfig")
+# committed recipes, configs/unlearn/<preset>.yaml (tests/cli/test_presets.py checks names and files agree)
+PRESETS = {"default": "the UnlearnConfig defaults written out",
+           "paper": "the paper's setting (both encoders, forget captions; cliperase.config.PAPER_SETTING)",
+           "cpu-benchmark": "the CLIPErase row of benchmarks/unlearn_shapes (forget circle, lr 1e-4, 60 steps)"}
+_PRESET = preset_option("unlearn", PRESETS)
 _SET = set_option()
 _PRINT = print_config_option()
 _SEED = typer.Option(None, "--seed", help="Random seed (also the forget ratio's class draw).", show_default="0")
@@ -107,7 +114,7 @@ def _overrides(
 
 
 def _config(config: Path | None, options: dict[str, Any], set_: list[str] | None, random_init: bool,
-            print_config: bool):
+            print_config: bool, preset: str | None = None):
     """The resolved UnlearnConfig; a misspelt dataset, a wrong model path or untrained weights without
     --random-init are errors here, before torch is imported. A model named nowhere (option, file, --set) is
     the tiny CLIP cached by `mm demo`."""
@@ -115,7 +122,9 @@ def _config(config: Path | None, options: dict[str, Any], set_: list[str] | None
 
     from cliperase.config import UnlearnConfig
 
+    presets = [preset_file("unlearn", preset, PRESETS)] if preset is not None else []
     cfg, sources = run_config(UnlearnConfig, config=config, set_=set_, options=options, print_config=print_config,
+                              preset_files=presets,
                               option_names={"data_root": "data-root", "forget.classes": "forget-classes",
                                             "forget.keyword": "forget-keyword", "forget.ratio": "forget-ratio",
                                             "forget.ids_file": "forget-ids", "forget.seed": "seed"})
@@ -175,6 +184,7 @@ def run(
     relearn: bool = _RELEARN,
     relearn_steps: int = _RELEARN_STEPS,
     no_cache: bool = _NO_CACHE,
+    preset: str = _PRESET,
     config: Path = _CONFIG,
     set_: list[str] = _SET,
     seed: int = _SEED,
@@ -190,7 +200,8 @@ def run(
                                      forget_ratio=forget_ratio, forget_ids=forget_ids, seed=seed, skip_bad=skip_bad,
                                      method=method, steps=steps,
                                      **_eval_overrides(eval_max_samples, retrieval_max_pairs, mia_max_samples,
-                                                       relearn, relearn_steps)), set_, random_init, print_config)
+                                                       relearn, relearn_steps)), set_, random_init, print_config,
+                   preset)
     from cliperase.runner import run_unlearning
     m = run_unlearning(cfg, out, resume=resume, overwrite=overwrite, cache_dir=_cache(no_cache))
     from mmcore.distributed import is_main_process
@@ -217,6 +228,7 @@ def evaluate(
     forget_ratio: float = _RATIO,
     forget_ids: Path = _IDS,
     out: Path = typer.Option(None, "--out", help="Write metrics.json and config.json here."),
+    preset: str = _PRESET,
     config: Path = _CONFIG,
     set_: list[str] = _SET,
     seed: int = _SEED,
@@ -233,7 +245,7 @@ def evaluate(
                                      forget_classes=forget_classes, forget_keyword=forget_keyword,
                                      forget_ratio=forget_ratio, forget_ids=forget_ids, seed=seed, skip_bad=skip_bad,
                                      **_eval_overrides(eval_max_samples, retrieval_max_pairs, mia_max_samples)),
-                   set_, random_init, print_config)
+                   set_, random_init, print_config, preset)
     from cliperase.runner import evaluate_model
     m = evaluate_model(cfg, out, overwrite=overwrite)
     print_table(f"{model}: forget {m['forget']} (D_f {m['sizes']['forget']}, D_r {m['sizes']['retain']}, "
@@ -266,6 +278,7 @@ def compare(
     relearn: bool = _RELEARN,
     relearn_steps: int = _RELEARN_STEPS,
     no_cache: bool = _NO_CACHE,
+    preset: str = _PRESET,
     config: Path = _CONFIG,
     set_: list[str] = _SET,
     seed: int = _SEED,
@@ -281,7 +294,8 @@ def compare(
                                      forget_ratio=forget_ratio, forget_ids=forget_ids, seed=seed, skip_bad=skip_bad,
                                      steps=steps,
                                      **_eval_overrides(eval_max_samples, retrieval_max_pairs, mia_max_samples,
-                                                       relearn, relearn_steps)), set_, random_init, print_config)
+                                                       relearn, relearn_steps)), set_, random_init, print_config,
+                   preset)
     from cliperase.report import comparison_rows, sizes_text
     from cliperase.runner import compare_methods
     names = [m.strip() for m in methods.split(",") if m.strip()]

@@ -88,6 +88,8 @@ class RetrainConfig:
 
 # `mm unlearn compare` variant "cliperase-paper": the paper's setting where it differs from the defaults
 # (both encoders fine-tuned, forget pairs with their captions); see the comment block in UnlearnConfig.
+# The single source of truth: configs/unlearn/paper.yaml (`mm unlearn run --preset paper`) is a copy that a
+# test keeps equal, because an installed cliperase has no configs/ directory to read it from.
 PAPER_SETTING: dict[str, object] = {"towers": "both", "forget_text": "caption"}
 TOWERS = ("auto", "text", "both")
 # "auto": each method's own setting. MultiDelete's public code (CLU-UML/MultiDelete, vl_unlearn/runner_unlearn.py)
