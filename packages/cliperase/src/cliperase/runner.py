@@ -95,6 +95,17 @@ def load_data(cfg: UnlearnConfig, image_size: int | None = None) -> tuple[ImageT
     return train.subset(kept, name=train.name), train.subset(held, name=f"{train.name}-holdout")
 
 
+def load_split(cfg: UnlearnConfig, image_size: int | None, out_dir: str | Path | None) -> tuple[ForgetSplit, int]:
+    """The forget / retain split of ``cfg`` and the number of unreadable items skipped: streamed from the shards
+    (:mod:`cliperase.streamed_split`, the caption pass written to ``out_dir``) where that applies, else records."""
+    if streams_apply(cfg) and out_dir is not None:
+        split = load_streamed_split(cfg, out_dir)
+        return split, split.forget.skipped + split.test_forget.skipped
+    train, test = load_data(cfg, image_size)
+    split = split_forget_retain(train, test, cfg.forget, run_forget_ids(cfg.dataset, cfg.forget, train, out_dir))
+    return split, train.skipped + test.skipped
+
+
 @dataclass
 class Prepared:
     """What every method of one comparison shares: the data split and the original model's metrics."""
@@ -137,13 +148,7 @@ def _prepare(cfg: UnlearnConfig, bundle: Any, out_dir: Path | None, resume: bool
     from cliperase.progress import stage
 
     t_split = time.perf_counter()
-    if streams_apply(cfg) and out_dir is not None:
-        split = load_streamed_split(cfg, out_dir)
-        skipped = split.forget.skipped + split.test_forget.skipped
-    else:
-        train, test = load_data(cfg, bundle.image_size)
-        split = split_forget_retain(train, test, cfg.forget, run_forget_ids(cfg.dataset, cfg.forget, train, out_dir))
-        skipped = train.skipped + test.skipped
+    split, skipped = load_split(cfg, bundle.image_size, out_dir)
     t0 = time.perf_counter()
     saved = out_dir / "before.json" if out_dir is not None else None
     cache = before_cache(cache_dir)
@@ -326,13 +331,7 @@ def evaluate_model(cfg: UnlearnConfig, out_dir: str | Path | None = None, overwr
     out = prepare_output_dir(out_dir, overwrite=overwrite) if out_dir is not None else None
     seed_everything(cfg.seed)
     bundle = _load_model(cfg, "cpu" if cfg.accelerator.cpu else _default_device())
-    if streams_apply(cfg) and out_dir is not None:
-        split = load_streamed_split(cfg, out_dir)
-        skipped = split.forget.skipped + split.test_forget.skipped
-    else:
-        train, test = load_data(cfg, bundle.image_size)
-        split = split_forget_retain(train, test, cfg.forget, run_forget_ids(cfg.dataset, cfg.forget, train, out_dir))
-        skipped = train.skipped + test.skipped
+    split, skipped = load_split(cfg, bundle.image_size, out_dir)
     metrics = {
         "model": cfg.model,
         **random_init_marks(cfg.model, cfg.pretrained),
