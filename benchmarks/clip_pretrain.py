@@ -3,7 +3,7 @@ held-out synthetic images in <= 5 minutes wall on 2 CPU cores.
 
     uv run python -m benchmarks clip_pretrain [--out DIR] [--set key=value ...]
 
-Runs the real recipe (:func:`mmcore.clip_train.pretrain`, what the CLI calls) with its defaults and
+Runs the real recipe (:func:`mmcore.recipes.clip_pretrain.pretrain`, what the CLI calls) with its defaults and
 writes benchmarks/results/clip_pretrain.json plus a PNG of held-out accuracy against wall time and
 steps, read from the run's log.jsonl. Run it on an otherwise idle machine.
 """
@@ -55,7 +55,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--no-write", action="store_true", help="print only, do not write benchmarks/results")
     args = p.parse_args(argv)
 
-    from mmcore.clip_train import ClipTrainConfig, pretrain
+    from mmcore.clip_train import ClipTrainConfig
+    from mmcore.recipes.clip_pretrain import pretrain
     from mmcore.config import config_to_dict, parse_set_options, resolve_config
 
     cfg = resolve_config(ClipTrainConfig, None, parse_set_options(args.sets))

@@ -77,7 +77,8 @@ SELECTION_RULE = ("among grid settings with mean held-out forget accuracy <= 1 %
 
 def _pretrained_clip(clip_dir: Path, overrides: dict[str, Any]) -> dict[str, Any]:
     """Reuse or create a tiny pretrained CLIP; returns its pretraining metrics."""
-    from mmcore.clip_train import ClipTrainConfig, pretrain
+    from mmcore.clip_train import ClipTrainConfig
+    from mmcore.recipes.clip_pretrain import pretrain
     from mmcore.distributed import AcceleratorConfig
     from mmcore.io import read_json
 
@@ -129,8 +130,7 @@ class World:
         from mmcore.distributed import seed_everything
 
         seed_everything(cfg.seed)
-        res = unlearn(self.fresh(), self.split(cls), cfg, self.acc, out_dir=None, resume=False,
-                      desc=f"{cfg.method} · forget {cls}")
+        res = unlearn(self.fresh(), self.split(cls), cfg, self.acc, desc=f"{cfg.method} · forget {cls}")
         return unwrap(res.model).eval(), res.train_seconds
 
 

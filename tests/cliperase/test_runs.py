@@ -121,14 +121,14 @@ def test_unlearning_is_deterministic(tmp_path):
 KILL_SCRIPT = textwrap.dedent("""
     import os, signal, sys
     sys.path.insert(0, {tests!r})
-    import cliperase.trainer as tr
+    import mmcore.checkpoint as ck
     from cliperase_testutil import tiny_config
     from cliperase.runner import run_unlearning
-    real = tr.save_training_state
+    real = ck.save_training_state
     def save_then_die(*a, **k):
         real(*a, **k)
         os.kill(os.getpid(), signal.SIGKILL)  # a hard kill right after the first checkpoint
-    tr.save_training_state = save_then_die
+    ck.save_training_state = save_then_die
     run_unlearning(tiny_config(steps=4, checkpoint_every=2), {out!r})
 """)
 

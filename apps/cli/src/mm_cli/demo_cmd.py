@@ -47,7 +47,8 @@ def demo(
         console.print(f"[bold]1/4[/] reusing the cached tiny CLIP in {clip_dir}")
     else:
         console.print(f"[bold]1/4[/] pretraining the tiny CLIP on synthetic shapes → {clip_dir}")
-        from mmcore.clip_train import ClipTrainConfig, pretrain
+        from mmcore.clip_train import ClipTrainConfig
+        from mmcore.recipes.clip_pretrain import pretrain
 
         cfg = ClipTrainConfig(seed=seed)
         if tiny:
