@@ -95,7 +95,7 @@ class World:
     """One pretrained model and its data; a fresh copy of the model for every run."""
 
     def __init__(self, base_cfg: Any):
-        from cliperase.runner import load_data
+        from cliperase.recipes.runner import load_data
         from mmcore.distributed import build_accelerator
         from mmcore.encoders.clip import load_clip
 
@@ -218,7 +218,7 @@ def tune(world: World, work: Path, grid_lr: tuple[float, ...], grid_steps: tuple
 def _retrain_to_quality(world: World, cls: str, original_retain: float, retain_n: int, cap_factors=(1.0, 1.5, 2.0)):
     """Retrain with the recipe's steps, then x1.5, x2, until retain accuracy is within 1 point of the
     original's; returns (model, seconds, steps, attempts)."""
-    from cliperase.runner import _retrain, pretrain_config
+    from cliperase.recipes.runner import _retrain, pretrain_config
 
     recipe_steps = int((pretrain_config(world.cfg.model) or {}).get("steps") or world.cfg.retrain.fallback_steps)
     attempts = []
@@ -304,7 +304,7 @@ def test_run(world: World, work: Path, settings: dict[str, dict[str, Any]], cls:
         retrain_steps = res["steps"]
         retrain_info = {k: res[k] for k in ("steps", "attempts", "equal_quality")}
     # timing rounds 2..rounds, methods interleaved (round r: every method once, in table order)
-    from cliperase.runner import _retrain
+    from cliperase.recipes.runner import _retrain
 
     for r in range(1, rounds):
         for name in list(times):

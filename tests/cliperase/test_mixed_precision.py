@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from cliperase import losses
 from cliperase.forget_sets import split_forget_retain
-from cliperase.runner import load_data
+from cliperase.recipes.runner import load_data
 from cliperase.templates import config_templates
 from cliperase.trainer import ImageBank, pair_text, unlearn
 from cliperase_testutil import tiny_config

@@ -10,7 +10,7 @@ import textwrap
 
 import pytest
 import torch
-from cliperase.runner import compare_methods, evaluate_model, run_unlearning
+from cliperase.recipes.runner import compare_methods, evaluate_model, run_unlearning
 from cliperase_testutil import tiny_config
 from mmcore.encoders.clip import load_clip
 from mmcore.errors import MMError
@@ -100,7 +100,7 @@ def test_compare_runs_every_method(tmp_path):
 
 def test_unlearning_is_deterministic(tmp_path):
     from cliperase.forget_sets import split_forget_retain
-    from cliperase.runner import load_data
+    from cliperase.recipes.runner import load_data
     from cliperase.trainer import unlearn
     from mmcore.distributed import AcceleratorConfig, build_accelerator, seed_everything
 
@@ -123,7 +123,7 @@ KILL_SCRIPT = textwrap.dedent("""
     sys.path.insert(0, {tests!r})
     import mmcore.checkpoint as ck
     from cliperase_testutil import tiny_config
-    from cliperase.runner import run_unlearning
+    from cliperase.recipes.runner import run_unlearning
     real = ck.save_training_state
     def save_then_die(*a, **k):
         real(*a, **k)

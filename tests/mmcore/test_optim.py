@@ -49,7 +49,7 @@ def _old_clip_pretrain(warmup, total):  # mmcore.clip_train
     return f
 
 
-def _old_diffusion(warmup, total):  # cliperase.diffusion.train
+def _old_diffusion(warmup, total):  # cliperase.recipes.diffusion_pretrain
     def f(step):
         if step < warmup:
             return (step + 1) / max(1, warmup)

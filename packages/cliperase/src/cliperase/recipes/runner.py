@@ -32,8 +32,8 @@ from mmcore.run import TrainingRun
 
 from cliperase.config import METHODS, PAPER_SETTING, UnlearnConfig
 from cliperase.forget_sets import ForgetSplit, run_forget_ids, split_forget_retain
-from cliperase.provenance import _retrain_error, pretrain_config, retrain_unavailable
-from cliperase.report import SUMMARY_KEYS, comparison_markdown, plot_comparison, run_report
+from cliperase.recipes.provenance import _retrain_error, pretrain_config, retrain_unavailable
+from cliperase.recipes.report import SUMMARY_KEYS, comparison_markdown, plot_comparison, run_report
 
 # `mm unlearn compare` method variants: the ablations of the paper as named entries.
 VARIANTS: dict[str, dict[str, Any]] = {
