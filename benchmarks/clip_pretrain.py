@@ -56,8 +56,8 @@ def main(argv: list[str] | None = None) -> dict:
     args = p.parse_args(argv)
 
     from mmcore.clip_train import ClipTrainConfig
-    from mmcore.recipes.clip_pretrain import pretrain
     from mmcore.config import config_to_dict, parse_set_options, resolve_config
+    from mmcore.recipes.clip_pretrain import pretrain
 
     cfg = resolve_config(ClipTrainConfig, None, parse_set_options(args.sets))
     with tempfile.TemporaryDirectory(prefix="mm-clip-bench-") as tmp:

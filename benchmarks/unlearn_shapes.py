@@ -78,9 +78,9 @@ SELECTION_RULE = ("among grid settings with mean held-out forget accuracy <= 1 %
 def _pretrained_clip(clip_dir: Path, overrides: dict[str, Any]) -> dict[str, Any]:
     """Reuse or create a tiny pretrained CLIP; returns its pretraining metrics."""
     from mmcore.clip_train import ClipTrainConfig
-    from mmcore.recipes.clip_pretrain import pretrain
     from mmcore.distributed import AcceleratorConfig
     from mmcore.io import read_json
+    from mmcore.recipes.clip_pretrain import pretrain
 
     done = all((clip_dir / f).is_file() for f in ("model.safetensors", "clip_config.json", "config.json", "metrics.json"))
     if done:

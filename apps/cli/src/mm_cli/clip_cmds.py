@@ -69,9 +69,9 @@ def eval_cmd(
     """Zero-shot classification (when the dataset has classes) and image-text retrieval Recall@K."""
     import dataclasses
 
-    from mmcore.recipes.clip_eval import ClipEvalConfig, evaluate_clip_config
     from mmcore.encoders.clip import random_init_marks
     from mmcore.io import prepare_output_dir, write_json
+    from mmcore.recipes.clip_eval import ClipEvalConfig, evaluate_clip_config
 
     options = {"model": model, "pretrained": pretrained, "dataset": dataset, "data_root": data_root and str(data_root),
                "split": split, "n": n, "seed": seed, "batch_size": batch_size, "skip_bad": skip_bad or None,

@@ -81,7 +81,11 @@ def demo(
     # 3. diffusion
     if diffusion:
         from cliperase.recipes.diffusion_eval import run_diffusion_eval
-        from cliperase.recipes.diffusion_pretrain import DiffusionPretrainConfig, apply_preset, pretrain_diffusion
+        from cliperase.recipes.diffusion_pretrain import (
+            DiffusionPretrainConfig,
+            apply_preset,
+            pretrain_diffusion,
+        )
 
         # Keyed by the CLIP it was trained on: a retrained CLIP invalidates the cached pipeline.
         clip_stamp = int((clip_dir / "model.safetensors").stat().st_mtime)

@@ -245,9 +245,10 @@ def relearn_steps(model, bundle, split: ForgetSplit, cfg: UnlearnConfig, origina
     BatchNorm in train mode, each batch ``forget_fraction`` D_f pairs and the rest D_r pairs, class prompts
     of the unlearning templates. Returns ``steps`` (None when the cap is hit), ``cap_hit``, the target, the
     final score and the ``curve`` [{step, score}]."""
+    from mmcore.distributed import StepBatches
+
     from cliperase import losses
     from cliperase.trainer import ImageBank, pair_text
-    from mmcore.distributed import StepBatches
 
     rc = cfg.relearn
     target = original_score / 2.0
