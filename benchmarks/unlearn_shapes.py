@@ -225,7 +225,7 @@ def _retrain_to_quality(world: World, cls: str, original_retain: float, retain_n
     for f in cap_factors:
         steps = int(round(recipe_steps * f))
         cfg = world.config(cls, {"method": "retrain", "retrain": dataclasses.replace(world.cfg.retrain, steps=steps)})
-        model, secs, _rc = _retrain(cfg, world.bundle, world.split(cls), world.acc, None, False)
+        model, secs, _rc = _retrain(cfg, world.bundle, world.split(cls), world.acc)
         model.eval()
         scores = _selection_scores(world, model, cls, cfg, retain_n)
         attempts.append({"steps": steps, "seconds": secs, **scores})
@@ -312,7 +312,7 @@ def test_run(world: World, work: Path, settings: dict[str, dict[str, Any]], cls:
                 if name == "retrain":
                     cfg = world.config(cls, {"method": "retrain",
                                              "retrain": dataclasses.replace(world.cfg.retrain, steps=retrain_steps)})
-                    return _retrain(cfg, world.bundle, world.split(cls), world.acc, None, False)[1]
+                    return _retrain(cfg, world.bundle, world.split(cls), world.acc)[1]
                 return world.unlearn(world.config(cls, settings[name]), cls)[1]
 
             times[name].append(_cached(work / "timing" / f"round{r}_{name}.json", lambda timed=timed: {"s": timed()})["s"])

@@ -158,8 +158,9 @@ def _prepare(cfg: UnlearnConfig, bundle: Any, out_dir: Path | None, resume: bool
     return Prepared(split, before, train.skipped + test.skipped, hit, time.perf_counter() - t0)
 
 
-def _retrain(cfg: UnlearnConfig, bundle: Any, split: ForgetSplit, acc: Any, run: TrainingRun):
-    """Train the same architecture from random weights on D_r with the pretraining recipe."""
+def _retrain(cfg: UnlearnConfig, bundle: Any, split: ForgetSplit, acc: Any, run: TrainingRun | None = None):
+    """Train the same architecture from random weights on D_r with the pretraining loop (``run``: the
+    method's run, whose directory gets its log and checkpoint; None: no files)."""
     from mmcore.clip_train import ClipTrainConfig, train_clip
     from mmcore.config import resolve_config
     from mmcore.encoders.clip import create_clip
@@ -190,6 +191,7 @@ def _retrain(cfg: UnlearnConfig, bundle: Any, split: ForgetSplit, acc: Any, run:
     fresh = create_clip(bundle.model_name, None, device=str(acc.device))
     t0 = time.perf_counter()
     # its log and checkpoint in OUT/retrain/ (kept: they are Retrain's own record)
+    run = run or TrainingRun(None, acc)
     sub = TrainingRun(run.out / "retrain" if run.out is not None else None, acc, resume=run.resuming)
     model = train_clip(fresh, split.retain.records, train_cfg, sub, desc="retrain")
     from mmcore.checkpoint import unwrap
