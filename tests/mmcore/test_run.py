@@ -172,3 +172,15 @@ def test_other_processes_write_nothing_but_wait(tmp_path):
     assert acc.waits == 3  # after preparing, after the checkpoint, at the end
     (out / "stale.txt").write_text("x")
     TrainingRun.create(out, acc)  # only the main process decides about a non-empty directory
+
+
+def test_attaching_to_a_prepared_dir_touches_nothing(tmp_path):
+    out = tmp_path / "prepared"
+    out.mkdir()
+    (out / "before.json").write_text("{}")  # what the caller wrote after preparing it
+    acc = _FakeAccelerator(main=True)
+    run = TrainingRun(out, acc, resume=True)  # no prepare_output_dir: a non-empty dir is not refused
+    assert acc.waits == 0 and sorted(p.name for p in out.iterdir()) == ["before.json"]
+    assert not (tmp_path / "elsewhere").exists() and not TrainingRun(tmp_path / "elsewhere").has_checkpoint
+    run.log({"loss": 0.5}, step=1)
+    assert sorted(p.name for p in out.iterdir()) == ["before.json", "log.jsonl"]
