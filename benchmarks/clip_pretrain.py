@@ -3,7 +3,7 @@ held-out synthetic images in <= 5 minutes wall on 2 CPU cores.
 
     uv run python -m benchmarks clip_pretrain [--out DIR] [--set key=value ...]
 
-Runs the real recipe (:func:`mmcore.clip_train.pretrain`, what the CLI calls) with its defaults and
+Runs the real recipe (:func:`mmcore.recipes.clip_pretrain.pretrain`, what the CLI calls) with its defaults and
 writes benchmarks/results/clip_pretrain.json plus a PNG of held-out accuracy against wall time and
 steps, read from the run's log.jsonl. Run it on an otherwise idle machine.
 """
@@ -60,8 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(build_parser(), argv)
 
-    from mmcore.clip_train import ClipTrainConfig, pretrain
+    from mmcore.clip_train import ClipTrainConfig
     from mmcore.config import config_to_dict, parse_set_options, resolve_config
+    from mmcore.recipes.clip_pretrain import pretrain
 
     cfg = resolve_config(ClipTrainConfig, None, parse_set_options(args.sets))
     with tempfile.TemporaryDirectory(prefix="mm-clip-bench-") as tmp:

@@ -5,7 +5,7 @@ from drawing the forgotten shape ("circle") while it keeps drawing the others?
 
 1. The tiny CLIP: reused from ``--clip-dir`` (shared with ``unlearn_shapes``) or pretrained there.
 2. `mm diffusion pretrain` with its defaults on that CLIP (``--quick``: the ``demo`` preset), timed.
-3. `mm unlearn run` with the CLIPErase defaults forgetting "circle" (``cliperase.runner.run_unlearning``), and
+3. `mm unlearn run` with the CLIPErase defaults forgetting "circle" (``cliperase.recipes.runner.run_unlearning``), and
    again with the paper's setting ``cliperase.config.PAPER_SETTING`` (both encoders trained; reported next to
    the bar, not part of it).
 4. `mm unlearn diffusion-eval` defaults: forget prompts about circles, one retain prompt per other shape.
@@ -42,7 +42,7 @@ def _retain_prompts(shapes: list[str], forget: str = FORGET) -> list[str]:
 
 
 def _diffusion(clip_dir: Path, out: Path, quick: bool, fresh: bool) -> dict[str, Any]:
-    from cliperase.diffusion.train import PRESETS, DiffusionPretrainConfig, pretrain_diffusion
+    from cliperase.recipes.diffusion_pretrain import PRESETS, DiffusionPretrainConfig, pretrain_diffusion
     from mmcore.config import resolve_config
     from mmcore.io import read_json
 
@@ -58,7 +58,7 @@ def _diffusion(clip_dir: Path, out: Path, quick: bool, fresh: bool) -> dict[str,
 def _unlearned(clip_dir: Path, out: Path, quick: bool, fresh: bool, overrides: dict[str, Any] | None = None,
                forget: str = FORGET) -> dict[str, Any]:
     from cliperase.config import ForgetSpec, UnlearnConfig
-    from cliperase.runner import run_unlearning
+    from cliperase.recipes.runner import run_unlearning
     from mmcore.io import read_json
 
     if not fresh and (out / "model.safetensors").is_file() and (out / "metrics.json").is_file():
@@ -108,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(build_parser(), argv)
 
-    from cliperase.diffusion.evaluate import DiffusionEvalConfig, diffusion_eval
+    from cliperase.recipes.diffusion_eval import DiffusionEvalConfig, diffusion_eval
 
     from benchmarks.unlearn_shapes import _pretrained_clip
 

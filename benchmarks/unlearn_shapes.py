@@ -77,9 +77,10 @@ SELECTION_RULE = ("among grid settings with mean held-out forget accuracy <= 1 %
 
 def _pretrained_clip(clip_dir: Path, overrides: dict[str, Any]) -> dict[str, Any]:
     """Reuse or create a tiny pretrained CLIP; returns its pretraining metrics."""
-    from mmcore.clip_train import ClipTrainConfig, pretrain
+    from mmcore.clip_train import ClipTrainConfig
     from mmcore.distributed import AcceleratorConfig
     from mmcore.io import read_json
+    from mmcore.recipes.clip_pretrain import pretrain
 
     done = all((clip_dir / f).is_file() for f in ("model.safetensors", "clip_config.json", "config.json", "metrics.json"))
     if done:
@@ -94,7 +95,7 @@ class World:
     """One pretrained model and its data; a fresh copy of the model for every run."""
 
     def __init__(self, base_cfg: Any):
-        from cliperase.runner import load_data
+        from cliperase.recipes.runner import load_data
         from mmcore.distributed import build_accelerator
         from mmcore.encoders.clip import load_clip
 
@@ -129,8 +130,7 @@ class World:
         from mmcore.distributed import seed_everything
 
         seed_everything(cfg.seed)
-        res = unlearn(self.fresh(), self.split(cls), cfg, self.acc, out_dir=None, resume=False,
-                      desc=f"{cfg.method} · forget {cls}")
+        res = unlearn(self.fresh(), self.split(cls), cfg, self.acc, desc=f"{cfg.method} · forget {cls}")
         return unwrap(res.model).eval(), res.train_seconds
 
 
@@ -218,14 +218,14 @@ def tune(world: World, work: Path, grid_lr: tuple[float, ...], grid_steps: tuple
 def _retrain_to_quality(world: World, cls: str, original_retain: float, retain_n: int, cap_factors=(1.0, 1.5, 2.0)):
     """Retrain with the recipe's steps, then x1.5, x2, until retain accuracy is within 1 point of the
     original's; returns (model, seconds, steps, attempts)."""
-    from cliperase.runner import _retrain, pretrain_config
+    from cliperase.recipes.runner import _retrain, pretrain_config
 
     recipe_steps = int((pretrain_config(world.cfg.model) or {}).get("steps") or world.cfg.retrain.fallback_steps)
     attempts = []
     for f in cap_factors:
         steps = int(round(recipe_steps * f))
         cfg = world.config(cls, {"method": "retrain", "retrain": dataclasses.replace(world.cfg.retrain, steps=steps)})
-        model, secs, _rc = _retrain(cfg, world.bundle, world.split(cls), world.acc, None, False)
+        model, secs, _rc = _retrain(cfg, world.bundle, world.split(cls), world.acc)
         model.eval()
         scores = _selection_scores(world, model, cls, cfg, retain_n)
         attempts.append({"steps": steps, "seconds": secs, **scores})
@@ -304,7 +304,7 @@ def test_run(world: World, work: Path, settings: dict[str, dict[str, Any]], cls:
         retrain_steps = res["steps"]
         retrain_info = {k: res[k] for k in ("steps", "attempts", "equal_quality")}
     # timing rounds 2..rounds, methods interleaved (round r: every method once, in table order)
-    from cliperase.runner import _retrain
+    from cliperase.recipes.runner import _retrain
 
     for r in range(1, rounds):
         for name in list(times):
@@ -312,7 +312,7 @@ def test_run(world: World, work: Path, settings: dict[str, dict[str, Any]], cls:
                 if name == "retrain":
                     cfg = world.config(cls, {"method": "retrain",
                                              "retrain": dataclasses.replace(world.cfg.retrain, steps=retrain_steps)})
-                    return _retrain(cfg, world.bundle, world.split(cls), world.acc, None, False)[1]
+                    return _retrain(cfg, world.bundle, world.split(cls), world.acc)[1]
                 return world.unlearn(world.config(cls, settings[name]), cls)[1]
 
             times[name].append(_cached(work / "timing" / f"round{r}_{name}.json", lambda timed=timed: {"s": timed()})["s"])

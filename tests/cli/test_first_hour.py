@@ -408,7 +408,7 @@ def test_compare_table_keeps_its_names_at_120_columns_and_shows_dashes_not_none(
                             "--set", "retrain.fallback_steps=1", "--set", "retrain.batch_size=8", "--out", str(out)],
                       env={"COLUMNS": "120"})
     assert r.exit_code == 0, r.output
-    from cliperase.report import COMPARISON_COLUMNS
+    from cliperase.recipes.report import COMPARISON_COLUMNS
 
     assert max(map(len, r.output.splitlines())) <= 120
     for header in list(COMPARISON_COLUMNS.values())[1:]:
@@ -421,7 +421,7 @@ def test_compare_table_keeps_its_names_at_120_columns_and_shows_dashes_not_none(
     assert relearn_row.count("–") == 4  # relearn disabled: "–" for every model, as in the markdown
     assert md.splitlines()[-1].rstrip().endswith("| – |")
 
-    from cliperase.report import comparison_figure
+    from cliperase.recipes.report import comparison_figure
 
     fig = comparison_figure(json.loads((out / "comparison.json").read_text()))
     scatter, bars = fig.axes
@@ -434,7 +434,7 @@ def test_compare_table_keeps_its_names_at_120_columns_and_shows_dashes_not_none(
 
 
 def test_retrain_report_names_its_training_and_lists_steps_and_lr():
-    from cliperase.report import run_report
+    from cliperase.recipes.report import run_report
 
     m = {"method": "retrain", "model": "m", "dataset": "shapes", "forget": "classes circle", "steps": 7,
          "sizes": {"forget": 1, "retain": 2, "test": 3, "test_forget": 1}, "wall_seconds": 1.5, "world_size": 1,

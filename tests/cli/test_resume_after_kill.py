@@ -140,7 +140,7 @@ def test_clip_pretrain_sigkill_then_resume_equals_uninterrupted(tmp_path, monkey
 
 @pytest.mark.slow
 def test_diffusion_pretrain_sigkill_then_resume_equals_uninterrupted(tmp_path, monkeypatch):
-    import cliperase.diffusion.train as diffusion_train
+    import mmcore.checkpoint
     import torch
     from mmcore.encoders.clip import create_clip, save_clip
 
@@ -151,7 +151,7 @@ def test_diffusion_pretrain_sigkill_then_resume_equals_uninterrupted(tmp_path, m
     killed, straight = tmp_path / "killed", tmp_path / "straight"
     _kill_after_first_checkpoint(args, killed, tmp_path)
 
-    resumed_from = _spy_resume(monkeypatch, diffusion_train)
+    resumed_from = _spy_resume(monkeypatch, mmcore.checkpoint)
     res = runner.invoke(app, [*args, "--out", str(killed), "--resume"])
     assert res.exit_code == 0, res.output
     assert resumed_from == [2]

@@ -10,7 +10,7 @@ import os
 import pytest
 from cliperase.before_cache import before_cache, before_key
 from cliperase.forget_sets import split_forget_retain
-from cliperase.runner import load_data, run_unlearning
+from cliperase.recipes.runner import load_data, run_unlearning
 from cliperase_testutil import tiny_config
 from mmcore.encoders.clip import create_clip, save_clip
 

@@ -31,7 +31,7 @@ def clip_dirs(tmp_path_factory) -> tuple[Path, Path]:
 @pytest.fixture(scope="module")
 def shapes_pipeline_dir(clip_dirs, tmp_path_factory) -> Path:
     """A `mm diffusion pretrain --preset test` pipeline (a few steps: weights barely trained)."""
-    from cliperase.diffusion.train import PRESETS, DiffusionPretrainConfig, pretrain_diffusion
+    from cliperase.recipes.diffusion_pretrain import PRESETS, DiffusionPretrainConfig, pretrain_diffusion
     from mmcore.config import resolve_config
 
     out = tmp_path_factory.mktemp("pipe") / "p"
@@ -135,7 +135,7 @@ def test_pretrain_writes_diffusers_layout(shapes_pipeline_dir):
 
 @pytest.mark.slow
 def test_pretrain_resume_is_exact(clip_dirs, tmp_path):
-    from cliperase.diffusion.train import PRESETS, DiffusionPretrainConfig, pretrain_diffusion
+    from cliperase.recipes.diffusion_pretrain import PRESETS, DiffusionPretrainConfig, pretrain_diffusion
     from mmcore.config import resolve_config
     from mmcore.io import load_safetensors
 
@@ -155,7 +155,7 @@ def test_pretrain_resume_is_exact(clip_dirs, tmp_path):
 
 
 def test_apply_preset_keeps_other_values():
-    from cliperase.diffusion.train import DiffusionPretrainConfig, apply_preset
+    from cliperase.recipes.diffusion_pretrain import DiffusionPretrainConfig, apply_preset
 
     cfg = apply_preset(DiffusionPretrainConfig(clip="c", seed=5), "test")
     assert (cfg.clip, cfg.seed, cfg.steps, cfg.unet.block_out_channels) == ("c", 5, 4, [16, 32])
@@ -165,7 +165,7 @@ def test_apply_preset_keeps_other_values():
 
 
 def test_pretrain_config_validation():
-    from cliperase.diffusion.train import DiffusionPretrainConfig, validate
+    from cliperase.recipes.diffusion_pretrain import DiffusionPretrainConfig, validate
     from mmcore.config import resolve_config
 
     with pytest.raises(ConfigError, match="--clip"):
@@ -207,7 +207,7 @@ def test_detector_save_load(tmp_path):
 
 
 def test_concept_of():
-    from cliperase.diffusion.evaluate import concept_of
+    from cliperase.recipes.diffusion_eval import concept_of
 
     classes = ["circle", "semicircle", "square", "other"]
     assert concept_of("a photo of a red circle", classes) == "circle"
@@ -219,7 +219,7 @@ def test_concept_of():
 
 @pytest.mark.slow
 def test_diffusion_eval_metrics_and_grid(shapes_pipeline_dir, clip_dirs, tmp_path):
-    from cliperase.diffusion import run_diffusion_eval
+    from cliperase.recipes.diffusion_eval import run_diffusion_eval
 
     m = run_diffusion_eval(
         clip_dirs[0], clip_dirs[1], shapes_pipeline_dir, ["a circle", "a red circle"], ["a square"],

@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from cliperase.runner import run_unlearning
+from cliperase.recipes.runner import run_unlearning
 from cliperase_testutil import tiny_config
 from mmcore.distributed import launch_cpu_processes
 from mmcore.io import load_safetensors

@@ -130,7 +130,7 @@ def test_keyword_split_property(caps, kw):
 def test_load_data_reads_the_flickr30k_caption_file_the_config_picks(tmp_path):
     import json
 
-    from cliperase.runner import load_data
+    from cliperase.recipes.runner import load_data
     from PIL import Image
 
     names = {"1.jpg": "train", "2.jpg": "train", "3.jpg": "test"}

@@ -9,11 +9,11 @@ import torch
 import torch.nn.functional as F
 from cliperase import losses
 from cliperase.forget_sets import split_forget_retain
-from cliperase.runner import load_data
+from cliperase.recipes.runner import load_data
 from cliperase.templates import config_templates
-from cliperase.trainer import BatchStream, ImageBank, pair_text, unlearn
+from cliperase.trainer import ImageBank, pair_text, unlearn
 from cliperase_testutil import tiny_config
-from mmcore.distributed import AcceleratorConfig, build_accelerator
+from mmcore.distributed import AcceleratorConfig, StepBatches, build_accelerator
 from mmcore.encoders.clip import create_clip
 
 
@@ -23,7 +23,7 @@ def _step0_inputs(cfg, bundle, split):
     templates = config_templates(split.retain, cfg)
     for key, data, bs, seed in (("f", split.forget, cfg.forget_batch_size, cfg.seed),
                                 ("r", split.retain, cfg.batch_size, cfg.seed + 1)):
-        batch = BatchStream(len(data), bs, seed, 1, key).at(0)
+        batch = StepBatches.for_processes(len(data), bs, seed, 1, key).at(0)
         mode = (cfg.forget_text or cfg.text) if key == "f" else cfg.text
         texts = [pair_text(data.records[i], data, mode, (cfg.seed, 0, ord(key), i), templates) for i in batch]
         out[key] = (ImageBank(data.records, bundle.preprocess_eval)(batch), texts)

@@ -120,7 +120,7 @@ def test_towers_auto_gives_multidelete_its_published_setting():
 
 def test_multidelete_run_trains_the_image_tower_and_its_image_term():
     from cliperase.forget_sets import split_forget_retain
-    from cliperase.runner import load_data
+    from cliperase.recipes.runner import load_data
     from cliperase.trainer import unlearn
     from cliperase_testutil import tiny_config
     from mmcore.distributed import AcceleratorConfig, build_accelerator

@@ -242,7 +242,7 @@ def test_templates_object_is_hashable_and_recorded():
 def test_compare_reports_retrain_relearn_as_the_never_learned_reference(tmp_path):
     import json
 
-    from cliperase.runner import compare_methods
+    from cliperase.recipes.runner import compare_methods
 
     comp = compare_methods(["cliperase"], tiny_config(), tmp_path / "c")
     retrain = json.loads((tmp_path / "c" / "retrain" / "metrics.json").read_text())["relearn"]

@@ -3,8 +3,8 @@
 import json
 
 import pytest
-from cliperase import runner
-from cliperase.runner import compare_methods, retrain_unavailable, run_unlearning
+from cliperase.recipes import runner
+from cliperase.recipes.runner import compare_methods, retrain_unavailable, run_unlearning
 from cliperase_testutil import tiny_config
 from mmcore.errors import MMError
 

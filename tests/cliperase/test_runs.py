@@ -10,7 +10,7 @@ import textwrap
 
 import pytest
 import torch
-from cliperase.runner import compare_methods, evaluate_model, run_unlearning
+from cliperase.recipes.runner import compare_methods, evaluate_model, run_unlearning
 from cliperase_testutil import tiny_config
 from mmcore.encoders.clip import load_clip
 from mmcore.errors import MMError
@@ -100,7 +100,7 @@ def test_compare_runs_every_method(tmp_path):
 
 def test_unlearning_is_deterministic(tmp_path):
     from cliperase.forget_sets import split_forget_retain
-    from cliperase.runner import load_data
+    from cliperase.recipes.runner import load_data
     from cliperase.trainer import unlearn
     from mmcore.distributed import AcceleratorConfig, build_accelerator, seed_everything
 
@@ -121,14 +121,14 @@ def test_unlearning_is_deterministic(tmp_path):
 KILL_SCRIPT = textwrap.dedent("""
     import os, signal, sys
     sys.path.insert(0, {tests!r})
-    import cliperase.trainer as tr
+    import mmcore.checkpoint as ck
     from cliperase_testutil import tiny_config
-    from cliperase.runner import run_unlearning
-    real = tr.save_training_state
+    from cliperase.recipes.runner import run_unlearning
+    real = ck.save_training_state
     def save_then_die(*a, **k):
         real(*a, **k)
         os.kill(os.getpid(), signal.SIGKILL)  # a hard kill right after the first checkpoint
-    tr.save_training_state = save_then_die
+    ck.save_training_state = save_then_die
     run_unlearning(tiny_config(steps=4, checkpoint_every=2), {out!r})
 """)
 

@@ -124,7 +124,7 @@ def test_slug_text_tower_only_searches_language_layers(easy_world):
 
 
 def test_slug_is_a_method_of_run_unlearning(tmp_path):
-    from cliperase.runner import parse_method, run_unlearning
+    from cliperase.recipes.runner import parse_method, run_unlearning
 
     assert parse_method("slug") == {"method": "slug"}
     cfg = tiny_config(method="slug", slug=dataclasses.replace(tiny_config().slug, search_iters=2, max_layers=2))

@@ -8,7 +8,7 @@ import dataclasses
 import pytest
 from cliperase.config import ForgetSpec, RelearnConfig
 from cliperase.forget_sets import split_forget_retain
-from cliperase.runner import run_unlearning
+from cliperase.recipes.runner import run_unlearning
 from cliperase.streamed_split import load_streamed_split, streams_apply
 from cliperase_testutil import tiny_config
 from mmcore.errors import MMError
@@ -67,3 +67,29 @@ def test_retrain_refuses_a_streamed_split_before_writing(easy_world, easy_shards
     with pytest.raises(MMError, match="stream"):
         run_unlearning(_cfg(easy_world[0], easy_shards, method="retrain"), tmp_path / "r")
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.slow
+def test_two_processes_stream_their_own_shares(easy_world, easy_shards, tmp_path):
+    """Each process draws its own share of the shards (texts all-gathered, features gathered with gradients)."""
+    import json
+
+    from mmcore.distributed import launch_cpu_processes
+
+    launch_cpu_processes(_stream_worker, (str(easy_world[0]), str(easy_shards), str(tmp_path / "two")), num_processes=2)
+    m = json.loads((tmp_path / "two" / "metrics.json").read_text())
+    assert m["world_size"] == 2 and m["sizes"]["forget_eval_sample"] == m["sizes"]["forget"]
+    assert m["after"]["forget_train_accuracy"] < m["before"]["forget_train_accuracy"] - 40
+    assert (tmp_path / "two" / "log.jsonl").read_text().count("\n") >= 1
+
+
+def _stream_worker(model_dir: str, root: str, out: str) -> None:
+    import torch
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(True)
+    torch.set_num_threads(1)
+    base = tiny_config()
+    cfg = _cfg(model_dir, root, steps=30, lr=1e-3, batch_size=16, forget_batch_size=16, num_workers=0,
+               accelerator=base.accelerator.__class__(cpu=True, log_with="none"))
+    run_unlearning(cfg, out, overwrite=True)

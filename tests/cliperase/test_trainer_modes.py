@@ -6,11 +6,12 @@ import dataclasses
 import pytest
 import torch
 from cliperase.forget_sets import split_forget_retain
-from cliperase.runner import load_data
-from cliperase.trainer import _make_scheduler, train_mode, unlearn
+from cliperase.recipes.runner import load_data
+from cliperase.trainer import train_mode, unlearn
 from cliperase_testutil import tiny_config
 from mmcore.distributed import AcceleratorConfig, build_accelerator
 from mmcore.encoders.clip import create_clip
+from mmcore.optim import lr_schedule
 
 
 def _bn_buffers(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -51,7 +52,7 @@ def test_cosine_schedule_decays_to_zero_and_constant_stays():
     for schedule, expect in (("cosine", [1.0, 0.5, 0.0]), ("constant", [1.0, 1.0, 1.0])):
         cfg = dataclasses.replace(tiny_config(), lr=0.2, steps=4, lr_schedule=schedule)
         opt = torch.optim.SGD([p], lr=cfg.lr)
-        sched = _make_scheduler(cfg, opt)
+        sched = lr_schedule(opt, cfg.steps, kind=cfg.lr_schedule)  # as the trainer builds it
         seen = []
         for step in range(5):
             if step in (0, 2, 4):
@@ -118,7 +119,7 @@ def test_forget_text_overrides_text_for_forget_pairs_only():
 
 def test_paper_setting_is_a_valid_config_and_a_listed_variant():
     from cliperase.config import PAPER_SETTING, UnlearnConfig
-    from cliperase.runner import parse_method
+    from cliperase.recipes.runner import parse_method
 
     cfg = dataclasses.replace(tiny_config(), **PAPER_SETTING)
     cfg.validate()

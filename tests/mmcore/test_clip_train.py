@@ -1,4 +1,4 @@
-"""mmcore.clip_train: multi-positive loss, exact resume, the pretrain recipe's outputs."""
+"""mmcore.clip_train: multi-positive loss, exact resume; mmcore.recipes.clip_pretrain: the pretrain recipe's outputs."""
 
 from __future__ import annotations
 
@@ -8,10 +8,13 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from mmcore.clip_train import ClipTrainConfig, clip_loss, evaluate_clip, pretrain, train_clip
+from mmcore.clip_train import ClipTrainConfig, clip_loss, train_clip
 from mmcore.data.shapes import make_shapes
 from mmcore.encoders.clip import create_clip, load_clip
 from mmcore.errors import MMError
+from mmcore.recipes.clip_eval import evaluate_clip
+from mmcore.recipes.clip_pretrain import pretrain
+from mmcore.run import TrainingRun
 
 
 def _feats(n, d=8, seed=0):
@@ -66,7 +69,7 @@ def test_resume_is_exact(tmp_path, monkeypatch):
     monkeypatch.setenv("MM_NO_PROGRESS", "1")
     recs = _records()
     torch.manual_seed(0)
-    straight = train_clip(create_clip("mm-micro-clip"), recs, _cfg(), out_dir=tmp_path / "a")
+    straight = train_clip(create_clip("mm-micro-clip"), recs, _cfg(), run=TrainingRun(tmp_path / "a"))
 
     def stop_at_3(model, step):
         if step == 3:
@@ -75,11 +78,11 @@ def test_resume_is_exact(tmp_path, monkeypatch):
 
     torch.manual_seed(0)
     with pytest.raises(_Interrupt):
-        train_clip(create_clip("mm-micro-clip"), recs, _cfg(eval_every=3), out_dir=tmp_path / "b", on_eval=stop_at_3)
+        train_clip(create_clip("mm-micro-clip"), recs, _cfg(eval_every=3), TrainingRun(tmp_path / "b"), on_eval=stop_at_3)
     state = json.loads((tmp_path / "b" / "checkpoint" / "state.json").read_text())
     assert state["step"] == 3
     torch.manual_seed(123)  # a different init: everything must come from the checkpoint
-    resumed = train_clip(create_clip("mm-micro-clip"), recs, _cfg(), out_dir=tmp_path / "b", resume=True)
+    resumed = train_clip(create_clip("mm-micro-clip"), recs, _cfg(), TrainingRun(tmp_path / "b", resume=True))
 
     sd_a, sd_b = straight.state_dict(), resumed.state_dict()
     assert sd_a.keys() == sd_b.keys()
@@ -127,7 +130,7 @@ def _two_process_worker(out: str) -> None:
     AcceleratorState._reset_state(True)  # never reuse a single-process accelerate state
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    model = train_clip(create_clip("mm-micro-clip"), _records(), _cfg(checkpoint_every=0), out_dir=out)
+    model = train_clip(create_clip("mm-micro-clip"), _records(), _cfg(checkpoint_every=0), run=TrainingRun(out))
     if is_main_process():
         save_model(model, f"{out}/model.safetensors")
 
@@ -142,7 +145,7 @@ def test_two_processes_equal_one(tmp_path, monkeypatch):
     from mmcore.io import load_safetensors
 
     torch.manual_seed(0)
-    single = train_clip(create_clip("mm-micro-clip"), _records(), _cfg(checkpoint_every=0), out_dir=tmp_path / "one")
+    single = train_clip(create_clip("mm-micro-clip"), _records(), _cfg(checkpoint_every=0), TrainingRun(tmp_path / "one"))
     got = load_safetensors(two / "model.safetensors")
     ref = single.state_dict()
     init = create_clip("mm-micro-clip").model.state_dict()

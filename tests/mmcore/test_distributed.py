@@ -1,16 +1,20 @@
 import json
 
+import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
 from mmcore.distributed import (
     JsonlLogger,
+    StepBatches,
     epoch_permutation,
     gather_with_grad,
+    gathered_order,
     global_batches,
     grouped_global_batches,
     seed_everything,
 )
+from mmcore.errors import MMError
 
 
 @given(n=st.integers(1, 200), bs=st.integers(1, 64), seed=st.integers(0, 10**6), epoch=st.integers(0, 50))
@@ -93,3 +97,26 @@ def test_third_party_progress_bars_are_silenced():
     assert dl.is_progress_bar_enabled() and tl.is_progress_bar_enabled()
     quiet_third_party_progress()
     assert not dl.is_progress_bar_enabled() and not tl.is_progress_bar_enabled()
+
+
+def test_step_batches_walk_the_epochs_of_global_batches():
+    sb = StepBatches(10, 3, seed=4)
+    assert sb.per_epoch == 3
+    by_step = [sb.at(s) for s in range(7)]
+    assert by_step[:3] == global_batches(10, 3, 4, 0) and by_step[3:6] == global_batches(10, 3, 4, 1)
+    assert by_step[6] == global_batches(10, 3, 4, 2)[0] and sb.epoch(6) == 2
+    assert StepBatches(10, 3, seed=4).at(4) == by_step[4]  # no state: a resumed run sees the same batch
+
+
+def test_step_batches_for_processes_round_to_equal_shards():
+    sb = StepBatches.for_processes(7, 16, seed=0, world=2, what="forget")
+    assert sb.batch_size == 6 and len(sb.at(0)) == 6  # min(16, 7) rounded down to a multiple of 2
+    with pytest.raises(MMError, match="forget set has 1 sample"):
+        StepBatches.for_processes(1, 8, seed=0, world=2, what="forget")
+
+
+def test_gathered_order_is_the_concatenated_round_robin_shards():
+    batch = [10, 11, 12, 13, 14, 15]
+    shards = [batch[r::3] for r in range(3)]
+    assert gathered_order(batch, 3) == [i for s in shards for i in s] == [10, 13, 11, 14, 12, 15]
+    assert gathered_order(batch, 1) == batch

@@ -75,11 +75,12 @@ def test_stream_eval_equals_the_records_evaluation(shards, bundle):
 
 
 def test_step_images_give_each_steps_batches_in_order(bundle):
-    from cliperase.trainer import BatchStream, ImageBank, StepImages
+    from cliperase.trainer import ImageBank, StepImages
+    from mmcore.distributed import StepBatches
 
     data = make_shapes(40, 1, image_size=16)
     f, r = data.records[:12], data.records[12:]
-    sf, sr = BatchStream(len(f), 4, 0, 2, "forget"), BatchStream(len(r), 6, 1, 2, "retain")
+    sf, sr = StepBatches.for_processes(len(f), 4, 0, 2, "forget"), StepBatches.for_processes(len(r), 6, 1, 2, "retain")
     for rank in (0, 1):
         si = StepImages([(f, sf), (r, sr)], bundle.preprocess_eval, rank, 2, num_workers=2)
         got = list(si.steps(3, 9))

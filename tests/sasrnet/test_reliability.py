@@ -32,15 +32,16 @@ def test_sigkill_mid_training_then_resume_equals_straight_run(avqa_dir, tmp_path
         import sys, time, torch
         sys.path.insert(0, {str(HERE)!r})
         torch.set_num_threads(1)
+        import mmcore.checkpoint as ck
         import sasrnet.recipes.train as T
         from sasrnet_testdata import tiny_config
-        save = T.save_training_state
+        save = ck.save_training_state
         def slow_save(d, model, opt, sched, step, extra):
             save(d, model, opt, sched, step=step, extra=extra)
             if step == 7:
                 print("checkpointed", flush=True)
                 time.sleep(120)
-        T.save_training_state = slow_save
+        ck.save_training_state = slow_save
         T.train(tiny_config(**{cfg!r}), {str(avqa_dir)!r}, {str(out)!r})
     """)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MM_NO_PROGRESS": "1"}

@@ -37,7 +37,8 @@ def pretrain_cmd(
 ) -> None:
     """Train the offline default tiny CLIP (mm-tiny-clip) on synthetic shapes and report held-out
     zero-shot shape accuracy ("a photo of a {shape}")."""
-    from mmcore.clip_train import ClipTrainConfig, pretrain
+    from mmcore.clip_train import ClipTrainConfig
+    from mmcore.recipes.clip_pretrain import pretrain
 
     options = {"seed": seed, "dataset": dataset, "data_root": data_root and str(data_root), "skip_bad": skip_bad or None,
                "keep_checkpoints": keep_checkpoints or None}
@@ -67,7 +68,7 @@ def eval_cmd(
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip (and count in metrics.json) unreadable images and malformed annotation lines instead of failing."),
     caption_file: str | None = typer.Option(None, "--caption-file", help="flickr30k: auto | karpathy | csv, the caption file to read when both dataset_flickr30k.json and results.csv exist (auto: the Karpathy JSON).", show_default="auto"),
     out: Path = typer.Option(..., "--out", help="Output directory for metrics.json."),
-    config: Path | None = common.config_option("mmcore.clip_eval.ClipEvalConfig"),
+    config: Path | None = common.config_option("mmcore.recipes.clip_eval.ClipEvalConfig"),
     set_: list[str] | None = common.set_option(),
     print_config: bool = common.print_config_option(),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty output directory."),
@@ -76,9 +77,9 @@ def eval_cmd(
     """Zero-shot classification (when the dataset has classes) and image-text retrieval Recall@K."""
     import dataclasses
 
-    from mmcore.clip_eval import ClipEvalConfig, evaluate_clip_config
     from mmcore.encoders.clip import random_init_marks
     from mmcore.io import prepare_output_dir, write_json
+    from mmcore.recipes.clip_eval import ClipEvalConfig, evaluate_clip_config
 
     options = {"model": model, "pretrained": pretrained, "dataset": dataset, "data_root": data_root and str(data_root),
                "split": split, "n": n, "seed": seed, "batch_size": batch_size, "skip_bad": skip_bad or None,

@@ -47,7 +47,8 @@ def demo(
         console.print(f"[bold]1/4[/] reusing the cached tiny CLIP in {clip_dir}")
     else:
         console.print(f"[bold]1/4[/] pretraining the tiny CLIP on synthetic shapes → {clip_dir}")
-        from mmcore.clip_train import ClipTrainConfig, pretrain
+        from mmcore.clip_train import ClipTrainConfig
+        from mmcore.recipes.clip_pretrain import pretrain
 
         cfg = ClipTrainConfig(seed=seed)
         if tiny:
@@ -61,7 +62,7 @@ def demo(
 
     # 2. unlearning
     console.print(f"[bold]2/4[/] forgetting {forget!r} with CLIPErase")
-    from cliperase.runner import run_demo_unlearning
+    from cliperase.recipes.runner import run_demo_unlearning
 
     small = {"n_train": 200, "n_test": 100, "steps": 2, "retrieval_max_pairs": 50} if tiny else {}
     un = run_demo_unlearning(clip_dir, out / "unlearn", forget=forget, seed=seed, **small)
@@ -79,8 +80,12 @@ def demo(
 
     # 3. diffusion
     if diffusion:
-        from cliperase.diffusion import DiffusionPretrainConfig, pretrain_diffusion, run_diffusion_eval
-        from cliperase.diffusion.train import apply_preset
+        from cliperase.recipes.diffusion_eval import run_diffusion_eval
+        from cliperase.recipes.diffusion_pretrain import (
+            DiffusionPretrainConfig,
+            apply_preset,
+            pretrain_diffusion,
+        )
 
         # Keyed by the CLIP it was trained on: a retrained CLIP invalidates the cached pipeline.
         clip_stamp = int((clip_dir / "model.safetensors").stat().st_mtime)

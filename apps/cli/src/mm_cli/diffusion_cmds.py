@@ -22,7 +22,7 @@ def pretrain(
     clip: str = typer.Option(..., "--clip", help="Original CLIP model dir (e.g. from `mm clip pretrain`) whose text tower conditions the UNet."),
     out: Path = typer.Option(..., "--out", help="Output dir: a diffusers pipeline folder (+ detector/, metrics.json)."),
     preset: str = typer.Option("default", "--preset", help="default (<= 20 min on 2 CPU cores) | demo (a few minutes) | test (seconds)."),
-    config: Path | None = config_option("cliperase.diffusion.train.DiffusionPretrainConfig"),
+    config: Path | None = config_option("cliperase.recipes.diffusion_pretrain.DiffusionPretrainConfig"),
     set_: list[str] | None = set_option(),
     print_config: bool = print_config_option(),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty --out."),
@@ -30,7 +30,7 @@ def pretrain(
     seed: int | None = typer.Option(None, "--seed", help="Random seed.", show_default="0"),
 ) -> None:
     """Train the shape detector and a small text-conditional UNet on centred synthetic shapes."""
-    from cliperase.diffusion.train import PRESETS, DiffusionPretrainConfig, pretrain_diffusion
+    from cliperase.recipes.diffusion_pretrain import PRESETS, DiffusionPretrainConfig, pretrain_diffusion
     from mmcore.errors import ConfigError
 
     if preset not in PRESETS:
@@ -56,15 +56,15 @@ def diffusion_eval(
     guidance_scale: float | None = typer.Option(None, "--guidance-scale", help="Classifier-free guidance scale.", show_default="2.0"),
     detector: str | None = typer.Option(None, "--detector", help="auto | clip | a detector dir.", show_default="auto"),
     classes: list[str] | None = typer.Option(None, "--classes", help="Class names for the CLIP zero-shot detector (repeatable)."),
-    config: Path | None = config_option("cliperase.diffusion.evaluate.DiffusionEvalConfig"),
+    config: Path | None = config_option("cliperase.recipes.diffusion_eval.DiffusionEvalConfig"),
     set_: list[str] | None = set_option(),
     print_config: bool = print_config_option(),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty --out."),
     seed: int | None = typer.Option(None, "--seed", help="Seed of the first image per prompt (image i uses seed + i).", show_default="0"),
 ) -> None:
     """Generate with the original and the unlearned text encoder; report concept detection and CLIP score."""
-    from cliperase.diffusion.evaluate import DiffusionEvalConfig, format_summary
-    from cliperase.diffusion.evaluate import diffusion_eval as run
+    from cliperase.recipes.diffusion_eval import DiffusionEvalConfig, format_summary
+    from cliperase.recipes.diffusion_eval import diffusion_eval as run
     options = {
         "original": original, "unlearned": unlearned, "pipeline": pipeline,
         "forget_prompts": list(forget_prompts), "retain_prompts": list(retain_prompts) if retain_prompts else None,

@@ -202,7 +202,7 @@ def run(
                                      **_eval_overrides(eval_max_samples, retrieval_max_pairs, mia_max_samples,
                                                        relearn, relearn_steps)), set_, random_init, print_config,
                    preset)
-    from cliperase.runner import run_unlearning
+    from cliperase.recipes.runner import run_unlearning
     m = run_unlearning(cfg, out, resume=resume, overwrite=overwrite, cache_dir=_cache(no_cache))
     from mmcore.distributed import is_main_process
 
@@ -246,7 +246,7 @@ def evaluate(
                                      forget_ratio=forget_ratio, forget_ids=forget_ids, seed=seed, skip_bad=skip_bad,
                                      **_eval_overrides(eval_max_samples, retrieval_max_pairs, mia_max_samples)),
                    set_, random_init, print_config, preset)
-    from cliperase.runner import evaluate_model
+    from cliperase.recipes.runner import evaluate_model
     m = evaluate_model(cfg, out, overwrite=overwrite)
     print_table(f"{model}: forget {m['forget']} (D_f {m['sizes']['forget']}, D_r {m['sizes']['retain']}, "
                 f"test {m['sizes']['test']})", _summary_rows(None, m["metrics"]))
@@ -296,8 +296,8 @@ def compare(
                                      **_eval_overrides(eval_max_samples, retrieval_max_pairs, mia_max_samples,
                                                        relearn, relearn_steps)), set_, random_init, print_config,
                    preset)
-    from cliperase.report import comparison_rows, sizes_text
-    from cliperase.runner import compare_methods
+    from cliperase.recipes.report import comparison_rows, sizes_text
+    from cliperase.recipes.runner import compare_methods
     names = [m.strip() for m in methods.split(",") if m.strip()]
     comp = compare_methods(names, cfg, out, overwrite=overwrite, resume=resume, cache_dir=_cache(no_cache))
     # the same cells as comparison.md ("–" for missing), one column per method: 14 metric columns would not

@@ -33,7 +33,7 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     if name in ("run_unlearning", "evaluate_model", "compare_methods", "run_demo_unlearning"):
-        from cliperase import runner
+        from cliperase.recipes import runner
 
         return getattr(runner, name)
     if name == "unlearn":

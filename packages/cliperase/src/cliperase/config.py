@@ -75,7 +75,7 @@ class SlugConfig:
 
 @dataclass
 class RetrainConfig:
-    """Retrain baseline: the pretraining recipe (mmcore.clip_train) on D_r from random weights.
+    """Retrain baseline: the CLIP pretraining loop (mmcore.clip_train.train_clip) on D_r from random weights.
 
     ``steps = 0`` means "as many as the original pretraining" when the model directory records it
     (clip_config.json / config.json written by `mm clip pretrain`), else ``fallback_steps``."""

@@ -245,8 +245,10 @@ def relearn_steps(model, bundle, split: ForgetSplit, cfg: UnlearnConfig, origina
     BatchNorm in train mode, each batch ``forget_fraction`` D_f pairs and the rest D_r pairs, class prompts
     of the unlearning templates. Returns ``steps`` (None when the cap is hit), ``cap_hit``, the target, the
     final score and the ``curve`` [{step, score}]."""
+    from mmcore.distributed import StepBatches
+
     from cliperase import losses
-    from cliperase.trainer import BatchStream, ImageBank, pair_text
+    from cliperase.trainer import ImageBank, pair_text
 
     rc = cfg.relearn
     target = original_score / 2.0
@@ -258,9 +260,9 @@ def relearn_steps(model, bundle, split: ForgetSplit, cfg: UnlearnConfig, origina
     params = [p for p in m.parameters() if p.requires_grad]
     opt = adam(params, rc.lr)
     n_f = min(max(1, round(rc.batch_size * rc.forget_fraction)), rc.batch_size - 1)
-    parts = [(BatchStream(len(split.forget), n_f, cfg.seed + 8, 1, "forget"),
+    parts = [(StepBatches.for_processes(len(split.forget), n_f, cfg.seed + 8, 1, "forget"),
               ImageBank(split.forget.records, bundle.preprocess_eval), split.forget, 98),
-             (BatchStream(len(split.retain), rc.batch_size - n_f, cfg.seed + 9, 1, "retain"),
+             (StepBatches.for_processes(len(split.retain), rc.batch_size - n_f, cfg.seed + 9, 1, "retain"),
               ImageBank(split.retain.records, bundle.preprocess_eval), split.retain, 99)]
     dev = _device(m)
     label = (f"relearn · up to {rc.max_steps} steps of {rc.batch_size} pairs, probe {len(probe)} {probe_from} "

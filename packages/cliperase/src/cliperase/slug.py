@@ -30,11 +30,10 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
-from mmcore.distributed import JsonlLogger
+from mmcore.run import TrainingRun
 from torch import nn
 
 from cliperase import losses
@@ -205,10 +204,11 @@ def _validation(model: nn.Module, bundle: Any, split: ForgetSplit, cfg: UnlearnC
 
 
 def slug_unlearn(bundle: Any, split: ForgetSplit, cfg: UnlearnConfig, accelerator: Any,
-                 out_dir: str | Path | None = None) -> Any:
+                 run: TrainingRun | None = None) -> Any:
     """Run SLUG on ``bundle.model`` (modified in place: one layer updated once) and return an
     :class:`~cliperase.trainer.UnlearnResult` whose ``info`` records the scores, fronts, searches and choice.
-    Every process computes the same thing (no data is sharded: one gradient pass is cheap)."""
+    Every process computes the same thing (no data is sharded: one gradient pass is cheap). ``run``: where
+    the search and the choice are logged (None: nowhere)."""
     from cliperase.trainer import UnlearnResult
 
     t0 = time.perf_counter()
@@ -230,7 +230,7 @@ def slug_unlearn(bundle: Any, split: ForgetSplit, cfg: UnlearnConfig, accelerato
         raise MMError("SLUG: no layer has a forget gradient (is the forget set empty of usable pairs?)")
     val_scores, val_info = _validation(model, bundle, split, cfg, templates)
     base_forget, base_retain = val_scores()
-    logger = JsonlLogger(Path(out_dir) / "log.jsonl") if out_dir is not None else None
+    run = run or TrainingRun(None, accelerator)
     searched: dict[str, dict[str, Any]] = {}
     for name in candidates:
         p, theta0, g = dict(model.named_parameters())[name], params[name].clone(), g_f[name]
@@ -241,8 +241,7 @@ def slug_unlearn(bundle: Any, split: ForgetSplit, cfg: UnlearnConfig, accelerato
             f, r = val_scores()
             with torch.no_grad():
                 p.copy_(theta0)
-            if logger is not None:
-                logger.log({"phase": "slug_search", "layer": name, "step_size": step, "forget_val": f, "retain_val": r})
+            run.log({"phase": "slug_search", "layer": name, "step_size": step, "forget_val": f, "retain_val": r})
             return f, r
 
         first = sc.initial_fraction * float(theta0.double().norm()) / float(g.double().norm())
@@ -264,7 +263,6 @@ def slug_unlearn(bundle: Any, split: ForgetSplit, cfg: UnlearnConfig, accelerato
         "gradient_pairs": seen, "validation": val_info, "towers": list(towers),
     }
     last = {"forget_val": chosen["forget_val"], "retain_val": chosen["retain_val"], "step_size": chosen["step_size"]}
-    if logger is not None:
-        logger.log({"phase": "unlearn", "method": "slug", "layer": layer, **last}, step=1)
+    run.log({"phase": "unlearn", "method": "slug", "layer": layer, **last}, step=1)
     return UnlearnResult(model, time.perf_counter() - t0, 1, 0, last, info)
 

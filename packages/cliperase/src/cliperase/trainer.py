@@ -2,7 +2,7 @@
 SLUG, a single gradient step: :mod:`cliperase.slug`).
 
 Each step draws one global forget batch and one global retain batch. Batches depend only on
-(seed, step) (:func:`mmcore.distributed.global_batches`), each process encodes its round-robin
+(seed, step) (:class:`mmcore.distributed.StepBatches`), each process encodes its round-robin
 shard, and the features are gathered with gradients, so the loss is the global-batch loss on any
 number of processes and a resumed run sees exactly the batches of an uninterrupted one.
 Forget and retain samples go through one forward pass (the paper: "forget and retain samples may
@@ -12,21 +12,20 @@ share one batch, split by a flag"), which also keeps DDP to one forward per back
 from __future__ import annotations
 
 import copy
-import math
 import random
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
-from mmcore.checkpoint import load_training_state, save_training_state, unwrap
+from mmcore.checkpoint import unwrap
 from mmcore.data.loading import image_batches, load_transformed
 from mmcore.data.records import ImageTextData, ImageTextRecord
-from mmcore.distributed import JsonlLogger, gather_with_grad, global_batches, is_main_process, progress_bar
+from mmcore.distributed import StepBatches, gather_with_grad, gathered_order, progress_bar
 from mmcore.errors import MMError
-from mmcore.optim import adam
+from mmcore.optim import adam, lr_schedule
+from mmcore.run import TrainingRun
 from torch import nn
 
 from cliperase.config import UnlearnConfig
@@ -34,8 +33,6 @@ from cliperase.forget_sets import ForgetSplit
 from cliperase.methods import Feats, method_loss, needs
 from cliperase.step_batches import StepBatch, StreamSteps, TextOf
 from cliperase.templates import Templates, config_templates
-
-CHECKPOINT_DIR = "checkpoint"
 
 
 class DualEncoder(nn.Module):
@@ -75,7 +72,7 @@ class StepImages:
     with a byte budget would help only when D_r fits in that budget (CIFAR-100's 29 GB does not), and
     uniform random batches over a larger set mostly miss it."""
 
-    def __init__(self, parts: list[tuple[list[ImageTextRecord], BatchStream]], transform: Any, rank: int,
+    def __init__(self, parts: list[tuple[list[ImageTextRecord], StepBatches]], transform: Any, rank: int,
                  world: int, num_workers: int | None = None, pin_memory: bool = False):
         self.records: list[ImageTextRecord] = [r for recs, _ in parts for r in recs]
         self.offsets = [0]
@@ -98,10 +95,10 @@ class StepImages:
 
 
 class RecordSteps:
-    """Steps over record lists: each part's global batch of a step comes from its :class:`BatchStream` and
+    """Steps over record lists: each part's global batch of a step comes from its :class:`StepBatches` and
     each process decodes its round-robin shard (:class:`StepImages`, DataLoader workers)."""
 
-    def __init__(self, parts: dict[str, tuple[BatchStream, ImageTextData]], step_images: StepImages, text_of: TextOf,
+    def __init__(self, parts: dict[str, tuple[StepBatches, ImageTextData]], step_images: StepImages, text_of: TextOf,
                  world: int):
         self.parts, self.step_images, self.text_of, self.world = parts, step_images, text_of, world
 
@@ -165,34 +162,6 @@ def train_mode(model: nn.Module, freeze_norm_stats: bool) -> nn.Module:
     return model
 
 
-class BatchStream:
-    """Global batches of ``range(n)`` by step: epoch ``step // per_epoch`` of a (seed)-shuffle.
-
-    The batch is ``min(batch_size, n)`` rounded down to a multiple of the process count, so shards
-    have equal sizes (all-gather needs it)."""
-
-    def __init__(self, n: int, batch_size: int, seed: int, world: int, what: str):
-        bs = (min(batch_size, n) // world) * world
-        if bs == 0:
-            raise MMError(f"{what} set has {n} sample(s), fewer than the {world} processes")
-        self.n, self.bs, self.seed = n, bs, seed
-        self.per_epoch = n // bs
-        self._epoch: int | None = None
-        self._batches: list[list[int]] = []
-
-    def at(self, step: int) -> list[int]:
-        epoch, j = divmod(step, self.per_epoch)
-        if epoch != self._epoch:
-            self._batches = global_batches(self.n, self.bs, self.seed, epoch)
-            self._epoch = epoch
-        return self._batches[j]
-
-
-def gathered_order(batch: list[int], world: int) -> list[int]:
-    """The order of a global batch after each rank's round-robin shard is all-gathered."""
-    return [i for r in range(world) for i in batch[r::world]]
-
-
 def pair_text(rec: ImageTextRecord, data: ImageTextData, mode: str, key: tuple[int, ...],
               templates: Templates | None = None) -> str:
     """The text paired with an image at one step: one of its captions, a class prompt (a template
@@ -231,14 +200,6 @@ def _make_optimizer(cfg: UnlearnConfig, params: list[nn.Parameter]) -> torch.opt
     return adam(params, cfg.lr, weight_decay=cfg.weight_decay, decoupled=cfg.optimizer == "adamw")
 
 
-def _make_scheduler(cfg: UnlearnConfig, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LambdaLR:
-    """Constant lr, or cosine decay from ``lr`` to 0 over ``steps`` (big early steps dissociate D_f,
-    small late ones let RM/CM repair D_r without re-associating it)."""
-    if cfg.lr_schedule == "cosine":
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, cfg.steps) / cfg.steps)))
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
-
-
 def _gathered(x: torch.Tensor, back: torch.Tensor | None) -> torch.Tensor:
     """All processes' rows (with gradients), in global batch order when ``back`` is given."""
     g = gather_with_grad(x)
@@ -271,19 +232,20 @@ def unlearn(
     split: ForgetSplit,
     cfg: UnlearnConfig,
     accelerator: Any,
-    out_dir: str | Path | None = None,
-    resume: bool = False,
+    run: TrainingRun | None = None,
     desc: str | None = None,
 ) -> UnlearnResult:
     """Run ``cfg.steps`` steps of ``cfg.method`` on ``bundle.model`` (modified in place and returned).
 
-    With ``out_dir``: logs to ``out_dir/log.jsonl`` and checkpoints every ``cfg.checkpoint_every``
-    steps (and at the end) to ``out_dir/checkpoint``; ``resume`` continues from that checkpoint. SLUG (one
-    gradient computation and one update, no steps) runs :func:`cliperase.slug.slug_unlearn` instead."""
+    With a ``run`` that has a directory (prepared by the caller): logs to its ``log.jsonl`` and checkpoints
+    every ``cfg.checkpoint_every`` steps to its ``checkpoint/``, from which a resuming run continues.
+    None: no files. SLUG (one gradient computation and one update, no steps) runs
+    :func:`cliperase.slug.slug_unlearn` instead."""
+    run = run or TrainingRun(None, accelerator)
     if cfg.method == "slug":
         from cliperase.slug import slug_unlearn
 
-        return slug_unlearn(bundle, split, cfg, accelerator, out_dir)
+        return slug_unlearn(bundle, split, cfg, accelerator, run)
     use = needs(cfg)
     world = accelerator.num_processes
     rank = accelerator.process_index
@@ -306,13 +268,15 @@ def unlearn(
         return pair_text(rec, data, text_mode[key], (cfg.seed, step, ord(key), pos), templates)
 
     pin = torch.device(device).type == "cuda"
-    streams: dict[str, tuple[BatchStream, ImageTextData]] = {}
+    streams: dict[str, tuple[StepBatches, ImageTextData]] = {}
     source: RecordSteps | StreamSteps
     if split.stream is None:
         if use["forget"]:
-            streams["f"] = (BatchStream(len(split.forget), cfg.forget_batch_size, cfg.seed, world, "forget"), split.forget)
+            streams["f"] = (StepBatches.for_processes(len(split.forget), cfg.forget_batch_size, cfg.seed, world,
+                                                      "forget"), split.forget)
         if use["retain"]:
-            streams["r"] = (BatchStream(len(split.retain), cfg.batch_size, cfg.seed + 1, world, "retain"), split.retain)
+            streams["r"] = (StepBatches.for_processes(len(split.retain), cfg.batch_size, cfg.seed + 1, world,
+                                                      "retain"), split.retain)
         step_images = StepImages([(data.records, stream) for stream, data in streams.values()], bundle.preprocess_eval,
                                  rank, world, cfg.num_workers, pin_memory=pin)
         source = RecordSteps(streams, step_images, text_of, world)
@@ -332,8 +296,9 @@ def unlearn(
     wrapper = DualEncoder(model)
     params = [p for p in wrapper.parameters() if p.requires_grad]
     optimizer = _make_optimizer(cfg, params)
-    # The scheduler stays outside accelerate.prepare (its wrapper would step it once per process).
-    scheduler = _make_scheduler(cfg, optimizer)
+    # Constant, or cosine decay to 0 over ``steps`` (big early steps dissociate D_f, small late ones let
+    # RM/CM repair D_r without re-associating it).
+    scheduler = lr_schedule(optimizer, cfg.steps, kind=cfg.lr_schedule)
     wrapper, optimizer = accelerator.prepare(wrapper, optimizer)
 
     def frozen_encode(fn: Any, x: Any) -> torch.Tensor:
@@ -345,13 +310,8 @@ def unlearn(
 
     # The frozen original is only needed where a loss compares with it: CM uses retain batches only.
     frozen_keys = {"r"} if cfg.method == "cliperase" else {"f", "r"}
-    ckpt = Path(out_dir) / CHECKPOINT_DIR if out_dir is not None else None
-    start, elapsed_before = 0, 0.0
-    if resume and ckpt is not None and (ckpt / "state.json").is_file():
-        st = load_training_state(ckpt, wrapper, optimizer, scheduler)
-        start = st["step"]
-        elapsed_before = float(st["extra"].get("train_seconds", 0.0))
-    logger = JsonlLogger(Path(out_dir) / "log.jsonl") if out_dir is not None else None
+    start, extra = run.resume(wrapper, optimizer, scheduler)
+    elapsed_before = float(extra.get("train_seconds", 0.0))
     last: dict[str, float] = {}
 
     with progress_bar(cfg.steps - start, desc or f"unlearn ({cfg.method})") as advance:
@@ -397,15 +357,13 @@ def unlearn(
             optimizer.zero_grad(set_to_none=True)
             last = {"loss": float(loss.detach()), **parts}
             done = step + 1
-            if logger is not None and (done % max(cfg.log_every, 1) == 0 or done == cfg.steps):
-                logger.log({"phase": "unlearn", "method": cfg.method, **last}, step=done)
+            if done % max(cfg.log_every, 1) == 0 or done == cfg.steps:
+                run.log({"phase": "unlearn", "method": cfg.method, **last}, step=done)
             # Periodic only: the finished model is written by the caller right after the loop, so a final
             # checkpoint (model + Adam state, ~140 MB for the tiny CLIP) would be written only to be deleted.
-            if ckpt is not None and cfg.checkpoint_every > 0 and done % cfg.checkpoint_every == 0 and done < cfg.steps:
-                if is_main_process():
-                    save_training_state(ckpt, wrapper, optimizer, scheduler, step=done,
-                                        extra={"train_seconds": elapsed_before + time.perf_counter() - t0})
-                accelerator.wait_for_everyone()
+            if cfg.checkpoint_every > 0 and done % cfg.checkpoint_every == 0 and done < cfg.steps:
+                run.checkpoint(wrapper, optimizer, scheduler, done,
+                               {"train_seconds": elapsed_before + time.perf_counter() - t0})
             advance(1, loss=last["loss"])
 
     model = unwrap(wrapper).clip

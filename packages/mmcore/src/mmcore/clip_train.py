@@ -1,11 +1,12 @@
-"""Generic CLIP contrastive training: used by ``mm clip pretrain`` and by CLIPErase's Retrain baseline.
+"""Generic CLIP contrastive training: used by ``mm clip pretrain`` (:mod:`mmcore.recipes.clip_pretrain`)
+and by CLIPErase's Retrain baseline.
 
     bundle = create_clip("mm-tiny-clip")
-    model = train_clip(bundle, records, ClipTrainConfig(steps=500), out_dir="run/")
+    model = train_clip(bundle, records, ClipTrainConfig(steps=500), TrainingRun("run/"))
 
 Data order comes from :func:`mmcore.distributed.global_batches` (depends only on seed and epoch) and
 each process takes its round-robin shard; features are gathered with gradients, so 2 processes
-optimise exactly the loss 1 process does. A checkpoint in ``OUT/checkpoint`` every
+optimise exactly the loss 1 process does. With a :class:`~mmcore.run.TrainingRun`, a checkpoint in ``OUT/checkpoint`` every
 ``checkpoint_every`` steps allows an exact resume: augmentation noise is keyed on (seed, step).
 """
 
@@ -15,12 +16,12 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from mmcore.distributed import AcceleratorConfig
+from mmcore.distributed import AcceleratorConfig, gathered_order
 
-CHECKPOINT_DIR = "checkpoint"
+if TYPE_CHECKING:
+    from mmcore.run import TrainingRun
 
 
 @dataclass
@@ -93,15 +94,15 @@ class _Batches:
         import torch
 
         from mmcore.data.records import ImageTextDataset
+        from mmcore.distributed import StepBatches
         from mmcore.encoders.clip import TensorPreprocess
 
         self.records = list(records)
         self.n = len(self.records)
-        self.batch_size = batch_size
         self.seed = seed
         self.preprocess = preprocess
         self.captions = ImageTextDataset(self.records, None, caption="random", seed=seed)
-        self._epoch_cache: tuple[int, list[list[int]]] | None = None
+        self.steps = StepBatches(self.n, batch_size, seed)
         # In-memory images + tensor preprocessing: stack once, then index and transform whole batches.
         self.stacked = None
         if isinstance(preprocess, TensorPreprocess) and all(r.image is not None for r in self.records):
@@ -113,17 +114,8 @@ class _Batches:
             self.dataset = ImageTextDataset(self.records, preprocess, caption="first", seed=seed)
             self.num_workers = resolve_workers(num_workers, self.n)
 
-    @property
-    def steps_per_epoch(self) -> int:
-        return self.n // self.batch_size
-
     def global_batch(self, step: int) -> tuple[int, list[int]]:
-        from mmcore.distributed import global_batches
-
-        epoch, b = divmod(step, self.steps_per_epoch)
-        if self._epoch_cache is None or self._epoch_cache[0] != epoch:
-            self._epoch_cache = (epoch, global_batches(self.n, self.batch_size, self.seed, epoch))
-        return epoch, self._epoch_cache[1][b]
+        return self.steps.epoch(step), self.steps.at(step)
 
     def texts(self, epoch: int, indices: Sequence[int]) -> list[str]:
         self.captions.set_epoch(epoch)
@@ -154,19 +146,14 @@ class _Batches:
                                          pin_memory=torch.cuda.is_available())
         for step, batch in zip(range(start_step, end_step), dl, strict=True):
             epoch, gb = self.global_batch(step)
-            yield step, epoch, batch["image"], self.texts(epoch, _gather_order(gb, world))
+            yield step, epoch, batch["image"], self.texts(epoch, gathered_order(gb, world))
 
     def _local(self, step: int, rank: int, world: int) -> list[int]:
         return self.global_batch(step)[1][rank::world]
 
     def _item(self, step: int, rank: int, world: int):
         epoch, gb = self.global_batch(step)
-        return step, epoch, self.images(step, rank, world, gb), self.texts(epoch, _gather_order(gb, world))
-
-
-def _gather_order(gb: list[int], world: int) -> list[int]:
-    """Global batch indices in the order gather_with_grad concatenates the round-robin shards."""
-    return [i for r in range(world) for i in gb[r::world]]
+        return step, epoch, self.images(step, rank, world, gb), self.texts(epoch, gathered_order(gb, world))
 
 
 class _TokenCache:
@@ -203,46 +190,33 @@ def _param_groups(model: Any, weight_decay: float) -> list[dict[str, Any]]:
     return [{"params": no_decay, "weight_decay": 0.0}, {"params": decay, "weight_decay": weight_decay}]
 
 
-def _lr_lambda(warmup: int, total: int) -> Callable[[int], float]:
-    def f(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = (step - warmup) / max(1, total - warmup)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-    return f
-
-
 def train_clip(
     bundle: Any,
     records: Sequence[Any],
     cfg: ClipTrainConfig,
-    out_dir: str | Path | None = None,
+    run: TrainingRun | None = None,
     accelerator: Any = None,
-    resume: bool = False,
     desc: str = "train",
     on_eval: Callable[[Any, int], dict[str, float]] | None = None,
 ) -> Any:
     """Contrastively train ``bundle.model`` on image–text ``records``; returns the (unwrapped) model.
 
     ``on_eval(model, step)`` (main process) is called every ``cfg.eval_every`` steps and at the end;
-    what it returns is logged. With ``out_dir``: ``log.jsonl`` and resumable ``checkpoint/``.
+    what it returns is logged. With a ``run`` that has a directory: ``log.jsonl`` and a resumable
+    ``checkpoint/`` (a resuming run continues from it). ``accelerator``: None: the run's, else one
+    built from ``cfg.accelerator``.
     """
     import torch
 
-    from mmcore.checkpoint import load_training_state, save_training_state, unwrap
-    from mmcore.distributed import (
-        JsonlLogger,
-        build_accelerator,
-        gather_with_grad,
-        progress_bar,
-        seed_everything,
-    )
+    from mmcore.checkpoint import unwrap
+    from mmcore.distributed import build_accelerator, gather_with_grad, progress_bar, seed_everything
     from mmcore.errors import MMError
-    from mmcore.optim import adam
+    from mmcore.optim import adam, lr_schedule
+    from mmcore.run import TrainingRun
 
-    out = Path(out_dir) if out_dir is not None else None
-    acc = accelerator or build_accelerator(cfg.accelerator, project_dir=out)
+    run = run or TrainingRun(None)
+    acc = accelerator or run.accelerator or build_accelerator(cfg.accelerator, project_dir=run.out)
+    run.accelerator = acc
     world, rank = acc.num_processes, acc.process_index
     if cfg.batch_size % world:
         raise MMError(f"batch_size {cfg.batch_size} must be divisible by the number of processes ({world})")
@@ -256,17 +230,12 @@ def train_clip(
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model.train()
     opt = adam(_param_groups(model, cfg.weight_decay), lr=cfg.lr, decoupled=True, betas=(0.9, 0.98), eps=1e-6)
-    # The scheduler stays outside accelerate.prepare: its wrapper would step it once per process.
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg.warmup, steps))
+    sched = lr_schedule(opt, steps, warmup=cfg.warmup)  # linear warm-up, then cosine decay to 0
     model, opt = acc.prepare(model, opt)
 
-    start = 0
-    ckpt = out / CHECKPOINT_DIR if out is not None else None
-    if resume and ckpt is not None and (ckpt / "state.json").is_file():
-        start = load_training_state(ckpt, unwrap(model), opt, sched)["step"]
-    logger = JsonlLogger(out / "log.jsonl", acc) if out is not None else None
-    if logger is not None and acc.is_main_process and start == 0 and out is not None:
-        (out / "log.jsonl").unlink(missing_ok=True)
+    start, _ = run.resume(unwrap(model), opt, sched)
+    if start == 0:
+        run.clear_log()  # the lines of an attempt killed before its first checkpoint
 
     batches = _Batches(records, bundle.preprocess_train, cfg.batch_size, cfg.seed, cfg.num_workers)
     tokens = _TokenCache(bundle.tokenizer)
@@ -276,9 +245,7 @@ def train_clip(
         if on_eval is None:
             return
         if acc.is_main_process:
-            metrics = on_eval(unwrap(model), step)
-            if logger is not None:
-                logger.log({"event": "eval", **metrics}, step=step)
+            run.log({"event": "eval", **on_eval(unwrap(model), step)}, step=step)
         unwrap(model).train()
         acc.wait_for_everyone()
 
@@ -302,17 +269,15 @@ def train_clip(
             with torch.no_grad():  # as open_clip: keep the temperature in a sane range
                 unwrap(model).logit_scale.clamp_(0, math.log(100))
             done = step + 1
-            if logger is not None and (done % cfg.log_every == 0 or done == steps):
-                logger.log(
+            if done % cfg.log_every == 0 or done == steps:
+                run.log(
                     {"loss": loss.item(), "lr": sched.get_last_lr()[0], "logit_scale": scale.item(), "epoch": epoch,
                      "train_seconds": round(time.perf_counter() - t0, 3)},
                     step=done,
                 )
             advance(1, loss=loss.item())
-            if ckpt is not None and cfg.checkpoint_every > 0 and (done % cfg.checkpoint_every == 0 or done == steps):
-                if acc.is_main_process:
-                    save_training_state(ckpt, model, opt, sched, step=done, extra={"total_steps": steps})
-                acc.wait_for_everyone()
+            if cfg.checkpoint_every > 0 and (done % cfg.checkpoint_every == 0 or done == steps):
+                run.checkpoint(model, opt, sched, done, {"total_steps": steps})
             if cfg.eval_every > 0 and done % cfg.eval_every == 0 and done != steps:
                 evaluate(done)
     if start < steps:
@@ -320,150 +285,3 @@ def train_clip(
     model = unwrap(model)
     model.eval()
     return model
-
-
-# --------------------------------------------------------------------------- pretrain
-
-
-def _load(cfg: ClipTrainConfig, split: str, n: int, image_size: int):
-    from mmcore.data.registry import load_image_text
-
-    if cfg.dataset.lower() == "shapes":
-        return load_image_text("shapes", split=split, n=n, seed=cfg.seed, image_size=image_size)
-    kw = {"skip_bad": True} if cfg.skip_bad else {}
-    data = load_image_text(cfg.dataset, root=cfg.data_root, split=split, caption_file=cfg.caption_file, **kw)
-    data = data.subset(range(min(n, len(data)))) if n > 0 else data
-    return data.drop_unreadable()[0] if cfg.skip_bad else data
-
-
-def pretrain(cfg: ClipTrainConfig, out_dir: str | Path, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
-    """Train a CLIP from ``cfg`` and write OUT/model.safetensors, clip_config.json, config.json,
-    metrics.json (``zero_shot_accuracy`` on held-out data with ``cfg.templates``, ``wall_seconds``)."""
-    t_start = time.perf_counter()
-    from mmcore.config import save_config
-    from mmcore.distributed import build_accelerator, seed_everything
-    from mmcore.encoders.clip import count_parameters, create_clip, save_clip
-    from mmcore.eval.zeroshot import zero_shot_eval
-    from mmcore.io import prepare_output_dir, write_json
-
-    out = prepare_output_dir(out_dir, overwrite=overwrite, resume=resume)
-    acc = build_accelerator(cfg.accelerator, project_dir=out)
-    if acc.is_main_process:
-        save_config(cfg, out / "config.json")
-    seed_everything(cfg.seed)
-    bundle = create_clip(cfg.model, cfg.pretrained, device=str(acc.device))
-    train = _load(cfg, "train", cfg.n_train, bundle.image_size)
-    test = _load(cfg, "test", cfg.n_test, bundle.image_size)
-    t_data = time.perf_counter() - t_start
-
-    def on_eval(model: Any, step: int) -> dict[str, float]:
-        r = zero_shot_eval(model, bundle.tokenizer, test, bundle.preprocess_eval, templates=cfg.templates,
-                           batch_size=500, device=acc.device)
-        return {"zero_shot_accuracy": r["accuracy"], "wall_seconds": round(time.perf_counter() - t_start, 3)}
-
-    t_train = time.perf_counter()
-    model = train_clip(bundle, train.records, cfg, out, acc, resume=resume, desc="pretrain CLIP",
-                       on_eval=on_eval if cfg.eval_every > 0 else None)
-    train_seconds = time.perf_counter() - t_train
-    final = zero_shot_eval(model, bundle.tokenizer, test, bundle.preprocess_eval, templates=cfg.templates,
-                           batch_size=500, device=acc.device)
-    metrics = {
-        "zero_shot_accuracy": final["accuracy"],
-        "per_class": final["per_class"],
-        "n_test": final["n"],
-        "templates": cfg.templates,
-        "model": bundle.model_name,
-        "n_params": count_parameters(model),
-        "steps": total_steps(cfg, len(train.records)),
-        "skipped": train.skipped + test.skipped,
-        "data_seconds": round(t_data, 3),
-        "train_seconds": round(train_seconds, 3),
-        "wall_seconds": round(time.perf_counter() - t_start, 3),
-    }
-    if acc.is_main_process:
-        save_clip(model, out, bundle.model_name, bundle.model_cfg)
-        write_json(out / "metrics.json", metrics)
-        if not cfg.keep_checkpoints:  # the run is complete: the resumable state is dead weight now
-            import shutil
-
-            shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)
-    acc.end_training()
-    return metrics
-
-
-#: ``evaluate_clip`` on synthetic shapes: images generated when ``n`` is not given.
-SHAPES_EVAL_N = 1000
-
-
-def evaluate_clip(
-    model: str | Path,
-    pretrained: str | None,
-    dataset: str,
-    *,
-    data_root: str | Path | None = None,
-    split: str = "test",
-    n: int | None = None,
-    seed: int = 0,
-    batch_size: int = 256,
-    templates: Sequence[str] | None = None,
-    skip_bad: bool = False,
-    caption_file: str = "auto",
-    num_workers: int | None = None,
-) -> dict[str, Any]:
-    """Zero-shot accuracy (datasets with class names) and retrieval Recall@K of a saved dir or a named model.
-
-    ``n``: shapes: images generated (None: :data:`SHAPES_EVAL_N`); real data: evaluate at most the
-    first ``n`` records (None or 0: the whole split). ``skip_bad``: unreadable items (missing or
-    undecodable images, malformed annotation lines) are skipped and counted in ``skipped`` instead
-    of stopping the run; every image file is then decoded once before the evaluation to find them.
-    ``caption_file``: flickr30k's caption file (auto | karpathy | csv). ``num_workers``: image
-    decoding workers (None: from the CPU count). Streamed datasets (wds) are read once as a stream
-    of shards, never as a list of records."""
-    from mmcore.data.registry import STREAMED_DATASETS, load_image_text, open_image_text_stream
-    from mmcore.encoders.clip import load_clip
-    from mmcore.errors import ImageReadError, MMError
-    from mmcore.eval.retrieval import retrieval_eval
-    from mmcore.eval.zeroshot import zero_shot_eval
-
-    if n is not None and n < 0:
-        raise MMError(f"--n must be positive (or 0 for the whole split), got {n}")
-    bundle = load_clip(model, pretrained)
-    if dataset.lower() in STREAMED_DATASETS:
-        from mmcore.eval.stream import stream_eval
-
-        stream = open_image_text_stream(dataset, data_root, split, skip_bad=skip_bad, limit=n or None,
-                                        caption_file=caption_file)
-        res = stream_eval(bundle.model, bundle.tokenizer, stream, bundle.preprocess_eval, templates=templates,
-                          batch_size=batch_size, device=next(bundle.model.parameters()).device,
-                          num_workers=num_workers)
-        return {"model": bundle.model_name, "dataset": stream.name, **res}
-    if dataset.lower() == "shapes":
-        if n == 0:
-            raise MMError("shapes: --n is the number of images to generate; give at least 1")
-        data = load_image_text("shapes", split=split, n=SHAPES_EVAL_N if n is None else n, seed=seed,
-                               image_size=bundle.image_size, caption_file=caption_file)
-    else:
-        kw: dict[str, Any] = {"caption_file": caption_file, "limit": n or None}
-        if skip_bad:
-            kw["skip_bad"] = True
-        data = load_image_text(dataset, root=data_root, split=split, **kw)
-    if skip_bad:
-        data, _ = data.drop_unreadable()
-    if not len(data):
-        raise MMError(f"{dataset}/{split}: no records left to evaluate" + (f" ({data.skipped} skipped)" if data.skipped else ""))
-    metrics: dict[str, Any] = {"model": bundle.model_name, "dataset": data.name, "n": len(data), "skipped": data.skipped}
-    try:
-        if data.classnames and all(r.label is not None for r in data.records):
-            zs = zero_shot_eval(bundle.model, bundle.tokenizer, data, bundle.preprocess_eval, templates=templates,
-                                batch_size=batch_size, num_workers=num_workers, desc="zero-shot: encode images")
-            metrics["zero_shot_accuracy"] = zs["accuracy"]
-            metrics["per_class"] = zs["per_class"]
-        if any(r.captions for r in data.records):
-            metrics.update(retrieval_eval(bundle.model, bundle.tokenizer, data, bundle.preprocess_eval,
-                                          batch_size=batch_size, num_workers=num_workers,
-                                          desc="retrieval: encode images"))
-    except ImageReadError as e:
-        if skip_bad:
-            raise
-        raise ImageReadError(e.path, f"{e.problem} (pass skip_bad=True / --skip-bad to skip unreadable items)") from None
-    return metrics

@@ -133,6 +133,48 @@ def global_batches(n: int, batch_size: int, seed: int, epoch: int, drop_last: bo
     return [perm[i : i + batch_size] for i in range(0, stop, batch_size)]
 
 
+class StepBatches:
+    """The global batch of every optimizer step over ``range(n)``: step ``s`` is batch ``s % per_epoch``
+    of epoch ``s // per_epoch`` of :func:`global_batches` (the data order depends only on seed and step,
+    so a resumed run and any number of processes see the batches of one uninterrupted process)."""
+
+    def __init__(self, n: int, batch_size: int, seed: int):
+        if not 0 < batch_size <= n:
+            raise ValueError(f"StepBatches: batch_size {batch_size} must be in [1, n={n}]")
+        self.n, self.batch_size, self.seed = n, batch_size, seed
+        self.per_epoch = n // batch_size
+        self._epoch: int | None = None
+        self._batches: list[list[int]] = []
+
+    @classmethod
+    def for_processes(cls, n: int, batch_size: int, seed: int, world: int, what: str) -> StepBatches:
+        """Batches of ``min(batch_size, n)`` rounded down to a multiple of the ``world`` processes, so that
+        their shards have equal sizes (all-gather needs it); ``what`` names the set in the error."""
+        from mmcore.errors import MMError
+
+        bs = (min(batch_size, n) // world) * world
+        if bs == 0:
+            raise MMError(f"{what} set has {n} sample(s), fewer than the {world} processes")
+        return cls(n, bs, seed)
+
+    def epoch(self, step: int) -> int:
+        return step // self.per_epoch
+
+    def at(self, step: int) -> list[int]:
+        """The global batch (dataset indices) of ``step``."""
+        epoch, j = divmod(step, self.per_epoch)
+        if epoch != self._epoch:
+            self._batches = global_batches(self.n, self.batch_size, self.seed, epoch)
+            self._epoch = epoch
+        return self._batches[j]
+
+
+def gathered_order(batch: list[int], world: int) -> list[int]:
+    """A global batch in the order all-gathering the round-robin shards (``batch[r::world]``)
+    concatenates them (:func:`gather_with_grad`)."""
+    return [i for r in range(world) for i in batch[r::world]]
+
+
 def grouped_global_batches(keys: Sequence[str], batch_size: int, seed: int, epoch: int, per_group: int) -> list[list[int]]:
     """Global batches whose samples come in runs of up to ``per_group`` samples sharing a key (e.g.
     several questions about one video, whose features the model then computes once per batch).

@@ -1,8 +1,11 @@
-"""Diffusion evaluation of unlearned CLIP text encoders (issue 4).
+"""Building blocks of the diffusion evaluation of unlearned CLIP text encoders: the pipeline, the shape
+detectors, the synthetic data.
 
-* :func:`pretrain_diffusion` — the offline default text-to-image model (+ shape detector) on synthetic shapes;
-* :func:`run_diffusion_eval` / :func:`diffusion_eval` — original vs unlearned text encoder in one pipeline;
-* :func:`swap_text_encoder`, :func:`load_pipeline`, :class:`ShapesDiffusionPipeline`.
+* :func:`swap_text_encoder`, :func:`load_pipeline`, :class:`ShapesDiffusionPipeline`;
+* :class:`ShapeDetector`, :class:`ClipZeroShotDetector`, :func:`clip_score`.
+
+The runs are recipes: :mod:`cliperase.recipes.diffusion_pretrain` (the offline default text-to-image model
+and its shape detector) and :mod:`cliperase.recipes.diffusion_eval` (original vs unlearned text encoder).
 
 Submodules import torch/diffusers; names here are loaded lazily so ``import cliperase.diffusion`` is cheap.
 """
@@ -22,13 +25,6 @@ _EXPORTS = {
     "ShapeDetector": "detector",
     "ClipZeroShotDetector": "detector",
     "clip_score": "detector",
-    "DiffusionPretrainConfig": "train",
-    "PRESETS": "train",
-    "apply_preset": "train",
-    "pretrain_diffusion": "train",
-    "DiffusionEvalConfig": "evaluate",
-    "diffusion_eval": "evaluate",
-    "run_diffusion_eval": "evaluate",
 }
 
 __all__ = sorted(_EXPORTS)

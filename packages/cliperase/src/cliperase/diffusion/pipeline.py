@@ -5,7 +5,7 @@ Two kinds of pipeline are supported:
 * :class:`ShapesDiffusionPipeline` — the project's offline default: a small pixel-space
   ``UNet2DConditionModel`` conditioned (cross-attention) on the per-token hidden states of the tiny
   CLIP text tower, sampled with a diffusers scheduler. Saved in diffusers layout (``model_index.json``
-  + one folder per component, safetensors), trained by :mod:`cliperase.diffusion.train`.
+  + one folder per component, safetensors), trained by :mod:`cliperase.recipes.diffusion_pretrain`.
 * any diffusers pipeline with ``unet`` / ``text_encoder`` / ``tokenizer`` components, e.g. a
   ``StableDiffusionPipeline`` loaded from a local folder or a hub id (SD 1.x pairs with ViT-L/14 towers).
 """

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mmcore.checkpoint import count_parameters  # noqa: F401  (re-exported: mmcore.clip_train uses it from here)
+from mmcore.checkpoint import count_parameters  # noqa: F401  (re-exported: mmcore.recipes.clip_pretrain uses it from here)
 from mmcore.errors import DataError, MMError
 from mmcore.io import read_json, write_json
 

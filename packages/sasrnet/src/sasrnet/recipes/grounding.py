@@ -7,9 +7,7 @@ import time
 from pathlib import Path
 
 from mmcore.checkpoint import unwrap
-from mmcore.config import save_config
 from mmcore.distributed import (
-    JsonlLogger,
     build_accelerator,
     global_batches,
     progress_bar,
@@ -18,8 +16,8 @@ from mmcore.distributed import (
     world_size,
 )
 from mmcore.errors import MMError
-from mmcore.io import prepare_output_dir, write_json
 from mmcore.optim import adam
+from mmcore.run import TrainingRun
 
 from sasrnet.config import GroundingConfig, model_config
 from sasrnet.data import (
@@ -58,10 +56,7 @@ def pretrain_grounding(cfg: GroundingConfig, data: str | Path | DataPaths, out_d
     from sasrnet.model import match_loss
 
     acc = build_accelerator(cfg.accelerator, project_dir=None)
-    out = Path(out_dir)
-    if acc.is_main_process:
-        prepare_output_dir(out, overwrite=overwrite)
-    acc.wait_for_everyone()
+    run = TrainingRun.create(out_dir, acc, overwrite=overwrite)
     seed_everything(cfg.seed)
     paths = data_paths(data)
     if paths.train_ann is None:
@@ -92,10 +87,8 @@ def pretrain_grounding(cfg: GroundingConfig, data: str | Path | DataPaths, out_d
     names = [k for k in model.state_dict() if k.startswith(AVQAModel.GROUNDING_PREFIXES)]
     opt = adam([p for k, p in model.named_parameters() if k.startswith(AVQAModel.GROUNDING_PREFIXES)], lr=cfg.lr)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.step_size, gamma=cfg.gamma)
-    if acc.is_main_process:
-        save_config(cfg, out / "config.json")
+    run.save_config(cfg)
     model, opt = acc.prepare(model, opt)
-    log = JsonlLogger(out / "log.jsonl")
     video_ids = [q.video_id for q in train_ds.questions]  # one question per video here
     val_videos = [q.video_id for q in val_ds.questions] if val_ds is not None else []
     step, history, t_train = 0, [], 0.0
@@ -136,23 +129,22 @@ def pretrain_grounding(cfg: GroundingConfig, data: str | Path | DataPaths, out_d
                 step += 1
                 losses.append(float(loss.detach()))
                 advance(1, epoch=epoch, loss=losses[-1])
-                log.log({"epoch": epoch, "match": losses[-1]}, step=step)
+                run.log({"epoch": epoch, "match": losses[-1]}, step=step)
             t_train += time.perf_counter() - t0
             set_lr(opt, sched, None, 0)
             sched.step()
             record = {"epoch": epoch, "event": "epoch_end", "train_match_loss": round(sum(losses) / len(losses), 6),
                       "val_match_accuracy": val_accuracy()}
             history.append(record)
-            log.log(record, step=step)
+            run.log(record, step=step)
     state = unwrap(model).state_dict()
-    if acc.is_main_process:
+    if run.writes:
         from mmcore.io import save_safetensors
 
-        save_safetensors(out / MODEL_FILE, {k: state[k] for k in names})
+        save_safetensors(run.out / MODEL_FILE, {k: state[k] for k in names})
     metrics = {"model": "avst-grounding", "size": cfg.size, "train_videos": n, "steps": step,
                "val_match_accuracy": history[-1]["val_match_accuracy"] if history else None,
                "train_time_s": round(t_train, 2), "history": history}
-    if acc.is_main_process:
-        write_json(out / "metrics.json", metrics)
-    acc.wait_for_everyone()
+    run.write_metrics(metrics)
+    run.finish()
     return metrics

@@ -20,11 +20,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from mmcore.checkpoint import load_model_weights, load_training_state, save_model, save_training_state, unwrap
-from mmcore.config import save_config
+from mmcore.checkpoint import load_model_weights, save_model, unwrap
 from mmcore.data.avqa_features import planned_batches
 from mmcore.distributed import (
-    JsonlLogger,
     build_accelerator,
     global_batches,
     grouped_global_batches,
@@ -34,8 +32,9 @@ from mmcore.distributed import (
     world_size,
 )
 from mmcore.errors import DataError, MMError
-from mmcore.io import prepare_output_dir, read_json, write_json
-from mmcore.optim import adam
+from mmcore.io import read_json, write_json
+from mmcore.optim import adam, warmup_factor
+from mmcore.run import CONFIG_FILE, TrainingRun
 
 from sasrnet.config import ModelConfig, TrainConfig, model_config
 from sasrnet.data import (
@@ -59,8 +58,6 @@ from sasrnet.recipes.evaluate import (
     predict_split,
     write_predictions,
 )
-
-CKPT_DIR = "checkpoint"
 
 
 def _init_from(model: AVQAModel, path: Path) -> int:
@@ -104,7 +101,7 @@ def _check_same_config(path: Path, cfg: TrainConfig) -> None:
 def set_lr(opt: Any, sched: Any, step: int | None, warmup_steps: int) -> None:
     """Linear warm-up over the first ``warmup_steps`` optimizer steps on top of the per-epoch StepLR
     (a function of the step count only, so a resumed run gets the same rates)."""
-    f = 1.0 if step is None or warmup_steps <= 0 else min(1.0, (step + 1) / warmup_steps)
+    f = 1.0 if step is None else warmup_factor(step, warmup_steps)
     for g, lr in zip(opt.param_groups, sched.get_last_lr(), strict=True):
         g["lr"] = lr * f
 
@@ -145,9 +142,7 @@ def train(
 
     acc = build_accelerator(cfg.accelerator, project_dir=None)
     out = Path(out_dir)
-    if acc.is_main_process:
-        prepare_output_dir(out, overwrite=overwrite, resume=resume)
-    acc.wait_for_everyone()
+    run = TrainingRun.create(out, acc, overwrite=overwrite, resume=resume)
     seed_everything(cfg.seed)
     paths = data_paths(data)
     if paths.train_ann is None:
@@ -213,27 +208,22 @@ def train(
         _init_from(model, Path(cfg.init_from))
     state = {"epoch": 0, "batch": 0, "step": 0, "best_val": None, "best_epoch": None, "train_time": 0.0,
              "samples": 0, "history": []}
-    ckpt = out / CKPT_DIR
-    if resume and (ckpt / "state.json").is_file():
-        _check_same_config(out / "config.json", cfg)
-        loaded = load_training_state(ckpt, model, opt, sched)
-        state.update(loaded["extra"])
-        state["step"] = loaded["step"]
-    if acc.is_main_process:
-        save_config(cfg, out / "config.json")
+    if run.has_checkpoint:
+        _check_same_config(out / CONFIG_FILE, cfg)
+        state["step"], extra = run.resume(model, opt, sched)
+        state.update(extra)
+    run.save_config(cfg)
+    if run.writes:
         _write_model_files(out, mcfg, cfg, paths, qv, av,
                            majority_answers([(q.type_key, str(q.answer)) for q in train_ds.questions]))
     model, opt = acc.prepare(model, opt)  # the scheduler is stepped by hand, once per epoch
-    log = JsonlLogger(out / "log.jsonl")
-    if acc.is_main_process and state["step"] == 0:
-        log.log({"event": "start", "model": mcfg.kind, "params": count_parameters(model), "train_questions": n,
+    if state["step"] == 0:
+        run.log({"event": "start", "model": mcfg.kind, "params": count_parameters(model), "train_questions": n,
                  "val_questions": len(val_ds) if val_ds else 0, "processes": world_size()})
 
     def checkpoint(epoch: int, batch: int) -> None:
-        if acc.is_main_process:
-            save_training_state(ckpt, model, opt, sched, step=state["step"],
-                                extra={k: v for k, v in {**state, "epoch": epoch, "batch": batch}.items() if k != "step"})
-        acc.wait_for_everyone()
+        run.checkpoint(model, opt, sched, state["step"],
+                       {k: v for k, v in {**state, "epoch": epoch, "batch": batch}.items() if k != "step"})
 
     steps_per_epoch = n // cfg.batch_size
     total = steps_per_epoch * cfg.epochs
@@ -279,7 +269,7 @@ def train(
                     vals["grad_norm"] = grad_norm
                 advance(1, epoch=epoch, loss=vals["loss"])
                 if state["step"] % 10 == 0 or b == len(batches) - 1:
-                    log.log({"epoch": epoch, **vals, "lr": sched.get_last_lr()[0]}, step=state["step"])
+                    run.log({"epoch": epoch, **vals, "lr": sched.get_last_lr()[0]}, step=state["step"])
                 stop = max_steps is not None and state["step"] >= max_steps
                 if stop or (cfg.checkpoint_every_steps > 0 and state["step"] % cfg.checkpoint_every_steps == 0):
                     state["train_time"] += time.perf_counter() - t0
@@ -301,7 +291,7 @@ def train(
             elif acc.is_main_process:
                 save_model(model, out / MODEL_FILE)
             state["history"].append(record)
-            log.log(record, step=state["step"])
+            run.log(record, step=state["step"])
             state["batch"] = 0
             checkpoint(epoch + 1, 0)
 
@@ -329,15 +319,15 @@ def train(
                                                      skip_bad=True, num_workers=cfg.num_workers)
         if acc.is_main_process:
             write_predictions(out / "test_predictions.jsonl", test_recs, av)
-    if acc.is_main_process:
-        write_json(out / "metrics.json", metrics)
+    run.write_metrics(metrics)
+    if run.writes:
         if metrics.get("test"):
             plot_split(out / "accuracy.png", mcfg.kind, metrics["test"], "test", test_recs,
                         majority_answers([(q.type_key, str(q.answer)) for q in train_ds.questions]))
         elif metrics["val"]:
             plot_type_accuracies({mcfg.kind: metrics["val"]}, out / "accuracy.png",
                                  title=f"{mcfg.kind}: best validation accuracy ({metrics['val']['n_questions']} questions)")
-    acc.wait_for_everyone()
+    run.finish(keep_checkpoint=True)  # kept: --resume with more epochs continues from it
     return metrics
 
 

@@ -21,11 +21,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from mmcore.checkpoint import load_training_state, save_training_state
-from mmcore.config import save_config
-from mmcore.distributed import JsonlLogger, progress_bar, seed_everything
+from mmcore.distributed import progress_bar, seed_everything
 from mmcore.errors import ConfigError, MMError
-from mmcore.io import prepare_output_dir, write_json
+from mmcore.io import write_json
+from mmcore.optim import lr_schedule
+from mmcore.run import TrainingRun
 from torch.nn import functional as F
 
 from cliperase.diffusion.data import (
@@ -167,16 +167,6 @@ def build_schedulers(cfg: DiffusionPretrainConfig) -> tuple[Any, Any]:
     return train, sample
 
 
-def _lr_lambda(warmup: int, total: int):
-    def f(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / max(1, warmup)
-        progress = (step - warmup) / max(1, total - warmup)
-        return 0.5 * (1 + np.cos(np.pi * min(1.0, progress))) * 0.9 + 0.1
-
-    return f
-
-
 def pretrain_diffusion(
     cfg: DiffusionPretrainConfig, out_dir: str | Path, *, overwrite: bool = False, resume: bool = False
 ) -> dict[str, Any]:
@@ -191,13 +181,12 @@ def _pretrain_diffusion(
     cfg: DiffusionPretrainConfig, out_dir: str | Path, *, overwrite: bool = False, resume: bool = False
 ) -> dict[str, Any]:
     validate(cfg)
-    out = prepare_output_dir(out_dir, overwrite=overwrite, resume=resume)
-    ckpt_dir = out / "checkpoint"
-    if resume and not (ckpt_dir / "state.json").is_file() and (out / "model_index.json").is_file():
+    run = TrainingRun.create(out_dir, overwrite=overwrite, resume=resume)
+    out = Path(out_dir)
+    if resume and not run.has_checkpoint and (out / "model_index.json").is_file():
         raise MMError(f"{out}: training already finished (model_index.json exists); use --overwrite to retrain")
-    save_config(cfg, out / "config.json")
+    run.save_config(cfg)
     seed_everything(cfg.seed)
-    logger = JsonlLogger(out / "log.jsonl")
     t_start = time.time()
     metrics: dict[str, Any] = {"clip": cfg.clip}
 
@@ -218,7 +207,7 @@ def _pretrain_diffusion(
                                                batch_size=cfg.detector_batch_size, width=cfg.detector_width)
         detector.save(det_dir)
         write_json(det_dir / "metrics.json", det_metrics)
-        logger.log(det_metrics)
+        run.log(det_metrics)
     metrics.update(_read_det_metrics(det_dir))
 
     # 2. diffusion data: every (shape, colour) image, all captions encoded once by the frozen tower
@@ -236,10 +225,9 @@ def _pretrain_diffusion(
     holder = torch.nn.ModuleDict({"unet": unet, "ema": ema})  # one checkpointed module keeps both
     train_sched, sample_sched = build_schedulers(cfg)
     opt = torch.optim.AdamW(unet.parameters(), lr=cfg.lr, weight_decay=0.0)
-    lr_sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg.warmup_steps, cfg.steps))
-    start = 0
-    if resume and (ckpt_dir / "state.json").is_file():
-        start = load_training_state(ckpt_dir, holder, opt, lr_sched)["step"]
+    # linear warm-up, then cosine decay to a tenth of lr
+    lr_sched = lr_schedule(opt, cfg.steps, warmup=cfg.warmup_steps, floor=0.1)
+    start, _ = run.resume(holder, opt, lr_sched)
     metrics["unet_parameters"] = sum(p.numel() for p in unet.parameters())
 
     step = start
@@ -274,14 +262,14 @@ def _pretrain_diffusion(
             step += 1
             advance(loss=float(loss.detach()))
             if step % 50 == 0 or step == cfg.steps:
-                logger.log({"loss": float(loss.detach()), "lr": lr_sched.get_last_lr()[0]}, step=step)
+                run.log({"loss": float(loss.detach()), "lr": lr_sched.get_last_lr()[0]}, step=step)
             if step % cfg.checkpoint_every == 0 and step < cfg.steps:
-                save_training_state(ckpt_dir, holder, opt, lr_sched, step)
+                run.checkpoint(holder, opt, lr_sched, step)
             if cfg.max_minutes > 0 and time.time() - t_train > cfg.max_minutes * 60:
                 stopped_early = step < cfg.steps
                 break
     if stopped_early:
-        save_training_state(ckpt_dir, holder, opt, lr_sched, step)  # --resume continues from here
+        run.checkpoint(holder, opt, lr_sched, step)  # --resume continues from here
     metrics.update(final_loss=float(loss.detach()) if step > start else None, steps_done=step, stopped_early=stopped_early,
                    train_seconds=round(time.time() - t_train, 1))
 
@@ -300,12 +288,9 @@ def _pretrain_diffusion(
     metrics["check_detection"] = check
     metrics["check_detection_mean"] = float(np.mean(list(check.values())))
     metrics["total_seconds"] = round(time.time() - t_start, 1)
-    write_json(out / "metrics.json", metrics)
-    if not stopped_early:
-        import shutil
-
-        shutil.rmtree(ckpt_dir, ignore_errors=True)  # finished: the pipeline folder is the artefact
-    logger.log({"check_detection_mean": metrics["check_detection_mean"]}, step=step)
+    run.write_metrics(metrics)
+    run.log({"check_detection_mean": metrics["check_detection_mean"]}, step=step)
+    run.finish(keep_checkpoint=stopped_early)  # finished: the pipeline folder is the artefact
     return metrics
 
 

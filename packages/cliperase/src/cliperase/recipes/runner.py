@@ -18,22 +18,22 @@ from __future__ import annotations
 
 import dataclasses
 import random
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mmcore.config import config_to_dict, save_config
+from mmcore.config import config_to_dict
 from mmcore.data.records import ImageTextData
 from mmcore.encoders.clip import random_init_marks
 from mmcore.errors import ConfigError, MMError
-from mmcore.io import atomic_write_text, prepare_output_dir, read_json, write_json
+from mmcore.io import atomic_write_text, read_json, write_json
+from mmcore.run import TrainingRun
 
 from cliperase.config import METHODS, PAPER_SETTING, UnlearnConfig
 from cliperase.forget_sets import ForgetSplit, run_forget_ids, split_forget_retain
-from cliperase.provenance import _retrain_error, pretrain_config, retrain_unavailable
-from cliperase.report import SUMMARY_KEYS, comparison_markdown, plot_comparison, run_report
+from cliperase.recipes.provenance import _retrain_error, pretrain_config, retrain_unavailable
+from cliperase.recipes.report import SUMMARY_KEYS, comparison_markdown, plot_comparison, run_report
 from cliperase.streamed_split import load_streamed_split, streams_apply
 
 # `mm unlearn compare` method variants: the ablations of the paper as named entries.
@@ -171,8 +171,9 @@ def _prepare(cfg: UnlearnConfig, bundle: Any, out_dir: Path | None, resume: bool
     return Prepared(split, before, skipped, hit, time.perf_counter() - t0, t0 - t_split)
 
 
-def _retrain(cfg: UnlearnConfig, bundle: Any, split: ForgetSplit, acc: Any, out_dir: Path | None, resume: bool):
-    """Train the same architecture from random weights on D_r with the pretraining recipe."""
+def _retrain(cfg: UnlearnConfig, bundle: Any, split: ForgetSplit, acc: Any, run: TrainingRun | None = None):
+    """Train the same architecture from random weights on D_r with the pretraining loop (``run``: the
+    method's run, whose directory gets its log and checkpoint; None: no files)."""
     from mmcore.clip_train import ClipTrainConfig, train_clip
     from mmcore.config import resolve_config
     from mmcore.encoders.clip import create_clip
@@ -202,9 +203,10 @@ def _retrain(cfg: UnlearnConfig, bundle: Any, split: ForgetSplit, acc: Any, out_
     train_cfg = dataclasses.replace(train_cfg, **updates)
     fresh = create_clip(bundle.model_name, None, device=str(acc.device))
     t0 = time.perf_counter()
-    ckpt_dir = out_dir / "retrain" if out_dir is not None else None
-    model = train_clip(fresh, split.retain.records, train_cfg, out_dir=ckpt_dir, accelerator=acc, resume=resume,
-                       desc="retrain")
+    # its log and checkpoint in OUT/retrain/ (kept: they are Retrain's own record)
+    run = run or TrainingRun(None, acc)
+    sub = TrainingRun(run.out / "retrain" if run.out is not None else None, acc, resume=run.resuming)
+    model = train_clip(fresh, split.retain.records, train_cfg, sub, desc="retrain")
     from mmcore.checkpoint import unwrap
 
     return unwrap(model), time.perf_counter() - t0, config_to_dict(train_cfg)
@@ -232,7 +234,7 @@ def run_unlearning(
 
     from cliperase.metrics import evaluate_split, plot_relearn, relearn_steps
     from cliperase.templates import config_templates
-    from cliperase.trainer import CHECKPOINT_DIR, unlearn
+    from cliperase.trainer import unlearn
 
     cfg.validate()
     if cfg.method == "retrain" and (why := retrain_unavailable(cfg)):
@@ -243,26 +245,23 @@ def run_unlearning(
                       "`mm clip pretrain` instead, or name the forget set with --forget-ids")
     out = Path(out_dir)
     acc = _accelerator(cfg, accelerator)
-    if _is_main(acc):
-        prepare_output_dir(out, overwrite=overwrite, resume=resume)
-    acc.wait_for_everyone()
+    run = TrainingRun.create(out, acc, overwrite=overwrite, resume=resume)
     seed_everything(cfg.seed)
     t_start = time.perf_counter()
     bundle = _load_model(cfg, acc.device)
     t_load = time.perf_counter() - t_start
     prep = prepared or _prepare(cfg, bundle, out, resume, acc, cache_dir)
     t_unlearn = time.perf_counter()
-    if _is_main(acc):
-        save_config(cfg, out / "config.json")
+    run.save_config(cfg)
     split = prep.split
 
     retrain_cfg = None
     info: dict[str, Any] = {}
     if cfg.method == "retrain":
-        model, train_seconds, retrain_cfg = _retrain(cfg, bundle, split, acc, out, resume)
+        model, train_seconds, retrain_cfg = _retrain(cfg, bundle, split, acc, run)
         last_log: dict[str, float] = {}
     else:
-        res = unlearn(bundle, split, cfg, acc, out, resume)
+        res = unlearn(bundle, split, cfg, acc, run)
         model, train_seconds, last_log, info = res.model, res.train_seconds, res.last_log, res.info
     model = unwrap(model).eval()
     t_after = time.perf_counter()
@@ -305,15 +304,15 @@ def run_unlearning(
         metrics["retrain_config"] = retrain_cfg
     if cfg.method == "slug":
         metrics["slug"] = info
-    if _is_main(acc):
+    if run.writes:
         save_clip(model, out, bundle.model_name, bundle.model_cfg)
-        write_json(out / "metrics.json", metrics)
+    run.write_metrics(metrics)
+    if run.writes:
         if relearn is not None:
             plot_relearn({cfg.method: relearn["curve"]}, relearn["target_score"], out / "relearn.png",
                          title=f"relearn after {cfg.method} — forget {split.description}")
         atomic_write_text(out / "report.md", run_report(metrics))
-        shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)
-    acc.wait_for_everyone()
+    run.finish()
     return metrics
 
 
@@ -328,7 +327,7 @@ def evaluate_model(cfg: UnlearnConfig, out_dir: str | Path | None = None, overwr
              cfg.forget.ids_file is not None]
     if sum(given) != 1:
         raise ConfigError("give exactly one forget set: --forget-classes, --forget-keyword, --forget-ratio or --forget-ids")
-    out = prepare_output_dir(out_dir, overwrite=overwrite) if out_dir is not None else None
+    run = TrainingRun.create(out_dir, overwrite=overwrite)
     seed_everything(cfg.seed)
     bundle = _load_model(cfg, "cpu" if cfg.accelerator.cpu else _default_device())
     split, skipped = load_split(cfg, bundle.image_size, out_dir)
@@ -342,9 +341,8 @@ def evaluate_model(cfg: UnlearnConfig, out_dir: str | Path | None = None, overwr
         "skipped_bad": skipped,
         "metrics": evaluate_split(bundle.model, bundle, split, cfg, label="eval"),
     }
-    if out is not None:
-        save_config(cfg, out / "config.json")
-        write_json(out / "metrics.json", metrics)
+    run.save_config(cfg)
+    run.write_metrics(metrics)
     return metrics
 
 
@@ -387,9 +385,7 @@ def compare_methods(
         updates["retrain"] = {"method": "retrain"}
     out = Path(out_dir)
     acc = _accelerator(cfg)
-    if _is_main(acc):
-        prepare_output_dir(out, overwrite=overwrite, resume=resume)
-    acc.wait_for_everyone()
+    TrainingRun.create(out, acc, overwrite=overwrite, resume=resume)  # each method's run goes in out/<method>/
     for n in names:
         dataclasses.replace(cfg, **updates[n]).validate()
     bundle = _load_model(cfg, acc.device)
