@@ -24,6 +24,8 @@ class ClipEvalConfig:
     batch_size: int = 256
     skip_bad: bool = False  # skip (and count) unreadable images and malformed annotation lines
     caption_file: str = "auto"  # flickr30k: auto | karpathy | csv
+    # image decoding workers (DataLoader); None: from the CPU count or MM_NUM_WORKERS, 0: this process
+    num_workers: int | None = None
 
 
 def evaluate_clip_config(cfg: ClipEvalConfig) -> dict[str, Any]:
@@ -33,7 +35,8 @@ def evaluate_clip_config(cfg: ClipEvalConfig) -> dict[str, Any]:
     if cfg.model is None:
         raise ConfigError("ClipEvalConfig.model is not set: name a saved model dir or an open_clip model")
     return evaluate_clip(cfg.model, cfg.pretrained, cfg.dataset, data_root=cfg.data_root, split=cfg.split, n=cfg.n,
-                         seed=cfg.seed, batch_size=cfg.batch_size, skip_bad=cfg.skip_bad, caption_file=cfg.caption_file)
+                         seed=cfg.seed, batch_size=cfg.batch_size, skip_bad=cfg.skip_bad, caption_file=cfg.caption_file,
+                         num_workers=cfg.num_workers)
 
 
 #: ``evaluate_clip`` on synthetic shapes: images generated when ``n`` is not given.
