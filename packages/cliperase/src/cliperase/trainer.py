@@ -227,14 +227,8 @@ def _stream_parts(split: ForgetSplit, cfg: UnlearnConfig, use: dict[str, bool], 
     return parts
 
 
-def unlearn(
-    bundle: Any,
-    split: ForgetSplit,
-    cfg: UnlearnConfig,
-    accelerator: Any,
-    run: TrainingRun | None = None,
-    desc: str | None = None,
-) -> UnlearnResult:
+def unlearn(bundle: Any, split: ForgetSplit, cfg: UnlearnConfig, accelerator: Any, run: TrainingRun | None = None,
+            desc: str | None = None) -> UnlearnResult:
     """Run ``cfg.steps`` steps of ``cfg.method`` on ``bundle.model`` (modified in place and returned).
 
     With a ``run`` that has a directory (prepared by the caller): logs to its ``log.jsonl`` and checkpoints
