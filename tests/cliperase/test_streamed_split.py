@@ -1,5 +1,5 @@
-"""Unlearning over webdataset shards with a keyword forget set: D_f and D_r streamed from the shards
-(cliperase.streamed_split), never loaded as record lists."""
+"""Unlearning over webdataset shards with a keyword forget set (cliperase.streamed_split): D_f as records
+with tar offsets, D_r streamed from the shards, never loaded as a record list."""
 
 from __future__ import annotations
 
@@ -43,12 +43,13 @@ def test_streamed_split_has_the_record_split_sizes_and_bounded_samples(easy_worl
     sizes = split.sizes()
     assert {k: sizes[k] for k in ("forget", "retain")} == {k: ref.sizes()[k] for k in ("forget", "retain")}
     assert split.stream is not None and split.stream.forget_ids == frozenset(r.id for r in ref.forget.records)
-    assert len(split.forget) == len(split.retain) == 12  # evaluation samples, at most eval_max_samples
+    assert [r.id for r in split.forget.records] == [r.id for r in ref.forget.records]  # D_f whole, as records
+    assert split.forget.records[0].tar_member is not None  # read by one seek, no image bytes held
+    assert len(split.retain) == 12 and sizes["retain_eval_sample"] == 12  # D_r: an evaluation sample
     assert {r.id for r in split.retain.records} <= {r.id for r in ref.retain.records}
     assert len(split.test_forget) + len(split.test_retain) == min(12, len(ref.test_forget)) + min(12, len(ref.test_retain))
     assert all("circle" in r.captions[0] for r in split.test_forget.records)
     shard_of = {r.id: r.tar_member[0] for r in train.records}
-    assert set(split.stream.forget_shards) == {shard_of[r.id] for r in ref.forget.records}
     assert set(split.stream.retain_shards) == {shard_of[r.id] for r in ref.retain.records}
 
 
@@ -56,7 +57,7 @@ def test_streamed_split_has_the_record_split_sizes_and_bounded_samples(easy_worl
 def test_unlearning_streams_the_shards_and_forgets(easy_world, easy_shards, tmp_path):
     cfg = _cfg(easy_world[0], easy_shards, steps=30, lr=1e-3, batch_size=16, forget_batch_size=16, num_workers=1)
     m = run_unlearning(cfg, tmp_path / "run")
-    assert m["sizes"]["forget_eval_sample"] == m["sizes"]["forget"]  # small enough to evaluate whole
+    assert m["sizes"]["retain_eval_sample"] == m["sizes"]["retain"]  # small enough to evaluate whole
     assert (tmp_path / "run" / "forget_pass" / "shards.jsonl").is_file()
     assert m["before"]["forget_train_accuracy"] > 80
     assert m["after"]["forget_train_accuracy"] < m["before"]["forget_train_accuracy"] - 40
@@ -78,7 +79,7 @@ def test_two_processes_stream_their_own_shares(easy_world, easy_shards, tmp_path
 
     launch_cpu_processes(_stream_worker, (str(easy_world[0]), str(easy_shards), str(tmp_path / "two")), num_processes=2)
     m = json.loads((tmp_path / "two" / "metrics.json").read_text())
-    assert m["world_size"] == 2 and m["sizes"]["forget_eval_sample"] == m["sizes"]["forget"]
+    assert m["world_size"] == 2 and m["sizes"]["retain_eval_sample"] == m["sizes"]["retain"]
     assert m["after"]["forget_train_accuracy"] < m["before"]["forget_train_accuracy"] - 40
     assert (tmp_path / "two" / "log.jsonl").read_text().count("\n") >= 1
 

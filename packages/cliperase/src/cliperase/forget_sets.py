@@ -44,8 +44,8 @@ class ForgetSplit:
     test_retain: ImageTextData
     forget_classes: list[str] | None  # None for keyword / id forget sets
     description: str
-    # D_f and D_r as shard streams (cliperase.streamed_split); then ``forget`` / ``retain`` hold bounded
-    # evaluation samples of them, not the sets themselves
+    # D_r as a shard stream (cliperase.streamed_split); then ``retain`` holds a bounded evaluation sample of
+    # it, not the set itself
     stream: StreamedSets | None = None
 
     def sizes(self) -> dict[str, int]:
@@ -57,8 +57,7 @@ class ForgetSplit:
             "test_retain": len(self.test_retain),
         }
         if self.stream is not None:
-            sizes.update(forget=self.stream.n_forget, retain=self.stream.n_retain, forget_eval_sample=len(self.forget),
-                         retain_eval_sample=len(self.retain))
+            sizes.update(retain=self.stream.n_retain, retain_eval_sample=len(self.retain))
         return sizes
 
 

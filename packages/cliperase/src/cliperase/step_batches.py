@@ -1,6 +1,6 @@
 """What one unlearning step consumes: this process's images and texts and the global batch's texts, per
 part ("f" forget, "r" retain), from records (``cliperase.trainer.RecordSteps``: batches indexed by (seed,
-step)) or from shard streams (:class:`StreamSteps`: D_f and D_r of a streamed split)."""
+step)), from shard streams (:class:`StreamSteps`: D_r of a streamed split) or both (:class:`MergedSteps`)."""
 
 from __future__ import annotations
 
@@ -69,6 +69,21 @@ class StreamSteps:
             yield StepBatch(images, local, texts, dict.fromkeys(batches))
 
 
+class MergedSteps:
+    """Several sources side by side (D_f by index, D_r streamed): per step their parts in source order, the
+    images concatenated in that order."""
+
+    def __init__(self, *sources: Any):
+        self.sources = sources
+
+    def steps(self, start: int, end: int) -> Iterator[StepBatch]:
+        for batches in zip(*(src.steps(start, end) for src in self.sources), strict=True):
+            yield StepBatch(torch.cat([b.images for b in batches]),
+                            {k: v for b in batches for k, v in b.local.items()},
+                            {k: v for b in batches for k, v in b.texts.items()},
+                            {k: v for b in batches for k, v in b.back.items()})
+
+
 def _gather_texts(local: list[str], world: int) -> list[str]:
     """Every process's texts, rank by rank (the order of the all-gathered features)."""
     if world == 1:
@@ -78,4 +93,4 @@ def _gather_texts(local: list[str], world: int) -> list[str]:
     return list(gather_object(list(local)))
 
 
-__all__ = ["StepBatch", "StreamSteps", "TextOf"]
+__all__ = ["MergedSteps", "StepBatch", "StreamSteps", "TextOf"]

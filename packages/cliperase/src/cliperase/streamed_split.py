@@ -7,13 +7,17 @@ A keyword forget set on ``dataset="wds"`` goes this way (:func:`streams_apply`):
    dataset's own ``test_split``); the rest are the training shards;
 2. one pass over the training captions (:func:`cliperase.forget_sets.stream_forget_ids`, no image decoded,
    resumable, in ``RUN/forget_pass/``) gives the forget ids and each shard's sample and match counts;
-3. unlearning draws D_f batches from the shards holding a forget sample and D_r batches from the rest of
-   every shard (:func:`mmcore.data.shard_sampler.shuffled_shard_batches`, decoded in DataLoader workers);
-4. evaluation (zero-shot, retrieval, MIA, relearning, SLUG's gradients) uses seeded uniform samples of at
-   most ``eval_max_samples`` records of D_f, D_r, test-forget and test-retain, drawn in one pass over the
-   tar headers (:func:`mmcore.data.wds_records.sample_wds_records`).
+3. one pass over the tar headers (:func:`mmcore.data.wds_records.sample_wds_records`, no image decoded)
+   keeps D_f as records (its tar offsets: one seek per image) and seeded uniform samples of at most
+   ``eval_max_samples`` records of D_r, test-forget and test-retain for evaluation (zero-shot, retrieval,
+   MIA, relearning, SLUG's gradients);
+4. unlearning draws D_f batches by index, as for any record list, and D_r batches from a stream over every
+   training shard's other samples (:func:`mmcore.data.shard_sampler.shuffled_shard_batches`, decoded in
+   DataLoader workers). D_f by index, not streamed: a concept is a small share of the samples, and a stream
+   that filters for it reads 1 / share raw samples per forget image (measured: the unlearning loop 26 %
+   slower at 20k samples than at 5k, its shuffle buffer filling from ten times as many samples).
 
-Memory: the forget ids and the evaluation samples, whatever the number of shards.
+Memory: the forget set's records and ids and the evaluation samples, whatever the number of shards.
 """
 
 from __future__ import annotations
@@ -30,9 +34,9 @@ from cliperase.forget_sets import ForgetSplit, keyword_pattern, record_matches_k
 
 @dataclass
 class StreamedSets:
-    """D_f and D_r of a streamed split: which training shards hold samples of each, and the forget ids."""
+    """D_r of a streamed split (D_f is the split's ``forget`` records): the training shards holding retain
+    samples, the forget ids that the stream leaves out, and the set sizes."""
 
-    forget_shards: list[str]
     retain_shards: list[str]
     forget_ids: frozenset[str]
     n_forget: int
@@ -86,8 +90,9 @@ def load_streamed_split(cfg: UnlearnConfig, run_dir: str | Path) -> ForgetSplit:
         return r.id in ids
 
     pat = keyword_pattern(keyword)
-    parts = sample_wds_records(cfg.data_root, train, {"forget": in_forget, "retain": lambda r: not in_forget(r)}, k,
-                               cfg.seed, skip_bad=cfg.skip_bad)
+    # D_f whole (records with tar offsets: one seek per image), D_r as an evaluation sample
+    parts = sample_wds_records(cfg.data_root, train, {"forget": in_forget, "retain": lambda r: not in_forget(r)},
+                               {"forget": None, "retain": k}, cfg.seed, skip_bad=cfg.skip_bad)
     held = (sample_wds_records(cfg.data_root, test, {"forget": lambda r: record_matches_keyword(r, pat),
                                                      "retain": lambda r: not record_matches_keyword(r, pat)},
                                k, cfg.seed + 1, skip_bad=cfg.skip_bad) if test else None)
@@ -99,7 +104,6 @@ def load_streamed_split(cfg: UnlearnConfig, run_dir: str | Path) -> ForgetSplit:
                                  templates=list(retain.templates)) for p in ("forget", "retain")}
     classnames = retain.classnames
     sets = StreamedSets(
-        forget_shards=[str(s) for s in train if counts[shard_name(s)]["n_match"] > 0],
         retain_shards=[str(s) for s in train if counts[shard_name(s)]["n"] > counts[shard_name(s)]["n_match"]],
         forget_ids=ids, n_forget=found.n_match, n_retain=found.n - found.n_match,
         n_classes=len(classnames) if classnames else None,

@@ -31,7 +31,7 @@ from torch import nn
 from cliperase.config import UnlearnConfig
 from cliperase.forget_sets import ForgetSplit
 from cliperase.methods import Feats, method_loss, needs
-from cliperase.step_batches import StepBatch, StreamSteps, TextOf
+from cliperase.step_batches import MergedSteps, StepBatch, StreamSteps, TextOf
 from cliperase.templates import Templates, config_templates
 
 
@@ -206,25 +206,18 @@ def _gathered(x: torch.Tensor, back: torch.Tensor | None) -> torch.Tensor:
     return g if back is None else g[back]
 
 
-def _stream_parts(split: ForgetSplit, cfg: UnlearnConfig, use: dict[str, bool], world: int) -> dict[str, dict[str, Any]]:
-    """The shard streams of a streamed split: D_f from the shards holding forget samples, D_r from every
-    training shard's other samples; each process draws ``min(batch, n) // world`` samples per step."""
+def _retain_stream(split: ForgetSplit, cfg: UnlearnConfig, world: int) -> dict[str, dict[str, Any]]:
+    """D_r of a streamed split as a shard stream: every training shard's samples but the forget ids; each
+    process draws ``min(batch_size, n) // world`` of them per step."""
     from mmcore.data.shard_sampler import IdFilter
 
     st = split.stream
     assert st is not None
-    parts: dict[str, dict[str, Any]] = {}
-    for key, wanted, shards, n, bs, data, inside in (
-            ("f", use["forget"], st.forget_shards, st.n_forget, cfg.forget_batch_size, split.forget, True),
-            ("r", use["retain"], st.retain_shards, st.n_retain, cfg.batch_size, split.retain, False)):
-        if not wanted:
-            continue
-        local = min(bs, n) // world
-        if local == 0:
-            raise MMError(f"{'forget' if inside else 'retain'} set has {n} sample(s), fewer than the {world} processes")
-        parts[key] = {"shards": shards, "keep": IdFilter(st.forget_ids, inside), "n": n, "local_batch": local,
-                      "data": data, "n_classes": st.n_classes}
-    return parts
+    local = min(cfg.batch_size, st.n_retain) // world
+    if local == 0:
+        raise MMError(f"retain set has {st.n_retain} sample(s), fewer than the {world} processes")
+    return {"r": {"shards": st.retain_shards, "keep": IdFilter(st.forget_ids, inside=False), "n": st.n_retain,
+                  "local_batch": local, "data": split.retain, "n_classes": st.n_classes}}
 
 
 def unlearn(bundle: Any, split: ForgetSplit, cfg: UnlearnConfig, accelerator: Any, run: TrainingRun | None = None,
@@ -262,26 +255,29 @@ def unlearn(bundle: Any, split: ForgetSplit, cfg: UnlearnConfig, accelerator: An
         return pair_text(rec, data, text_mode[key], (cfg.seed, step, ord(key), pos), templates)
 
     pin = torch.device(device).type == "cuda"
+    # Record parts: batches by index. A streamed split's D_r is a shard stream instead (its D_f stays records).
+    streamed_retain = split.stream is not None and use["retain"]
     streams: dict[str, tuple[StepBatches, ImageTextData]] = {}
-    source: RecordSteps | StreamSteps
-    if split.stream is None:
-        if use["forget"]:
-            streams["f"] = (StepBatches.for_processes(len(split.forget), cfg.forget_batch_size, cfg.seed, world,
-                                                      "forget"), split.forget)
-        if use["retain"]:
-            streams["r"] = (StepBatches.for_processes(len(split.retain), cfg.batch_size, cfg.seed + 1, world,
-                                                      "retain"), split.retain)
+    if use["forget"]:
+        streams["f"] = (StepBatches.for_processes(len(split.forget), cfg.forget_batch_size, cfg.seed, world,
+                                                  "forget"), split.forget)
+    if use["retain"] and not streamed_retain:
+        streams["r"] = (StepBatches.for_processes(len(split.retain), cfg.batch_size, cfg.seed + 1, world,
+                                                  "retain"), split.retain)
+    sources: list[RecordSteps | StreamSteps] = []
+    if streams:
         step_images = StepImages([(data.records, stream) for stream, data in streams.values()], bundle.preprocess_eval,
                                  rank, world, cfg.num_workers, pin_memory=pin)
-        source = RecordSteps(streams, step_images, text_of, world)
-    else:
-        source = StreamSteps(_stream_parts(split, cfg, use, world), bundle.preprocess_eval, text_of, seed=cfg.seed,
-                             rank=rank, world=world, num_workers=cfg.num_workers, pin_memory=pin,
-                             skip_bad=cfg.skip_bad)
+        sources.append(RecordSteps(streams, step_images, text_of, world))
+    if streamed_retain:
+        sources.append(StreamSteps(_retain_stream(split, cfg, world), bundle.preprocess_eval, text_of, seed=cfg.seed,
+                                   rank=rank, world=world, num_workers=cfg.num_workers, pin_memory=pin,
+                                   skip_bad=cfg.skip_bad))
+    source = sources[0] if len(sources) == 1 else MergedSteps(*sources)
 
     emb = getattr(model, "token_embedding", None)
     subset = None
-    if _row_subset_applies(emb, cfg) and split.stream is None:
+    if _row_subset_applies(emb, cfg) and not streamed_retain:
         # every text of steps [0, steps) is known now (batches depend only on seed and step): same rows on resume;
         # a streamed split's texts are known only when drawn
         planned = {text_of(key, data, data.records[i], i, step) for step in range(cfg.steps)

@@ -161,11 +161,13 @@ def load_wds_holdout(root: str | Path, test_fraction: float = 0.1, seed: int = 0
 
 
 def sample_wds_records(root: str | Path, shards: Sequence[Path], parts: dict[str, Callable[[ImageTextRecord], bool]],
-                       k: int | None, seed: int = 0, *, skip_bad: bool = False) -> dict[str, ImageTextData]:
+                       k: int | None | dict[str, int | None], seed: int = 0, *,
+                       skip_bad: bool = False) -> dict[str, ImageTextData]:
     """Per part, a uniform seeded sample of at most ``k`` of the records of ``shards`` that the part's
-    predicate accepts (``k`` None: all of them), from one pass over the tar headers (no image decoded):
-    memory holds the ``k`` records of each part, whatever the number of samples (reservoir sampling).
-    Each part keeps the shards' order; ``attrs["n_total"]`` is how many records the part had."""
+    predicate accepts (``k`` None: all of them; a dict: per part), from one pass over the tar headers (no
+    image decoded): memory holds the ``k`` records of each part, whatever the number of samples (reservoir
+    sampling). Each part keeps the shards' order; ``attrs["n_total"]`` is how many records the part had."""
+    caps = k if isinstance(k, dict) else dict.fromkeys(parts, k)
     skip = _Skipper(skip_bad)
     classnames, templates = _class_info(_meta_dir(root, shards))
     rng = random.Random(seed)
@@ -176,9 +178,10 @@ def sample_wds_records(root: str | Path, shards: Sequence[Path], parts: dict[str
             if not accepts(rec):
                 continue
             seen[name] += 1
-            if k is None or len(kept[name]) < k:
+            cap = caps[name]
+            if cap is None or len(kept[name]) < cap:
                 kept[name].append((pos, rec))
-            elif (j := rng.randrange(seen[name])) < k:
+            elif (j := rng.randrange(seen[name])) < cap:
                 kept[name][j] = (pos, rec)
     return {name: ImageTextData(name=f"wds-{name}", records=[r for _, r in sorted(kept[name], key=lambda t: t[0])],
                                 classnames=classnames, templates=templates, skipped=skip.count,
