@@ -3,8 +3,8 @@
     uv run python -m benchmarks avqa_synth            # full run (1600 videos, 3 training seeds) -> results/avqa_synth.json + .png
     uv run python -m benchmarks avqa_synth --quick    # smoke run (tiny), writes results/avqa_synth_quick.json
 
-Pipeline: ``mmcore.data.synth_avqa.synthesize`` (mp4 + AAC, real Music-AVQA JSON) →
-``mmcore.features.extract_features`` (default mmcore encoders: ``pixels`` grid + ``logmel`` audio) →
+Pipeline: ``mmcore.avqa.synth.synthesize`` (mp4 + AAC, real Music-AVQA JSON) →
+``mmcore.avqa.feature_extraction.extract_features`` (default mmcore encoders: ``pixels`` grid + ``logmel`` audio) →
 ``sasrnet.recipes.train.train`` per run → per-type test accuracy, training samples/s, single-question latency.
 
 Recipes are the committed files under configs/avqa/: each model's PUBLISHED recipe scaled by one rule
@@ -271,8 +271,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         p.error(f"--models takes runs of {', '.join(RUNS)}, got {args.models!r}")
 
     import torch
-    from mmcore.data.synth_avqa import synthesize
-    from mmcore.features import extract_features
+    from mmcore.avqa.feature_extraction import extract_features
+    from mmcore.avqa.synth import synthesize
     from mmcore.io import read_json
     from sasrnet.metrics import REPORT_KEYS
 

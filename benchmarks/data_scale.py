@@ -287,7 +287,47 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--work", default="/tmp/mm_data_scale")
     ap.add_argument("--out", default=str(RESULTS))
+    ap.add_argument("--remeasure", default="",
+                    help="sizes to measure again in the finished result under --out (other rows kept; the "
+                         "replaced rows stay in the JSON under superseded_rows)")
+    ap.add_argument("--why", default="", help="with --remeasure: the reason, recorded in the JSON")
     return ap
+
+
+def _measured_row(work: Path, n: int, workers: int, batch_size: int) -> dict[str, Any]:
+    before = [round(x, 2) for x in os.getloadavg()]
+    row = run_size(work, n, workers, batch_size)
+    row["load_average_before"] = before
+    row["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
+    return row
+
+
+def remeasure(args: argparse.Namespace, work: Path, sizes: list[int]) -> dict[str, Any]:
+    """Measure ``sizes`` again with the settings of the finished result under ``--out`` and replace their rows
+    (e.g. a row taken while the machine was busy); the replaced rows are kept, with the reason."""
+    path = Path(args.out) / "data_scale.json"
+    old = json.loads(path.read_text())
+    if old.get("partial"):
+        raise SystemExit(f"{path}: a partial result; run the whole benchmark instead")
+    if (old["workers"], old["batch_size"]) != (args.workers, args.batch_size):
+        raise SystemExit(f"{path}: measured with workers={old['workers']} batch_size={old['batch_size']}; "
+                         f"--remeasure must use the same")
+    rows = list(old["rows"])
+    index = {r["n"]: i for i, r in enumerate(rows)}
+    if missing := [n for n in sizes if n not in index]:
+        raise SystemExit(f"{path}: no row for sizes {missing}")
+    superseded = list(old.get("superseded_rows", []))
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    for n in sizes:
+        superseded.append({**rows[index[n]], "superseded_because": args.why or "not given",
+                           "superseded_on": stamp})
+        rows[index[n]] = _measured_row(work, n, args.workers, args.batch_size)
+        rows[index[n]]["remeasured_on"] = stamp
+    result = {k: v for k, v in old.items() if k not in ("benchmark", "machine")}
+    result.update(rows=rows, bars=_bars(rows), cc12m_estimate=_cc12m(rows), superseded_rows=superseded)
+    _plot(rows, png_path("data_scale", args.out))
+    write_result("data_scale", result, args.out)
+    return result
 
 
 def main(argv: list[str]) -> dict[str, Any]:
@@ -297,12 +337,11 @@ def main(argv: list[str]) -> dict[str, Any]:
     work = Path(args.work)
     sizes = [int(s) for s in args.sizes.split(",")]
     t0 = time.perf_counter()
+    if args.remeasure:
+        return remeasure(args, work, [int(s) for s in args.remeasure.split(",")])
     rows = []
     for n in sizes:
-        before = [round(x, 2) for x in os.getloadavg()]
-        rows.append(run_size(work, n, args.workers, args.batch_size))
-        rows[-1]["load_average_before"] = before
-        rows[-1]["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
+        rows.append(_measured_row(work, n, args.workers, args.batch_size))
         print(json.dumps({k: rows[-1][k] for k in ("n", "mm_clip_eval", "clip_benchmark")}, default=str)[:600])
         # written after every size, so an interrupted run keeps what it measured
         write_result("data_scale", {"sizes": sizes, "sizes_measured": [r["n"] for r in rows], "partial": True,

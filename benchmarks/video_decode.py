@@ -164,7 +164,7 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
 def synth_avqa_videos(folder: Path, n: int) -> list[Path]:
     """Clips from the synthetic AVQA world (`mm avqa synth`), if that module is present."""
     try:
-        from mmcore.data.synth_avqa import synthesize
+        from mmcore.avqa.synth import synthesize
     except ImportError:
         return []
     synthesize(folder, n, seed=0, progress=False)

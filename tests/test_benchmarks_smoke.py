@@ -189,3 +189,36 @@ def test_unlearn_shapes_selection_rule_prefers_retain_among_forgetting_settings(
     assert choose(none_forget) == none_forget[1]  # none <= 1 %: the lowest forget
     tie = [dict(s[1], steps=75), dict(s[1])]
     assert choose(tie)["steps"] == 25  # equal scores: fewer steps
+
+
+def _data_scale_row(n: int, eval_ips: float, unlearn_ips: float, rss: float) -> dict:
+    return {"n": n, "zero_shot_accuracy": {"equal": True},
+            "mm_clip_eval": {"rc": 0, "peak_rss_mb": rss, "images_per_s": eval_ips},
+            "mm_unlearn_run": {"rc": 0, "peak_rss_mb": rss, "images_per_s": unlearn_ips, "split_samples_per_s": 500.0},
+            "clip_benchmark": {"rc": 0, "peak_rss_mb": rss, "images_per_s": eval_ips / 3, "retrieval_run": True}}
+
+
+def test_data_scale_remeasure_replaces_rows_and_keeps_the_old_ones(tmp_path: Path, monkeypatch) -> None:
+    from benchmarks import data_scale
+
+    rows = [_data_scale_row(5, 100.0, 200.0, 900.0), _data_scale_row(20, 150.0, 200.0, 950.0)]
+    old = {"benchmark": "data_scale", "machine": {}, "workers": 1, "batch_size": 256, "rows": rows,
+           "bars": data_scale._bars(rows)}
+    (tmp_path / "data_scale.json").write_text(json.dumps(old))
+    assert old["bars"]["mm_clip_eval"]["throughput_bar_20pct"] is False
+    monkeypatch.setattr(data_scale, "run_size", lambda work, n, w, bs: _data_scale_row(n, 140.0, 200.0, 905.0))
+
+    def run(*extra: str) -> dict:
+        args = data_scale.build_parser().parse_args(["--out", str(tmp_path), *extra])
+        return data_scale.remeasure(args, tmp_path / "work", [int(s) for s in args.remeasure.split(",")])
+
+    result = run("--remeasure", "5", "--why", "busy machine")
+    assert [r["mm_clip_eval"]["images_per_s"] for r in result["rows"]] == [140.0, 150.0]
+    assert result["superseded_rows"][0]["mm_clip_eval"]["images_per_s"] == 100.0
+    assert result["superseded_rows"][0]["superseded_because"] == "busy machine"
+    assert result["bars"]["mm_clip_eval"]["throughput_bar_20pct"] is True  # recomputed from the new rows
+    assert json.loads((tmp_path / "data_scale.json").read_text())["rows"][0]["remeasured_on"]
+    with pytest.raises(SystemExit, match="no row for sizes"):
+        run("--remeasure", "80")
+    with pytest.raises(SystemExit, match="same"):
+        run("--remeasure", "5", "--workers", "2")

@@ -22,8 +22,8 @@ def _app():
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> Path:
     import torch
-    from mmcore.data.synth_avqa import synthesize
-    from mmcore.features import extract_features
+    from mmcore.avqa.feature_extraction import extract_features
+    from mmcore.avqa.synth import synthesize
 
     torch.set_num_threads(1)
     d = tmp_path_factory.mktemp("world")
@@ -155,7 +155,7 @@ def test_import_official_then_eval_on_features_in_the_st_avqa_layout(tmp_path):
     r = runner.invoke(app, ["eval", "--checkpoint", str(model_dir), "--features", str(feats), "--ann",
                             str(tmp_path / "test.json"), "--out", str(tmp_path / "eval"), "--batch-size", "4"])
     assert r.exit_code == 0, r.output
-    from mmcore.data.music_avqa import load_music_avqa
+    from mmcore.avqa.music_avqa import load_music_avqa
 
     loaded = load_music_avqa(tmp_path / "test.json")
     metrics = json.loads((tmp_path / "eval/metrics.json").read_text())

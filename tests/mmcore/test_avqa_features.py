@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from mmcore.data.avqa_features import AVQAFeatureDataset, segment_indices
-from mmcore.data.avqa_yang import load_avqa_yang
-from mmcore.data.music_avqa import INSTRUMENTS, build_answer_vocab, build_question_vocab, load_music_avqa
+from mmcore.avqa.avqa_yang import load_avqa_yang
+from mmcore.avqa.feature_data import AVQAFeatureDataset, segment_indices
+from mmcore.avqa.music_avqa import INSTRUMENTS, build_answer_vocab, build_question_vocab, load_music_avqa
 from mmcore.errors import DataError
 from torch.utils.data import DataLoader
 
@@ -123,7 +123,7 @@ def test_avqa_yang_multiple_choice(tmp_path):
     p.write_text(json.dumps([entry]))
     qs = load_avqa_yang(p)
     _features(tmp_path / "f", "clipA", t=20)
-    from mmcore.data.music_avqa import PAD, UNK, Vocab
+    from mmcore.avqa.music_avqa import PAD, UNK, Vocab
 
     words = sorted({w for q in qs for w in q.words + sum(q.choice_words, [])})
     qv = Vocab([PAD, UNK, *words])
@@ -137,7 +137,7 @@ def test_avqa_yang_multiple_choice(tmp_path):
 def test_batches_built_in_workers_equal_those_built_here(data):
     # the SaSR-Net training batches (features, collation, negative frames drawn from per-step seeds)
     import torch
-    from mmcore.data.avqa_features import planned_batches
+    from mmcore.avqa.feature_data import planned_batches
     from sasrnet.recipes.train import batch_with_negatives
 
     qs, root, qv, av, _ = data

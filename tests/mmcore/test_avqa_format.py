@@ -7,9 +7,9 @@ import os
 from pathlib import Path
 
 import pytest
-from mmcore.data.avqa_format import detect_format, entry_format, load_avqa_annotations
-from mmcore.data.avqa_yang import load_avqa_yang
-from mmcore.data.music_avqa import load_music_avqa
+from mmcore.avqa.avqa_yang import load_avqa_yang
+from mmcore.avqa.format import detect_format, entry_format, load_avqa_annotations
+from mmcore.avqa.music_avqa import load_music_avqa
 from mmcore.errors import DataError
 
 REAL = Path(os.environ["MM_MUSIC_AVQA_DIR"])  # set by tests/conftest.py

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from mmcore.data.avqa_yang import QUESTION_TYPES, load_avqa_yang, stats, tokenize
+from mmcore.avqa.avqa_yang import QUESTION_TYPES, load_avqa_yang, stats, tokenize
 from mmcore.errors import DataError
 
 

@@ -1,4 +1,4 @@
-"""mmcore.features.extract_features: ST-AVQA layout, step alignment, resume, bad videos, interrupted runs."""
+"""mmcore.avqa.feature_extraction.extract_features: ST-AVQA layout, step alignment, resume, bad videos, interrupted runs."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import shutil
 
 import numpy as np
 import pytest
-from mmcore import features, media
+from mmcore import media
+from mmcore.avqa import feature_extraction as features
 from mmcore.errors import DataError, MMError
 
 FPS, SECONDS, SR = 4, 3, 16000

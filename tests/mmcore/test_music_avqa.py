@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from mmcore.data.music_avqa import (
+from mmcore.avqa.music_avqa import (
     INSTRUMENTS,
     QUESTION_TYPES,
     REPORT_KEYS,

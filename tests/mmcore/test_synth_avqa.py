@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from mmcore.data.music_avqa import INSTRUMENTS, TYPE_KEY, load_music_avqa
-from mmcore.data.synth_avqa import (
+from mmcore.avqa.music_avqa import INSTRUMENTS, TYPE_KEY, load_music_avqa
+from mmcore.avqa.synth import (
     POSITIONS,
     TEMPLATES,
     TIMBRES,
@@ -103,7 +103,7 @@ def test_audio_follows_the_world(world):
 
 @pytest.mark.parametrize("name", ["drum", "tuba", "cello", "clarinet", "piano", "violin", "xylophone"])
 def test_each_timbre_sounds_at_its_pitch_and_loudness(name):
-    from mmcore.data.synth_avqa import Source, World, render_audio
+    from mmcore.avqa.synth import Source, World, render_audio
 
     w = World("x", "train", "indoor", 4, [Source(name, "middle", 1, 3, 0.5, 2)])
     x = render_audio(w, SR, np.random.default_rng(0))
@@ -236,7 +236,7 @@ def test_questions_are_balanced_enough_for_a_blind_baseline(many_questions):
 def test_mpeg4_fallback_without_x264(tmp_path, monkeypatch):
     import av
     import decord
-    from mmcore.data.synth_avqa import write_mp4
+    from mmcore.avqa.synth import write_mp4
 
     monkeypatch.setattr(av, "codecs_available", set(av.codecs_available) - {"libx264"})
     path = tmp_path / "clip.mp4"

@@ -24,19 +24,19 @@ def stats(
     ),
 ) -> None:
     """Questions, videos, distinct answers and questions per type of an annotation file."""
-    from mmcore.data.avqa_format import AVQA_FORMATS, load_avqa_annotations
+    from mmcore.avqa.format import AVQA_FORMATS, load_avqa_annotations
     from mmcore.errors import MMError
 
     if annotation_format is not None and annotation_format not in AVQA_FORMATS:
         raise MMError(f"--format must be one of {', '.join(AVQA_FORMATS)}; got {annotation_format!r}")
     fmt, qs = load_avqa_annotations(file, format=annotation_format, skip_bad=skip_bad)
     if fmt == "avqa-yang":
-        from mmcore.data import avqa_yang
+        from mmcore.avqa import avqa_yang
 
         result = avqa_yang.stats(qs) | {"format": fmt, "skipped": qs.skipped}
         per_type_rows = [{"type": t, "questions": n} for t, n in result["per_type"].items()]
     else:
-        from mmcore.data import music_avqa
+        from mmcore.avqa import music_avqa
 
         result = music_avqa.stats(qs) | {"format": fmt, "skipped": qs.skipped}
         per_type_rows = [
@@ -55,7 +55,7 @@ def stats(
 
 @dataclass
 class SynthConfig:
-    """`mm avqa synth` settings (mmcore.data.synth_avqa.synthesize's arguments)."""
+    """`mm avqa synth` settings (mmcore.avqa.synth.synthesize's arguments)."""
 
     videos: int = 200  # number of clips
     seed: int = 0  # the whole world is deterministic from it
@@ -87,7 +87,7 @@ def synth(
     options = {"videos": videos, "seed": seed, "questions_per_video": questions_per_video, "duration": duration,
                "fps": fps, "width": width, "height": height}
     cfg, _ = run_config(SynthConfig, config=config, set_=set_, options=options, print_config=print_config)
-    from mmcore.data.synth_avqa import synthesize
+    from mmcore.avqa.synth import synthesize
     from mmcore.io import prepare_output_dir
 
     prepare_output_dir(out, overwrite=overwrite)

@@ -25,13 +25,13 @@ def extract_features(
     threads: int | None = typer.Option(None, "--threads", help="Torch CPU threads.", show_default="1 for pixels, torch's default otherwise"),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip unreadable videos (counted in features.json) instead of stopping."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out (default: resume, skipping videos already done)."),
-    config: Path | None = config_option("mmcore.features.FeatureConfig"),
+    config: Path | None = config_option("mmcore.avqa.feature_extraction.FeatureConfig"),
     set_: list[str] | None = set_option(),
     print_config: bool = print_config_option(),
 ) -> None:
     """Extract per-second audio vectors and visual grids for every video (resumable, batched)."""
-    from mmcore.features import FeatureConfig
-    from mmcore.features import extract_features as run
+    from mmcore.avqa.feature_extraction import FeatureConfig
+    from mmcore.avqa.feature_extraction import extract_features as run
 
     options = {
         "videos": str(videos), "out": str(out), "visual": visual, "audio": audio, "fps": fps, "n_steps": n_steps,

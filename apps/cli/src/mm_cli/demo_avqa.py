@@ -48,8 +48,8 @@ def sparkline(weights: list[float]) -> str:
 
 
 def _world(root: Path, sz: AvqaDemoSize, seed: int, console: Any) -> Path:
-    from mmcore.data.synth_avqa import synthesize
-    from mmcore.features import extract_features
+    from mmcore.avqa.feature_extraction import extract_features
+    from mmcore.avqa.synth import synthesize
     from mmcore.io import prepare_output_dir
 
     world = root / "world"
@@ -83,7 +83,7 @@ def _train(world: Path, run: Path, kind: str, sz: AvqaDemoSize, seed: int, tiny:
 def run_avqa_demo(cache: Path, out: Path, seed: int, tiny: bool, console: Any) -> dict:
     """Build (or reuse) the miniature, print the accuracy table and one answer; returns the summary."""
     import torch
-    from mmcore.data.music_avqa import load_music_avqa
+    from mmcore.avqa.music_avqa import load_music_avqa
     from mmcore.io import read_json, write_json
     from sasrnet import predict
     from sasrnet.metrics import majority_answer_accuracy

@@ -165,8 +165,6 @@ class UnlearnConfig:
     # CPU CLIP (8M parameters, pretrained in a few hundred steps at lr 2e-3) needs a far larger step to
     # move within a few dozen steps; 50 steps of 32 + 32 pairs see 6 % of the samples of the tiny CLIP's
     # default pretraining (400 steps of 128), i.e. of Retrain. For a pretrained ViT-B/32, use the paper's lr 1e-6.
-    # Measured on a colour-forgetting check (quick tiny CLIP, forget "red"): 25 steps already give
-    # forget 0 % / retain 100 %; FM similarity reaches -0.77 after 25 and -0.996 after 60 steps.
     optimizer: str = "adam"  # "adam" | "adamw"
     lr: float = 1e-4
     lr_schedule: str = "constant"  # "constant" (the paper reports no schedule) | "cosine" (decay to 0 over steps)

@@ -14,8 +14,8 @@ A keyword forget set on ``dataset="wds"`` goes this way (:func:`streams_apply`):
 4. unlearning draws D_f batches by index, as for any record list, and D_r batches from a stream over every
    training shard's other samples (:func:`mmcore.data.shard_sampler.shuffled_shard_batches`, decoded in
    DataLoader workers). D_f by index, not streamed: a concept is a small share of the samples, and a stream
-   that filters for it reads 1 / share raw samples per forget image (measured: the unlearning loop 26 %
-   slower at 20k samples than at 5k, its shuffle buffer filling from ten times as many samples).
+   that filters for it reads 1 / share raw samples per forget image, so its speed would fall as the
+   dataset grows (benchmarks/data_scale).
 
 Memory: the forget set's records and ids and the evaluation samples, whatever the number of shards.
 """

@@ -22,7 +22,7 @@ T = TypeVar("T")
 
 @dataclass
 class AcceleratorConfig:
-    mixed_precision: str = "no"  # "no" | "bf16" | "fp16"; on CPU bf16 measured slower for tiny models
+    mixed_precision: str = "no"  # "no" | "bf16" | "fp16"; "no" by default: on the CPU bf16 slows small models down
     cpu: bool = False  # force CPU even when a GPU is visible
     log_with: str = "auto"  # "auto" (tensorboard if installed) | "none" | "tensorboard" | "wandb"
     # torch.use_deterministic_algorithms(warn_only=True): None = on the CPU only (where it costs nothing

@@ -131,9 +131,8 @@ class GroundingConfig:
     (does this audio belong to these frames, or to another video's?) on one sample per training video.
     It trains the audio embedding, the visual stem, the spatial grounding and the match head; the
     weights it writes are meant for ``TrainConfig.init_from`` of AVST and SaSR-Net alike. The defaults
-    are ST-AVQA's. Measured on the synthetic dev world (260 training videos): 30 epochs at lr 1e-4 did not
-    learn (val match accuracy 52 %); 40 epochs at 5e-4 reached 58 %, and AVST started from it got val 54.9
-    vs 55.6 from scratch, so the CPU benchmark does not use it."""
+    are ST-AVQA's. The CPU benchmark does not use it: on the small synthetic world it did not help
+    (README, SaSR-Net notes)."""
 
     size: str = "paper"  # a key of PRESETS (use the size of the later training run)
     arch: dict[str, Any] = field(default_factory=dict)  # ModelConfig field overrides, as in TrainConfig

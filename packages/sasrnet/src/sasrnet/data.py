@@ -61,17 +61,17 @@ def data_paths(
 
 def load_questions(path: Path, *, multiple_choice: bool = False, skip_bad: bool = False):
     if multiple_choice:
-        from mmcore.data.avqa_yang import load_avqa_yang
+        from mmcore.avqa.avqa_yang import load_avqa_yang
 
         return load_avqa_yang(path, skip_bad=skip_bad)
-    from mmcore.data.music_avqa import load_music_avqa
+    from mmcore.avqa.music_avqa import load_music_avqa
 
     return load_music_avqa(path, skip_bad=skip_bad)
 
 
 def build_vocabs(train_questions: list, multiple_choice: bool = False):
     """Question vocabulary (plus choice words for multiple choice) and answer vocabulary, from TRAIN."""
-    from mmcore.data.music_avqa import PAD, UNK, Vocab, build_answer_vocab, build_question_vocab
+    from mmcore.avqa.music_avqa import PAD, UNK, Vocab, build_answer_vocab, build_question_vocab
 
     if multiple_choice:
         words = sorted({w for q in train_questions for w in [*q.words, *(x for c in q.choice_words for x in c)]})
@@ -83,7 +83,7 @@ def build_vocabs(train_questions: list, multiple_choice: bool = False):
 
 def feature_dataset(questions, features: Path, qv, av, *, n_segments: int, max_question_len: int,
                     skip_bad: bool, multiple_choice: bool, cache: bool = False, unseen_answers: str = "error"):
-    from mmcore.data.avqa_features import AVQAFeatureDataset
+    from mmcore.avqa.feature_data import AVQAFeatureDataset
 
     return AVQAFeatureDataset(questions, features, qv, av, n_segments=n_segments, max_question_len=max_question_len,
                               skip_bad=skip_bad, multiple_choice=multiple_choice, cache=cache,

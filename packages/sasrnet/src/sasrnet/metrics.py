@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from mmcore.data.music_avqa import AVG_GROUPS, REPORT_KEYS
+from mmcore.avqa.music_avqa import AVG_GROUPS, REPORT_KEYS
 
 
 def type_accuracies(type_keys: Sequence[str], correct: Sequence[bool]) -> dict[str, float | None]:

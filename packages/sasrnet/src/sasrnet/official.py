@@ -162,7 +162,7 @@ def public_vocabularies(train_ann: str | Path):
     """The question and answer vocabularies the public code builds from its training annotations:
     ``<pad>`` then each question word in order of first appearance; answers in order of first appearance
     (no ``<unk>``: a word outside the vocabulary is an error, as in the public code)."""
-    from mmcore.data.music_avqa import PAD, Vocab, load_music_avqa
+    from mmcore.avqa.music_avqa import PAD, Vocab, load_music_avqa
 
     qs = load_music_avqa(train_ann)
     words = dict.fromkeys(w for q in qs for w in q.words)

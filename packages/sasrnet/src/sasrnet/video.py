@@ -16,8 +16,8 @@ def video_item(video: str | Path, info: dict[str, Any], needs_av: bool = True) -
     features.json) names the visual/audio encoders, fps and step count to reproduce."""
     import numpy as np
     import torch
-    from mmcore.data.avqa_features import segment_indices
-    from mmcore.features import VIDEO_EXTS, extract_features, load_video_features
+    from mmcore.avqa.feature_data import segment_indices
+    from mmcore.avqa.feature_extraction import VIDEO_EXTS, extract_features, load_video_features
 
     video = Path(video)
     if not video.is_file():

@@ -1,6 +1,6 @@
 """`mm diffusion pretrain`: the offline default text-to-image model and its shape detector.
 
-Design (chosen for 2 CPU cores, see issue 4's calibration):
+Design (chosen so that it trains in minutes on 2 CPU cores):
 * images: a few shapes drawn large, centred, on plain grey, at 16 px — the generator has little to learn;
 * a small pixel-space ``UNet2DConditionModel`` with cross-attention on the ORIGINAL tiny CLIP's per-token
   text states (frozen; all caption states are computed once, so a step costs one UNet pass);
@@ -85,7 +85,7 @@ class DiffusionPretrainConfig:
     sample_steps: int = 30  # DDIM steps used by the sanity check (and suggested for eval)
     guidance_scale: float = 2.0
     check_per_shape: int = 8  # images per shape generated after training to report detection
-    num_threads: int = 1  # >0: torch.set_num_threads; 1 measured far faster than 2 on a shared 2-core box (small kernels)
+    num_threads: int = 1  # >0: torch.set_num_threads; the UNet's kernels are too small to gain from a second thread
     seed: int = 0
 
 

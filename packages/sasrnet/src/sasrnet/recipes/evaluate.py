@@ -55,7 +55,7 @@ def predict_split(model: AVQAModel, ds: Any, batch_size: int, description: str =
     in dataset order: question_id, video_id, question, type_key, answer index (-1: unseen in training),
     answer_text, prediction index. Batches are built in ``num_workers`` DataLoader workers (0: here)."""
     import torch
-    from mmcore.data.avqa_features import planned_batches
+    from mmcore.avqa.feature_data import planned_batches
 
     model = unwrap(model)
     device = next(model.parameters()).device
@@ -119,7 +119,7 @@ def write_predictions(path: Path, recs: list[dict], av: Any) -> None:
 
 def load_trained(checkpoint_dir: str | Path) -> tuple[AVQAModel, dict, Any, Any]:
     """Model (eval mode), model.json, question and answer vocabularies of a training output dir."""
-    from mmcore.data.music_avqa import Vocab
+    from mmcore.avqa.music_avqa import Vocab
 
     d = Path(checkpoint_dir)
     if not d.is_dir():

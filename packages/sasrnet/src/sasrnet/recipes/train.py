@@ -20,8 +20,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from mmcore.avqa.feature_data import planned_batches
 from mmcore.checkpoint import load_model_weights, save_model, unwrap
-from mmcore.data.avqa_features import planned_batches
 from mmcore.distributed import (
     build_accelerator,
     global_batches,

@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from mmcore.data.music_avqa import INSTRUMENTS, TYPE_KEY
-from mmcore.data.synth_avqa.world import (
+from mmcore.avqa.music_avqa import INSTRUMENTS, TYPE_KEY
+from mmcore.avqa.synth.world import (
     LOUDNESS_RATIO,
     MIN_DURATION_GAP,
     NUMBERS,

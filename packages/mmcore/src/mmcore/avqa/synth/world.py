@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from mmcore.data.music_avqa import INSTRUMENTS
+from mmcore.avqa.music_avqa import INSTRUMENTS
 
 POSITIONS = ("left", "middle", "right")
 NUMBERS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")

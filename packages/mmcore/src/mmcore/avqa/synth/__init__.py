@@ -36,10 +36,10 @@ from typing import Any
 
 import numpy as np
 
-from mmcore.data.music_avqa import INSTRUMENTS, TYPE_KEY
-from mmcore.data.synth_avqa.questions import TEMPLATES, _draw_questions
-from mmcore.data.synth_avqa.render import render_audio, render_frame, write_mp4
-from mmcore.data.synth_avqa.world import POSITIONS, TIMBRES, Source, World, _sample_world, instrument_look
+from mmcore.avqa.music_avqa import INSTRUMENTS, TYPE_KEY
+from mmcore.avqa.synth.questions import TEMPLATES, _draw_questions
+from mmcore.avqa.synth.render import render_audio, render_frame, write_mp4
+from mmcore.avqa.synth.world import POSITIONS, TIMBRES, Source, World, _sample_world, instrument_look
 from mmcore.errors import MMError
 from mmcore.io import atomic_write_text, write_json
 

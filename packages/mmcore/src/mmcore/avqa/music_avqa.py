@@ -126,14 +126,14 @@ def read_question_list(
     ``parse`` raises ValueError for a malformed entry (→ :class:`DataError` naming the file and the
     entry, or skipped and counted with ``skip_bad``) and may return None to drop an entry. With
     ``fmt`` ("music-avqa" / "avqa-yang") every entry is checked first: a file in the other format,
-    or mixing both, is a :class:`DataError` (see :mod:`mmcore.data.avqa_format`), never a file
+    or mixing both, is a :class:`DataError` (see :mod:`mmcore.avqa.format`), never a file
     whose other-format entries ``skip_bad`` would silently drop."""
     path = Path(path)
     data = read_json(path)
     if not isinstance(data, list):
         raise DataError(path, f"expected a JSON list of question objects, got {type(data).__name__}")
     if fmt is not None:
-        from mmcore.data.avqa_format import check_format
+        from mmcore.avqa.format import check_format
 
         check_format(data, path, fmt)
     out = QuestionList()

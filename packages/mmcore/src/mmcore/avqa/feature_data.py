@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from mmcore.data.avqa_yang import AVQAYangQuestion
-from mmcore.data.music_avqa import AVQAQuestion, Vocab, sources_multi_hot, video_sources
+from mmcore.avqa.avqa_yang import AVQAYangQuestion
+from mmcore.avqa.music_avqa import AVQAQuestion, Vocab, sources_multi_hot, video_sources
 from mmcore.errors import DataError
 from mmcore.io import safe_join
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mmcore.data.music_avqa import INSTRUMENTS
-from mmcore.data.synth_avqa.world import POSITIONS, TIMBRES, Source, World, instrument_look
+from mmcore.avqa.music_avqa import INSTRUMENTS
+from mmcore.avqa.synth.world import POSITIONS, TIMBRES, Source, World, instrument_look
 
 
 # -- rendering -----------------------------------------------------------------------------

@@ -83,7 +83,7 @@ def load_avqa_annotations(path: str | Path, *, format: str | None = None, skip_b
     ``format`` None decides it from all entries (Music-AVQA when none is recognisable, so a
     malformed file gets Music-AVQA's per-entry errors); ``"music-avqa"`` / ``"avqa-yang"`` insist on
     it (a file in the other format, or mixing both, is a :class:`DataError`)."""
-    from mmcore.data import avqa_yang, music_avqa
+    from mmcore.avqa import avqa_yang, music_avqa
     from mmcore.io import read_json
 
     if format is not None and format not in AVQA_FORMATS:
