@@ -80,24 +80,16 @@ def _train(world: Path, run: Path, kind: str, sz: AvqaDemoSize, seed: int, tiny:
     return metrics
 
 
-def _root(cache: Path, seed: int, tiny: bool) -> tuple[Path, AvqaDemoSize]:
-    sz = TINY if tiny else AvqaDemoSize()
-    return cache / f"avqa-{'micro' if tiny else 'mini'}-seed{seed}-{sz.key}", sz
-
-
-def is_cached(cache: Path, seed: int, tiny: bool) -> bool:
-    root, _ = _root(cache, seed, tiny)
-    return all((root / kind / "metrics.json").is_file() and (root / kind / "model.safetensors").is_file()
-               for _, kind in MODELS) and (root / "world" / "features" / "features.json").is_file()
-
-
-def build_avqa_demo(cache: Path, seed: int, tiny: bool, console: Any = None) -> None:
-    """Synthesise the world and train both models (or reuse them), on one thread."""
+def run_avqa_demo(cache: Path, out: Path, seed: int, tiny: bool, console: Any) -> dict:
+    """Build (or reuse) the miniature, print the accuracy table and one answer; returns the summary."""
     import torch
-    from rich.console import Console
+    from mmcore.avqa.music_avqa import load_music_avqa
+    from mmcore.io import read_json, write_json
+    from sasrnet import predict
+    from sasrnet.metrics import majority_answer_accuracy
 
-    console = console or Console(quiet=True)
-    root, sz = _root(cache, seed, tiny)
+    sz = TINY if tiny else AvqaDemoSize()
+    root = cache / f"avqa-{'micro' if tiny else 'mini'}-seed{seed}-{sz.key}"
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # these models are small: extra intra-op threads only spin on a shared CPU
     try:
@@ -105,52 +97,7 @@ def build_avqa_demo(cache: Path, seed: int, tiny: bool, console: Any = None) -> 
         cached = all((root / kind / "metrics.json").is_file() for _, kind in MODELS)
         console.print(("    reusing the cached SaSR-Net and question-only models in " if cached else
                        "    training SaSR-Net and the question-only model → ") + str(root))
-        for _, kind in MODELS:
-            _train(world, root / kind, kind, sz, seed, tiny)
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _build_quietly(cache: Path, seed: int, tiny: bool) -> None:
-    import os
-
-    os.environ["MM_NO_PROGRESS"] = "1"  # the parent's progress bars own the terminal
-    build_avqa_demo(cache, seed, tiny)
-
-
-def start_in_background(cache: Path, seed: int, tiny: bool) -> Any:
-    """Build the miniature in a spawned process while the parent trains on its other core (the diffusion
-    step runs on one thread); returns a Future for :func:`run_avqa_demo`. Spawned, not forked: decoding
-    libraries used in a forked child after the parent's threads started can deadlock."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
-    future = pool.submit(_build_quietly, cache, seed, tiny)
-    pool.shutdown(wait=False)  # the worker exits after its one task
-    return future
-
-
-def run_avqa_demo(cache: Path, out: Path, seed: int, tiny: bool, console: Any, building: Any = None) -> dict:
-    """Build (or reuse) the miniature, print the accuracy table and one answer; returns the summary.
-    ``building``: the Future of :func:`start_in_background`, waited for instead of building here."""
-    import torch
-    from mmcore.avqa.music_avqa import load_music_avqa
-    from mmcore.io import read_json, write_json
-    from sasrnet import predict
-    from sasrnet.metrics import majority_answer_accuracy
-
-    root, sz = _root(cache, seed, tiny)
-    if building is not None:
-        console.print(f"    waiting for the AVQA miniature built in the background → {root}")
-        building.result()  # re-raises the builder's error here
-    else:
-        build_avqa_demo(cache, seed, tiny, console)
-    world = root / "world"
-    metrics = {kind: read_json(root / kind / "metrics.json") for _, kind in MODELS}
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+        metrics = {kind: _train(world, root / kind, kind, sz, seed, tiny) for _, kind in MODELS}
         test = load_music_avqa(world / "annotations" / "avqa-test.json")
         majority = read_json(root / "sasrnet" / "model.json")["majority_answers"]
         chance = majority_answer_accuracy(majority, [(q.type_key, q.answer) for q in test])

@@ -5,8 +5,7 @@
 3. train a small text-to-image diffusion model conditioned on the original text encoder (cached), then
    generate "circle" and retained-shape images with the original and with the unlearned text encoder,
 4. AVQA miniature (mm_cli.demo_avqa): SaSR-Net and the question-only model on a small synthetic
-   Music-AVQA world (cached; built in a second process during step 3), their test accuracies and one
-   answer with its temporal attention.
+   Music-AVQA world (cached), their test accuracies and one answer with its temporal attention.
 """
 
 from __future__ import annotations
@@ -79,14 +78,7 @@ def demo(
     print_table(f"Zero-shot accuracy before / after forgetting {forget!r} ({un['wall_seconds']:.0f} s)", rows)
     summary = {"clip": clip_metrics, "unlearning": un}
 
-    # 3. diffusion; the AVQA miniature builds meanwhile in another process (the diffusion model trains on one
-    # thread, so the second core is free)
-    building = None
-    if diffusion and avqa:
-        from mm_cli import demo_avqa
-
-        if not demo_avqa.is_cached(cache, seed, tiny):
-            building = demo_avqa.start_in_background(cache, seed, tiny)
+    # 3. diffusion
     if diffusion:
         from cliperase.recipes.diffusion_eval import run_diffusion_eval
         from cliperase.recipes.diffusion_pretrain import (
@@ -137,9 +129,8 @@ def demo(
 
         console.print("[bold]4/4[/] audio-visual question answering: SaSR-Net vs the question-only model")
         t_avqa = time.perf_counter()
-        summary["avqa"] = run_avqa_demo(cache, out / "avqa", seed, tiny, console, building=building)
-        summary["avqa"]["wall_seconds"] = round(time.perf_counter() - t_avqa, 1)  # after the diffusion step
-        summary["avqa"]["built_in_background"] = building is not None
+        summary["avqa"] = run_avqa_demo(cache, out / "avqa", seed, tiny, console)
+        summary["avqa"]["wall_seconds"] = round(time.perf_counter() - t_avqa, 1)
 
     summary["wall_seconds"] = round(time.perf_counter() - t0, 1)
     write_json(out / "summary.json", summary)
