@@ -102,6 +102,10 @@ def test_atomic_writes_get_the_umask_mode_not_0600(tmp_path):
 
         b = save_safetensors(tmp_path / "w.safetensors", {"x": torch.zeros(2)})
         assert stat.S_IMODE(a.stat().st_mode) == stat.S_IMODE(b.stat().st_mode) == 0o644
+        from mmcore.checkpoint import save_training_state
+
+        ckpt = save_training_state(tmp_path / "checkpoint", torch.nn.Linear(2, 2), step=3)
+        assert stat.S_IMODE(ckpt.stat().st_mode) == 0o755  # a folder as mkdir makes it, not mkdtemp's 0700
         os.umask(0o077)
         assert stat.S_IMODE(atomic_write_text(tmp_path / "c.txt", "x").stat().st_mode) == 0o600
     finally:

@@ -10,12 +10,11 @@ from __future__ import annotations
 import base64
 import random
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from mmcore.errors import DataError, MMError
-from mmcore.io import load_safetensors, read_json, save_safetensors, write_json
+from mmcore.io import load_safetensors, read_json, save_safetensors, temp_dir_beside, write_json
 
 
 def unwrap(model: Any) -> Any:
@@ -133,7 +132,7 @@ def save_training_state(
     """Write a resumable checkpoint atomically (call on the main process only)."""
     ckpt_dir = Path(ckpt_dir)
     ckpt_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=ckpt_dir.parent, prefix=f".{ckpt_dir.name}.tmp"))
+    tmp = temp_dir_beside(ckpt_dir)
     try:
         save_model(model, tmp / "model.safetensors")
         meta: dict[str, Any] = {"step": step, "extra": extra or {}, "rng": _rng_state()}

@@ -19,6 +19,15 @@ def _umask() -> int:
     return mask
 
 
+def temp_dir_beside(path: str | Path) -> Path:
+    """A new empty folder next to ``path`` (to be renamed onto it), with the mode ``mkdir`` would give it
+    (0777 less the umask), not mkdtemp's 0700."""
+    path = Path(path)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp"))
+    os.chmod(tmp, 0o777 & ~_umask())
+    return tmp
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     """Write ``data`` to ``path`` via a temporary file in the same folder and an atomic rename. The file
     gets the mode an ordinary ``open(path, "w")`` would give it (0666 less the umask), not mkstemp's 0600."""
