@@ -216,3 +216,14 @@ def test_grounding_pretraining_learns_the_match_and_feeds_init_from(tmp_path):
     assert r["interrupted"]
     s = load_safetensors(tmp_path / "s/checkpoint/model.safetensors")
     assert all(torch.equal(s[k], v) for k, v in w.items())
+
+
+def test_worker_count_does_not_change_a_run_with_dropout(avqa_dir, tmp_path):
+    # Batches are built in DataLoader workers from seeded plans; the loader must not draw from the global RNG
+    # either, or the dropout masks after it (and so the run) would depend on the worker count.
+    runs = [train(tiny_config(model="sasrnet", arch={"dropout": 0.3}, epochs=1, num_workers=w), avqa_dir,
+                  tmp_path / f"w{w}") for w in (0, 2)]
+    losses = [[r["loss"] for r in map(json.loads, (tmp_path / f"w{w}" / "log.jsonl").read_text().splitlines())
+               if "loss" in r] for w in (0, 2)]
+    assert losses[0] and losses[0] == losses[1]
+    assert _scores(runs[0]) == _scores(runs[1])
