@@ -89,3 +89,22 @@ def test_step_images_give_each_steps_batches_in_order(bundle):
             lf, lr = si.local(step)
             want = torch.cat([ImageBank(f, bundle.preprocess_eval)(lf), ImageBank(r, bundle.preprocess_eval)(lr)])
             assert torch.equal(images, want)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_reading_batches_leaves_the_global_rng_alone(shards, bundle, workers):
+    """A DataLoader without a generator of its own draws its base seed from the global RNG on every
+    iteration; reading data mid-run would then shift a model's later dropout draws."""
+    from mmcore.data.shard_sampler import shuffled_shard_batches
+    from mmcore.data.streaming import shard_paths
+
+    recs = load_wds(shards, "all").records
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    assert len(list(image_batches(recs, bundle.preprocess_eval, [[0, 1], [2, 3], [4]], num_workers=workers))) == 3
+    assert sum(len(b["id"]) for b in open_wds_stream(shards, "all").batches(bundle.preprocess_eval, 16,
+                                                                              num_workers=workers)) == 48
+    drawn = shuffled_shard_batches(shard_paths(shards), bundle.preprocess_eval, 8, seed=0, num_workers=workers)
+    assert len(next(drawn)["id"]) == 8
+    drawn.close()
+    assert torch.equal(torch.get_rng_state(), before)

@@ -142,8 +142,12 @@ class _Batches:
         import torch
 
         shards = [self._local(s, rank, world) for s in range(start_step, end_step)]
+        from mmcore.data.loading import loader_generator
+
+        # Workers' augmentation seeds from (seed, start step), not from the global RNG.
         dl = torch.utils.data.DataLoader(self.dataset, batch_sampler=shards, num_workers=self.num_workers,
-                                         pin_memory=torch.cuda.is_available())
+                                         pin_memory=torch.cuda.is_available(),
+                                         generator=loader_generator(self.seed * 1_000_003 + start_step))
         for step, batch in zip(range(start_step, end_step), dl, strict=True):
             epoch, gb = self.global_batch(step)
             yield step, epoch, batch["image"], self.texts(epoch, gathered_order(gb, world))

@@ -245,9 +245,9 @@ def planned_batches(make: Any, plans: Sequence[tuple[Any, ...]], *, num_workers:
         for p in plans:
             yield make(*p)
         return
-    # A generator of its own: a DataLoader with workers otherwise draws its base seed from the global RNG,
-    # which would shift the training's later draws (dropout) and make results depend on the worker count.
+    from mmcore.data.loading import loader_generator
+
     loader = torch.utils.data.DataLoader(_PlannedBatches(make, plans), batch_size=None, shuffle=False,
                                          num_workers=min(num_workers, len(plans)), collate_fn=_as_is,
-                                         pin_memory=pin_memory, generator=torch.Generator().manual_seed(0))
+                                         pin_memory=pin_memory, generator=loader_generator())
     yield from loader

@@ -22,6 +22,13 @@ from mmcore.data.records import ImageTextRecord, _to_tensor
 MIN_IMAGES_FOR_WORKERS = 512
 
 
+def loader_generator(seed: int = 0) -> torch.Generator:
+    """A DataLoader's own generator (its workers' base seed, its shuffle). Without one, every iteration over
+    a DataLoader draws from the global RNG, so reading data (an evaluation in the middle of training, another
+    worker count) would shift a model's later dropout draws."""
+    return torch.Generator().manual_seed(seed)
+
+
 def takes_arrays(transform: Any) -> bool:
     """mmcore's ``TensorPreprocess`` takes HxWx3 arrays directly, skipping a PIL round trip."""
     return type(transform).__name__ == "TensorPreprocess"
@@ -104,7 +111,7 @@ def image_batches(
         return
     loader = torch.utils.data.DataLoader(
         RecordImages(records, transform), batch_sampler=plan, num_workers=workers,
-        collate_fn=_stack, pin_memory=pin_memory,
+        collate_fn=_stack, pin_memory=pin_memory, generator=loader_generator(),
     )
     for batch in loader:
         if isinstance(batch, _Failed):
@@ -112,5 +119,6 @@ def image_batches(
         yield batch
 
 
-__all__ = ["MIN_IMAGES_FOR_WORKERS", "RecordImages", "image_batches", "load_transformed", "resolve_workers",
+__all__ = ["MIN_IMAGES_FOR_WORKERS", "RecordImages", "image_batches", "load_transformed", "loader_generator",
+           "resolve_workers",
            "takes_arrays"]

@@ -122,6 +122,7 @@ def shuffled_shard_batches(
     import torch
     import webdataset as wds
 
+    from mmcore.data.loading import loader_generator
     from mmcore.data.streaming import rank_and_world
 
     if batch_size < 1:
@@ -146,7 +147,8 @@ def shuffled_shard_batches(
         _Decode(transform, problems, n_classes),
         partial(_exact_batches, batch_size=batch_size),
     )
-    it = iter(torch.utils.data.DataLoader(pipeline, batch_size=None, num_workers=workers, pin_memory=pin_memory))
+    it = iter(torch.utils.data.DataLoader(pipeline, batch_size=None, num_workers=workers, pin_memory=pin_memory,
+                                          generator=loader_generator(seed)))
     try:
         for batch in it:
             for where, problem, fatal in batch.pop("problems"):

@@ -395,13 +395,15 @@ class ShardStream:
         """A DataLoader over :meth:`pipeline` (batches are made in the workers)."""
         import torch
 
+        from mmcore.data.loading import loader_generator
+
         workers = default_num_workers() if num_workers is None else num_workers
         rank, world = rank_and_world()
         mine = len(self.shards[rank::world])
         workers = max(0, min(workers, mine))  # a worker without shards would only cost a process
         return torch.utils.data.DataLoader(
             self.pipeline(transform, batch_size, rank=rank, world=world), batch_size=None,
-            num_workers=workers, pin_memory=pin_memory, persistent_workers=False,
+            num_workers=workers, pin_memory=pin_memory, persistent_workers=False, generator=loader_generator(),
         )
 
     def batches(self, transform: Callable[[Any], Any] | None, batch_size: int = 256, *,
