@@ -31,7 +31,8 @@ def test_demo_tiny_runs_every_stage_and_reuses_the_cache(tmp_path):
     pred = avqa["predict"]
     flat = " ".join(res.output.split())  # the runner's 80-column console wraps long lines
     assert f"predict ({pred['video_id']}.mp4): {pred['question']}" in flat
-    assert f"SaSR-Net: {pred['top'][0]['answer']!r} (true: {pred['answer']!r}" in flat
+    assert pred["answer"] == pred["top"][0]["answer"]  # the model's answer; the question's is true_answer
+    assert f"SaSR-Net: {pred['answer']!r} (true: {pred['true_answer']!r}" in flat
     weights = pred["temporal_attention"]["visual"]
     assert len(weights) == 10 and abs(sum(weights) - 1.0) < 1e-3
     assert "temporal attention, visual" in res.output
@@ -55,3 +56,19 @@ def test_sparkline_scales_to_the_largest_weight():
     assert sparkline([0.1] * 4) == "████"
     assert sparkline([0.0, 0.5, 1.0]) == "▁▅█"
     assert sparkline([0.0, 0.0]) == "▁▁"
+
+
+@pytest.mark.slow
+def test_a_failing_background_avqa_part_is_reported_with_its_log(tmp_path):
+    from mm_cli.demo_avqa import BackgroundAvqaDemo
+    from mmcore.errors import MMError
+
+    not_a_dir = tmp_path / "cache"
+    not_a_dir.write_text("a file where the cache directory should be")
+    job = BackgroundAvqaDemo(not_a_dir, tmp_path / "avqa", seed=0, tiny=True)
+    try:
+        with pytest.raises(MMError, match=r"the AVQA part failed \(exit code 1\); its log .*log\.txt ends"):
+            job.result()
+    finally:
+        job.stop()
+    assert "NotADirectoryError" in (tmp_path / "avqa" / "log.txt").read_text()
