@@ -128,14 +128,11 @@ class UnlearnConfig:
     lambda_consistency: float = 3.0
     similarity: str = "cosine"  # FM on L2-normalised features (the doc's safer default) or raw "dot"
     # Which encoders unlearning updates. The paper fine-tunes both ("both", also PAPER_SETTING); CLIPErase's
-    # default ("auto" -> "text") keeps the image tower (weights and BatchNorm statistics) as it was. On validation forget classes
-    # (square, star, ring x 3 seeds; benchmark unlearn_defaults) both towers move the images of neighbouring
-    # classes along with the forgotten ones: median retain accuracy -1.12 points (forgetting square: cross
-    # -4.4) and retain i2t R@1 -6.2, vs -0.24 and -2.0 with the text tower alone. With "square" forgotten, a
-    # text-to-image model given the unlearned text encoder still drew squares after "both" (detection
-    # 100 % -> 94 %, the other shapes 100 % -> 85 %; benchmark diffusion_shapes, validation block); after
-    # "text": 100 % -> 0 %, the others 97 %. It also halves the step (no image backward, and the original's
-    # image features are the model's own).
+    # default ("auto" -> "text") keeps the image tower (weights and BatchNorm statistics) as it was: updating it
+    # moved neighbouring classes' images along with the forgotten ones, and a text-to-image model given the
+    # unlearned text encoder still drew the forgotten shape (benchmarks unlearn_defaults and diffusion_shapes; the
+    # figures are in the README). It also halves the step (no image backward; the original's image features are
+    # the model's own).
     # "auto" (default) is "text" for CLIPErase and the other baselines and "both" for MultiDelete (its published
     # setting, METHOD_TOWERS); see :meth:`resolved_towers`.
     towers: str = "auto"
@@ -152,9 +149,8 @@ class UnlearnConfig:
     text: str = "caption"  # forget/retain pair text: record "caption", class "prompt" (template), or "mixed"
     # Forget-pair text where it differs from ``text`` (None: the same). "mixed" (default): half the forget pairs
     # use a class prompt, so FM targets the concept's name more than the attribute words its captions share
-    # with retain captions. On the validation classes (unlearn_defaults, medians of 9 runs): retain i2t R@1
-    # -2.0 points vs -3.6 with captions, for zero-shot retain accuracy -0.24 vs -0.13. Records without a class
-    # (keyword / id forget sets on caption data) use their captions.
+    # with retain captions (benchmark unlearn_defaults). Records without a class (keyword / id forget sets on
+    # caption data) use their captions.
     forget_text: str | None = "mixed"
     # MultiDelete's unimodal retention on D_f: "image+text" keeps f'(I) ~ f(I) and f'(T) ~ f(T) (the form of the
     # public retrieval task and the comment of its classification task); "image": the image term alone, which is

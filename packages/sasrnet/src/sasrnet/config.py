@@ -53,7 +53,7 @@ class ModelConfig:
 
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},
-    # 3.0 M parameters (SaSR-Net; AVST 0.55 M): trains on a synthetic world in minutes per epoch on a CPU core
+    # small enough to train on the synthetic world on one CPU core (the CPU benchmark's and the demo's size)
     "cpu-small": {"dim": 128, "depth": 2, "heads": 4, "token_mlp_hidden": 64, "drop_path": 0.05,
                   "visual_stem": "conv", "stem_stride": 2},
     # for tests only
