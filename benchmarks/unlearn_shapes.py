@@ -396,7 +396,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    args = parse_args(build_parser(), argv)
+    parser = build_parser()
+    args = parse_args(parser, argv)
+    if args.only and not args.tune_only:
+        parser.error("--only splits the tuning grid over processes: use it with --tune-only (the test run needs "
+                     "every method's choice)")
 
     import shutil
 

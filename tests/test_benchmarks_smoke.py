@@ -154,6 +154,14 @@ def test_avqa_synth_rejects_bad_seed_lists() -> None:
             avqa_synth.main(["--quick", "--train-seeds", bad, "--no-write"])
 
 
+def test_unlearn_shapes_only_is_refused_without_tune_only(capsys) -> None:
+    from benchmarks.unlearn_shapes import main
+
+    with pytest.raises(SystemExit) as e:  # before any model is built: the test run needs every method's choice
+        main(["--only", "slug"])
+    assert e.value.code == 2 and "use it with --tune-only" in capsys.readouterr().err
+
+
 def test_paired_bootstrap_gap_and_interval_move_with_the_models() -> None:
     from benchmarks.avqa_synth import paired_bootstrap
 
