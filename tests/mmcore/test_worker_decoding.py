@@ -108,3 +108,27 @@ def test_reading_batches_leaves_the_global_rng_alone(shards, bundle, workers):
     assert len(next(drawn)["id"]) == 8
     drawn.close()
     assert torch.equal(torch.get_rng_state(), before)
+
+
+def test_in_memory_arrays_are_read_in_process_by_default(shards, bundle, monkeypatch):
+    """Nothing to decode: the default starts no worker for arrays under the tensor transform, while
+    file-backed records (and an explicit worker count) still go through the DataLoader."""
+    monkeypatch.setenv("MM_NUM_WORKERS", "1")
+    made = []
+    real = torch.utils.data.DataLoader
+
+    def counting(*args, **kwargs):
+        made.append(kwargs.get("num_workers"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(torch.utils.data, "DataLoader", counting)
+    arrays = make_shapes(600, 0, image_size=16).records
+    plan = [list(range(i, min(i + 200, 600))) for i in range(0, 600, 200)]
+    in_process = list(image_batches(arrays, bundle.preprocess_eval, plan))
+    assert made == []
+    assert all(torch.equal(a, b) for a, b in zip(in_process, image_batches(arrays, bundle.preprocess_eval, plan,
+                                                                             num_workers=1), strict=True))
+    assert made == [1]
+    files = load_wds(shards, "all").records * 13  # 624 records: over MIN_IMAGES_FOR_WORKERS
+    next(iter(image_batches(files, bundle.preprocess_eval, [list(range(624))])))
+    assert made == [1, 1]
