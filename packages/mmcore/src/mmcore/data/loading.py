@@ -99,8 +99,9 @@ def image_batches(
 ) -> Iterator[torch.Tensor]:
     """For each index list of ``batches``, the stacked images ``[len, 3, H, W]`` of those records, in
     order. ``n_images`` (the total, when ``batches`` is a generator) only informs the default worker
-    count; by default in-memory arrays under mmcore's tensor transform are read in this process. Errors raised while reading an image (:class:`~mmcore.errors.ImageReadError`) reach the
-    caller as themselves, from a worker too."""
+    count; by default in-memory arrays under mmcore's tensor transform are read in this process. Errors
+    raised while reading an image (:class:`~mmcore.errors.ImageReadError`) reach the caller as themselves,
+    from a worker too."""
     plan = [list(b) for b in batches]
     total = n_images if n_images is not None else sum(len(b) for b in plan)
     # Arrays in memory under a tensor transform: nothing to decode, and a default worker would only take a
