@@ -135,6 +135,47 @@ def test_frames_show_each_visible_instrument_in_its_slot(world):
             assert (dist < 60).sum() > 20, (vid, s)
 
 
+def _plate_pixels(frame: np.ndarray, position: str, plate: tuple[int, int, int]) -> int:
+    """Pixels of the slot at ``position`` within a small distance of the plate colour ``plate``."""
+    slot = SIZE[0] // 3
+    x0 = POSITIONS.index(position) * slot
+    region = frame[:, x0 : x0 + slot].reshape(-1, 3).astype(int)
+    return int((np.abs(region - np.array(plate)).sum(1) < 45).sum())
+
+
+def test_plates_light_up_exactly_while_their_instrument_sounds(world):
+    import decord
+    from mmcore.avqa.synth.render import LIT_PLATE, PLATE
+
+    out, summary, w = world
+    assert summary["frames"] == "lit"
+    checked = {True: 0, False: 0}
+    for vid, v in w["videos"].items():
+        vr = decord.VideoReader(str(out / "videos" / f"{vid}.mp4"))
+        for k in range(0, DUR * FPS, 2):
+            frame = vr[k].asnumpy()
+            t = k / FPS
+            for s in v["sources"]:
+                if not s["visible"]:
+                    continue
+                lit = s["onset"] <= t < s["offset"]
+                on, off = _plate_pixels(frame, s["position"], LIT_PLATE), _plate_pixels(frame, s["position"], PLATE)
+                assert (on > 20 and off < 5) if lit else (off > 20 and on < 5), (vid, k, s, on, off)
+                checked[lit] += 1
+    assert checked[True] > 10 and checked[False] > 10  # both states occur in this world
+
+
+def test_static_frames_are_one_frame_repeated(tmp_path):
+    import decord
+
+    synthesize(tmp_path, 2, seed=3, duration_s=DUR, fps=FPS, size=SIZE, frames="static", progress=False)
+    for path in (tmp_path / "videos").glob("*.mp4"):
+        frames = decord.VideoReader(str(path)).get_batch(range(DUR * FPS)).asnumpy().astype(int)
+        assert np.abs(frames - frames[:1]).max() <= 12  # codec noise only (a lit plate differs by > 100)
+    with pytest.raises(MMError, match="frames must be one of"):
+        synthesize(tmp_path / "bad", 2, seed=3, frames="moving")
+
+
 def test_answers_agree_with_the_world(world):
     out, _, w = world
     qs = [q for s in ("train", "val", "test") for q in load_music_avqa(out / "annotations" / f"avqa-{s}.json")]
@@ -241,7 +282,7 @@ def test_mpeg4_fallback_without_x264(tmp_path, monkeypatch):
     monkeypatch.setattr(av, "codecs_available", set(av.codecs_available) - {"libx264"})
     path = tmp_path / "clip.mp4"
     frame = np.full((SIZE[1], SIZE[0], 3), 100, np.uint8)
-    write_mp4(path, frame, np.zeros(2 * SR, np.float32), fps=FPS, n_frames=2 * FPS, sample_rate=SR)
+    write_mp4(path, [frame] * (2 * FPS), np.zeros(2 * SR, np.float32), fps=FPS, sample_rate=SR)
     with av.open(str(path)) as c:
         assert c.streams.video[0].codec_context.name == "mpeg4" and c.streams.audio[0].codec_context.name == "aac"
     assert len(decord.VideoReader(str(path))) == 2 * FPS

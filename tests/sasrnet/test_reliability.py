@@ -93,8 +93,8 @@ def test_two_processes_match_one_process(avqa_dir, tmp_path, questions_per_video
         for k, v in one[split].items():
             assert v == pytest.approx(two[split][k], abs=1e-6) if v is not None else two[split][k] is None, (split, k)
     assert two["steps"] == one["steps"] and two["best_epoch"] == one["best_epoch"]
-    loss_one = [json.loads(x) for x in (tmp_path / "one/log.jsonl").read_text().splitlines() if '"loss"' in x][-1]
-    loss_two = [json.loads(x) for x in (two_dir / "log.jsonl").read_text().splitlines() if '"loss"' in x][-1]
+    loss_one = [r for r in map(json.loads, (tmp_path / "one/log.jsonl").read_text().splitlines()) if "loss" in r][-1]
+    loss_two = [r for r in map(json.loads, (two_dir / "log.jsonl").read_text().splitlines()) if "loss" in r][-1]
     # rank 0 logs its own half-batch loss; the mean of the two halves is the 1-process loss, so only
     # the answer-independent cls term is comparable exactly
     assert loss_two["cls"] == pytest.approx(loss_one["cls"], rel=1e-4)

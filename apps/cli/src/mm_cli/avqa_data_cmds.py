@@ -64,6 +64,7 @@ class SynthConfig:
     fps: int = 4
     width: int = 96  # multiple of 6
     height: int = 64  # even
+    frames: str = "lit"  # lit: an instrument's plate lights up while it sounds; static: one frame repeated
 
 
 @user_errors
@@ -78,6 +79,9 @@ def synth(
     fps: int | None = typer.Option(None, "--fps", help="Video frame rate.", show_default=str(SynthConfig.fps)),
     width: int | None = typer.Option(None, "--width", help="Frame width (multiple of 6).", show_default=str(SynthConfig.width)),
     height: int | None = typer.Option(None, "--height", help="Frame height (even).", show_default=str(SynthConfig.height)),
+    frames: str | None = typer.Option(None, "--frames", help="lit: each instrument's plate lights up while it sounds "
+                                      "(the video follows the audio); static: one frame repeated (the earlier world).",
+                                      show_default=SynthConfig.frames),
     config: Path | None = config_option("mm_cli.avqa_data_cmds.SynthConfig"),
     set_: list[str] | None = set_option(),
     print_config: bool = print_config_option(),
@@ -85,14 +89,14 @@ def synth(
 ) -> None:
     """Render a synthetic Music-AVQA-style world: real mp4 clips + questions in the real JSON format."""
     options = {"videos": videos, "seed": seed, "questions_per_video": questions_per_video, "duration": duration,
-               "fps": fps, "width": width, "height": height}
+               "fps": fps, "width": width, "height": height, "frames": frames}
     cfg, _ = run_config(SynthConfig, config=config, set_=set_, options=options, print_config=print_config)
     from mmcore.avqa.synth import synthesize
     from mmcore.io import prepare_output_dir
 
     prepare_output_dir(out, overwrite=overwrite)
     s = synthesize(out, cfg.videos, cfg.seed, duration_s=cfg.duration, fps=cfg.fps, size=(cfg.width, cfg.height),
-                   questions_per_video=cfg.questions_per_video)  # fmt: skip
+                   questions_per_video=cfg.questions_per_video, frames=cfg.frames)  # fmt: skip
     print_table("synthetic AVQA world", [{
         "videos": s["videos"], **{f"q {k}": v for k, v in s["questions_per_split"].items()},
         "templates": s["templates_used"], "answers": s["answers"], "seconds": s["seconds"],

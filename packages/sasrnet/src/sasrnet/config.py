@@ -35,6 +35,9 @@ class ModelConfig:
     # again on the other videos' frames; "reuse_audio" keeps the positive pass's A'' and reruns only the
     # visual branch (cheaper, but the negative's audio features then carry the positive frames' regrouping)
     negative_pass: str = "full"
+    # False (published): A'', V'' are the SaSR module's outputs. True: a zero-initialised scalar gate per
+    # stream, A'' = A + g_a (SaSR(A) - A), so training starts from AVST and opens the module as it helps
+    sasr_gate: bool = False
     audio_dim: int = 128
     visual_channels: int = 512  # C of the [T, C, H, W] grid; taken from the features at training time
     grid_h: int = 14  # H and W of the grid; taken from the features at training time
@@ -122,6 +125,12 @@ class TrainConfig:
     init_from: str = ""  # weights to start from (e.g. a grounding-trained AVST's model.safetensors); a missing file is an error
     skip_bad: bool = False  # skip (and count) missing / malformed feature files instead of failing
     multiple_choice: bool = False  # AVQA-Yang style 4-way questions
+    # the match loss's negative frames: "shuffled" (the public code: each segment a frame of a random other
+    # video) or "coherent" (all T frames of one other clip, in order: a negative that looks like a real clip)
+    negatives: str = "shuffled"
+    # per epoch, diagnostics on this many fixed validation questions (attention entropies, stream similarity,
+    # input-gradient norms, match accuracy on coherent negatives: sasrnet.diagnostics); 0 = none
+    diagnostics_questions: int = 64
     accelerator: AcceleratorConfig = field(default_factory=AcceleratorConfig)
 
 

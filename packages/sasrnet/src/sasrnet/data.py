@@ -123,16 +123,20 @@ def collate(items: list[dict], noise_seeds: list[int] | None = None, visual_neg:
     return batch
 
 
-def negative_frames(ds: Any, row_keys: list[str], videos: list[str], draw_seeds: list[int]) -> Any:
-    """The match loss's negatives, drawn as the public code draws them: for each video of a batch (its
-    feature key in ``row_keys``), each of its T segments is replaced by a frame of another video of
-    ``videos`` (uniform over the other videos, then over that video's segments). ``draw_seeds[u]`` seeds
-    row u's draw, so the negatives do not depend on how a batch is split over processes."""
+def negative_frames(ds: Any, row_keys: list[str], videos: list[str], draw_seeds: list[int],
+                    kind: str = "shuffled") -> Any:
+    """The match loss's negatives for each video of a batch (its feature key in ``row_keys``), from the
+    other videos of ``videos``. ``"shuffled"`` (as the public code draws them): each of its T segments is
+    replaced by a frame of another video (uniform over the other videos, then over that video's
+    segments). ``"coherent"``: all T frames of one other video (uniform), in their order. ``draw_seeds[u]``
+    seeds row u's draw, so the negatives do not depend on how a batch is split over processes."""
     import random
 
     import numpy as np
     import torch
 
+    if kind not in ("shuffled", "coherent"):
+        raise MMError(f"unknown negatives {kind!r} (shuffled | coherent)")
     if len(videos) < 2:
         raise MMError("the match loss needs at least 2 training videos (negatives come from other videos)")
     number = {v: i for i, v in enumerate(videos)}
@@ -140,13 +144,16 @@ def negative_frames(ds: Any, row_keys: list[str], videos: list[str], draw_seeds:
     for key, seed in zip(row_keys, draw_seeds, strict=True):
         rng = random.Random(seed)
         own = number.get(key)  # None: a video outside ``videos`` (e.g. validation), any of them will do
-        t = ds.video_features(key)[1].shape[0]
-        frames = []
-        for _ in range(t):
+
+        def other_video() -> np.ndarray:
             j = rng.randrange(len(videos) - (own is not None))
-            other = ds.video_features(videos[j + (own is not None and j >= own)])[1]
-            frames.append(other[rng.randrange(other.shape[0])])
-        out.append(np.stack(frames))
+            return ds.video_features(videos[j + (own is not None and j >= own)])[1]
+
+        t = ds.video_features(key)[1].shape[0]
+        if kind == "coherent":
+            out.append(other_video()[:t])  # every video has the same T segments (fit at extraction)
+        else:
+            out.append(np.stack([(o := other_video())[rng.randrange(o.shape[0])] for _ in range(t)]))
     return torch.from_numpy(np.stack(out))
 
 

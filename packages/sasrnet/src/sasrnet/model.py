@@ -116,6 +116,8 @@ class AVQAModel(nn.Module):
             self.register_buffer("audio_std", torch.ones(cfg.audio_dim))
             self.register_buffer("visual_mean", torch.zeros(cfg.visual_channels))
             self.register_buffer("visual_std", torch.ones(cfg.visual_channels))
+            self._standardize = False  # the statistics are the identity until set (or loaded) otherwise
+            self.register_load_state_dict_post_hook(lambda m, _keys: m._update_standardize())
             if cfg.visual_stem == "conv":
                 self.visual_proj = ConvStem(cfg.visual_channels, d, cfg.grid_h, cfg.grid_w, cfg.stem_stride)
             elif cfg.visual_stem == "linear":
@@ -126,7 +128,8 @@ class AVQAModel(nn.Module):
             if cfg.negative_pass not in ("full", "reuse_audio"):
                 raise ValueError(f"unknown negative_pass {cfg.negative_pass!r} (full | reuse_audio)")
             self.sasr = SaSRModule(d, cfg.n_sources, cfg.n_segments, cfg.depth, cfg.heads, cfg.mlp_ratio,
-                                   cfg.drop_path, cfg.token_mlp_hidden, cfg.gumbel_tau) if cfg.kind == "sasrnet" else None
+                                   cfg.drop_path, cfg.token_mlp_hidden, cfg.gumbel_tau,
+                                   gate=cfg.sasr_gate) if cfg.kind == "sasrnet" else None
             self.ground = nn.Linear(2 * d, d)  # v*_t = fc(tanh([V''_t ; g_t]))
             self.match = nn.Sequential(nn.Linear(2 * d, d), nn.ReLU(), nn.Linear(d, d // 2), nn.ReLU(),
                                        nn.Linear(d // 2, d // 4), nn.ReLU(), nn.Linear(d // 4, 2))
@@ -138,10 +141,12 @@ class AVQAModel(nn.Module):
         else:
             self.answer = nn.Linear(d, cfg.n_answers)
 
-    def _grounding(self, a: torch.Tensor, v: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+    def _grounding(self, a: torch.Tensor, v: torch.Tensor, f: torch.Tensor, out: dict | None = None) -> torch.Tensor:
         """Audio-guided spatial attention: a [B,T,D] weighs the N cells of f [B,T,N,D] (the grid with each
-        cell's feature L2-normalised: F_t) per segment."""
+        cell's feature L2-normalised: F_t) per segment. ``out``: the weights are kept there as "spatial" [B,T,N]."""
         alpha = torch.softmax(f @ F.normalize(a, dim=-1)[..., None], dim=2)  # [B, T, N, 1]
+        if out is not None:
+            out["spatial"] = alpha.squeeze(-1)
         g = (alpha.transpose(2, 3) @ f).squeeze(2)  # the alpha-weighted sum of cells, as one matmul
         return self.ground(torch.tanh(torch.cat([v, g], dim=-1)))
 
@@ -153,6 +158,15 @@ class AVQAModel(nn.Module):
             buf = getattr(self, name)
             val = torch.as_tensor(val, dtype=buf.dtype).reshape(buf.shape)
             buf.copy_(val.clamp_min(1e-3) if name.endswith("std") else val)
+        self._update_standardize()
+
+    @torch.no_grad()
+    def _update_standardize(self) -> None:
+        """Standardise only where the statistics are not the identity: (x - 0) / 1 over the paper-size
+        visual grid cost ~10 % of an evaluation forward."""
+        if self.cfg.kind != "blind":
+            self._standardize = bool((self.audio_mean != 0).any() or (self.audio_std != 1).any()
+                                     or (self.visual_mean != 0).any() or (self.visual_std != 1).any())
 
     @torch.no_grad()
     def set_answer_prior(self, counts: torch.Tensor) -> None:
@@ -167,7 +181,8 @@ class AVQAModel(nn.Module):
 
     def _frames(self, visual: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """[U,T,C,H,W] -> pooled frame features [U,T,D] and L2-normalised cells [U,T,N,D]."""
-        visual = (visual - self.visual_mean[:, None, None]) / self.visual_std[:, None, None]
+        if self._standardize:
+            visual = (visual - self.visual_mean[:, None, None]) / self.visual_std[:, None, None]
         if isinstance(self.visual_proj, ConvStem):
             grid = self.visual_proj(visual)
         else:
@@ -175,7 +190,7 @@ class AVQAModel(nn.Module):
         return grid.mean(2), F.normalize(grid, dim=-1)
 
     def _audio(self, audio: torch.Tensor) -> torch.Tensor:
-        return self.audio((audio - self.audio_mean) / self.audio_std)
+        return self.audio((audio - self.audio_mean) / self.audio_std if self._standardize else audio)
 
     def _streams(self, a: torch.Tensor, v: torch.Tensor, seeds: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, dict]:
         """A'', V'' (SaSR-Net: through the SaSR module; AVST: A, V as they are) and the SaSR outputs."""
@@ -219,7 +234,9 @@ class AVQAModel(nn.Module):
             if s:
                 out.update({k: s[k][rows] for k in ("a_prob", "v_prob", "assign_a", "assign_v")})
                 out["cls_logits"] = s["cls_logits"]
-            v_star = self._grounding(a2, v2, cells)
+            v_star = self._grounding(a2, v2, cells, out)
+            out["spatial"] = out["spatial"][rows]
+            out["audio_stream"] = a2[rows]  # A'' (AVST: A), for diagnostics
             if "visual_neg" in batch:
                 # negatives: other videos' frames with this video's audio. "full" (published): the whole
                 # network, the SaSR module included, runs again on them; "reuse_audio" keeps the positive

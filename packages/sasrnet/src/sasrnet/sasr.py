@@ -109,15 +109,31 @@ class CrossAttnBlock(nn.Module):
         return self.norm_post(y) if self.post_norm else y
 
 
+_M32 = 0xFFFFFFFF
+
+
+def _mix32(x: torch.Tensor) -> torch.Tensor:
+    """A 32-bit integer hash (xor-shift-multiply) of int64 values in [0, 2^32), kept there: the multiplier
+    is under 2^27, so no product leaves the int64 range."""
+    x = x ^ (x >> 16)
+    x = (x * 0x45D9F3B) & _M32
+    x = x ^ (x >> 16)
+    x = (x * 0x45D9F3B) & _M32
+    return x ^ (x >> 16)
+
+
 def gumbel_noise(shape: torch.Size, seeds: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
-    """Gumbel(0, 1) noise of ``shape`` = [B, ...]. ``seeds`` [B] draws each sample's noise from its own
-    generator, so a sample's noise does not depend on how a batch is split over processes; the caller
-    gives a new seed on every forward (the public code draws fresh noise each forward)."""
+    """Gumbel(0, 1) noise of ``shape`` = [B, ...]. ``seeds`` [B] (non-negative) gives each sample noise that
+    is a function of its seed alone (a counter-based hash of (seed, element index), drawn for the whole
+    batch at once, on the batch's device), so a sample's noise does not depend on how a batch is split over
+    processes; the caller gives a new seed on every forward (the public code draws fresh noise each forward)."""
     if seeds is None:
         u = torch.rand(shape, dtype=like.dtype, device=like.device)
     else:
-        u = torch.stack([torch.rand(shape[1:], generator=torch.Generator().manual_seed(int(s)), dtype=like.dtype)
-                         for s in seeds.tolist()]).to(like.device)
+        s = seeds.to(device=like.device, dtype=torch.int64)[:, None]
+        idx = torch.arange(shape[1:].numel(), device=like.device, dtype=torch.int64)[None]
+        h = _mix32((idx + _mix32((s & _M32) ^ _mix32((s >> 32) & _M32))) & _M32)
+        u = ((h.double() + 0.5) / 2.0**32).to(like.dtype).view(shape)
     return -torch.log(-torch.log(u.clamp(1e-10, 1 - 1e-7)))
 
 
@@ -202,9 +218,12 @@ class SaSRModule(nn.Module):
     probabilities a_prob, v_prob [B,K], the source-token classification logits [K,K], assignments."""
 
     def __init__(self, dim: int, n_sources: int, n_segments: int, depth: int, heads: int, mlp_ratio: float,
-                 drop_path: float, token_hidden: int, tau: float):
+                 drop_path: float, token_hidden: int, tau: float, gate: bool = False):
         super().__init__()
         self.tokens = nn.Parameter(torch.zeros(n_sources, dim))
+        # not in the paper: zero-initialised scalar gates, A'' = A + g_a (A''_module - A) (likewise V'')
+        self.gate_a = nn.Parameter(torch.zeros(())) if gate else None
+        self.gate_v = nn.Parameter(torch.zeros(())) if gate else None
         self.audio_in = nn.Linear(dim, dim)
         # the public code fuses a "2D" and a "3D" projection of the visual feature, and passes the same
         # pooled frame feature as both
@@ -222,9 +241,14 @@ class SaSRModule(nn.Module):
     def _visual_in(self, v: torch.Tensor) -> torch.Tensor:
         return self.visual_fuse(torch.cat([self.visual_2d(v), self.visual_3d(v)], dim=-1))
 
+    @staticmethod
+    def _gated(x: torch.Tensor, out: torch.Tensor, gate: nn.Parameter | None) -> torch.Tensor:
+        return out if gate is None else x + gate * (out - x)
+
     def visual_only(self, v: torch.Tensor, seeds: torch.Tensor | None = None) -> torch.Tensor:
         """V'' alone (the visual branch never sees the audio)."""
-        return self.visual(self._visual_in(v), self.tokens, seeds=None if seeds is None else seeds * 2)[0]
+        v2 = self.visual(self._visual_in(v), self.tokens, seeds=None if seeds is None else seeds * 2)[0]
+        return self._gated(v, v2, self.gate_v)
 
     def forward(self, a: torch.Tensor, v: torch.Tensor, seeds: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         x_v = self._visual_in(v)
@@ -234,8 +258,8 @@ class SaSRModule(nn.Module):
         v2, g_v, assign_v = self.visual(x_v, self.tokens, seeds=s_v)
         a2, g_a, assign_a = self.audio(self.audio_in(a), self.tokens, other=x_v, seeds=s_a)
         return {
-            "a": a2,
-            "v": v2,
+            "a": self._gated(a, a2, self.gate_a),
+            "v": self._gated(v, v2, self.gate_v),
             "a_prob": torch.sigmoid(self.a_presence(g_a)).squeeze(-1),  # [B, K]
             "v_prob": torch.sigmoid(self.v_presence(g_v)).squeeze(-1),
             "cls_logits": self.cls(self.tokens),  # [K, K]

@@ -48,6 +48,7 @@ from sasrnet.data import (
     negative_frames,
     to_device,
 )
+from sasrnet.diagnostics import diagnostics, module_grad_norms
 from sasrnet.metrics import majority_answers, plot_type_accuracies
 from sasrnet.model import AVQAModel, build_model, compute_loss, count_parameters
 from sasrnet.recipes.evaluate import (
@@ -227,9 +228,12 @@ def train(
 
     steps_per_epoch = n // cfg.batch_size
     total = steps_per_epoch * cfg.epochs
-    use_negatives = mcfg.kind != "blind"
+    use_negatives = mcfg.kind != "blind" and mcfg.w_match > 0  # no match loss: no negatives to build
     if use_negatives and len(videos) < 2:
         raise DataError(paths.train_ann, "the match loss needs at least 2 training videos")
+    if cfg.negatives not in ("shuffled", "coherent"):
+        raise MMError(f"unknown negatives {cfg.negatives!r} (shuffled | coherent)")
+    diag_batch = _diagnostics_batch(val_ds or train_ds, cfg.diagnostics_questions, mcfg.kind)
     if max_steps is not None and state["step"] >= max_steps:
         checkpoint(state["epoch"], state["batch"])
         return {"interrupted": True, "step": state["step"], "epoch": state["epoch"]}
@@ -241,6 +245,10 @@ def train(
                        if cfg.questions_per_video > 0 else global_batches(n, cfg.batch_size, cfg.seed, epoch))
             start = state["batch"] if epoch == state["epoch"] else 0
             t0 = time.perf_counter()
+            if start == 0 or "epoch_sums" not in state:  # per-term losses summed over the epoch's steps (grad norms: over its logged steps)
+                state["epoch_sums"] = {"steps": 0, "logged": 0, "sums": {}}
+            acc_ = state["epoch_sums"]  # in the checkpoint, so a resumed epoch's means cover all its steps
+            sums = acc_["sums"]
             plans = []
             for b in range(start, len(batches)):
                 local = shard_indices(batches[b])
@@ -248,7 +256,7 @@ def train(
                 # one seed per video and optimizer step: the Gumbel noise and the negative frames are drawn
                 # afresh on every forward, and the same however the global batch is split over processes
                 seeds = [(cfg.seed * 1_000_003 + step_b) * 1_000_003 + video_number[video_ids[i]] for i in local]
-                plans.append((train_ds, local, videos if use_negatives else None, seeds))
+                plans.append((train_ds, local, videos if use_negatives else None, seeds, cfg.negatives))
             built = planned_batches(batch_with_negatives, plans, num_workers=cfg.num_workers,
                                     pin_memory=acc.device.type == "cuda")
             for b, batch in zip(range(start, len(batches)), built, strict=True):
@@ -268,7 +276,14 @@ def train(
                 if grad_norm is not None:
                     vals["grad_norm"] = grad_norm
                 advance(1, epoch=epoch, loss=vals["loss"])
+                acc_["steps"] += 1
+                for k, v in vals.items():
+                    sums[k] = sums.get(k, 0.0) + v
                 if state["step"] % 10 == 0 or b == len(batches) - 1:
+                    # per-block gradient norms, after clipping (one factor for every block: their shares stand)
+                    acc_["logged"] += 1
+                    for k, v in module_grad_norms(unwrap(model)).items():
+                        sums[f"grad.{k}"] = sums.get(f"grad.{k}", 0.0) + v
                     run.log({"epoch": epoch, **vals, "lr": sched.get_last_lr()[0]}, step=state["step"])
                 stop = max_steps is not None and state["step"] >= max_steps
                 if stop or (cfg.checkpoint_every_steps > 0 and state["step"] % cfg.checkpoint_every_steps == 0):
@@ -281,6 +296,12 @@ def train(
             set_lr(opt, sched, None, 0)  # StepLR scales the un-warmed learning rate
             sched.step()
             record: dict[str, Any] = {"epoch": epoch, "event": "epoch_end"}
+            if acc_["steps"]:  # this epoch's means
+                record["terms"] = {k: round(v / acc_["steps"], 6) for k, v in sums.items() if not k.startswith("grad.")}
+                record["grad_norms"] = {k[5:]: round(v / max(acc_["logged"], 1), 6) for k, v in sums.items()
+                                        if k.startswith("grad.")}
+            if diag_batch is not None:
+                record["diagnostics"] = diagnostics(unwrap(model), to_device(diag_batch, acc.device))
             if val_ds is not None:
                 val = accuracies(predict_split(model, val_ds, cfg.eval_batch_size, f"val {epoch}", num_workers=cfg.num_workers))
                 record["val_overall"] = val["overall"]
@@ -331,7 +352,8 @@ def train(
     return metrics
 
 
-def batch_with_negatives(ds: Any, local: list[int], videos: list[str] | None, seeds: list[int]) -> dict:
+def batch_with_negatives(ds: Any, local: list[int], videos: list[str] | None, seeds: list[int],
+                         negatives: str = "shuffled") -> dict:
     """Collate ``local``; with ``videos`` (the training videos), add each row video's negative frames, drawn
     from the other videos with the row's seed (see :func:`sasrnet.data.negative_frames`)."""
     items = [ds[i] for i in local]
@@ -340,4 +362,13 @@ def batch_with_negatives(ds: Any, local: list[int], videos: list[str] | None, se
     rows: dict[str, int] = {}
     for it, sd in zip(items, seeds, strict=True):
         rows.setdefault(it["video_id"], sd)
-    return collate(items, seeds, negative_frames(ds, list(rows), videos, [s + 1 for s in rows.values()]))
+    return collate(items, seeds, negative_frames(ds, list(rows), videos, [s + 1 for s in rows.values()], negatives))
+
+
+def _diagnostics_batch(ds: Any, n_questions: int, kind: str) -> dict | None:
+    """The first ``n_questions`` questions of ``ds`` collated once (the per-epoch diagnostics' fixed batch),
+    or None where there is nothing to measure (none asked, the question-only model, fewer than 2 videos)."""
+    if n_questions <= 0 or kind == "blind" or len(ds) == 0:
+        return None
+    batch = collate([ds[i] for i in range(min(n_questions, len(ds)))])
+    return batch if len(batch["audio"]) >= 2 else None

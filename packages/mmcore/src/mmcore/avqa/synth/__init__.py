@@ -1,7 +1,11 @@
 """A synthetic Music-AVQA-style world: small real mp4 clips plus questions in the real JSON format.
 
 Each clip shows 1–3 instruments (the real 22 names) at left / middle / right over an indoor or
-outdoor background. Every instrument has its own LOOK (one of 8 shapes × one of 11 colours; no two
+outdoor background, each on a grey plate that lights up (pale yellow) in every frame during which the
+instrument sounds (``frames="lit"``, the default since 2026-12-07, decided before any model was trained on
+it): the video changes in step with the audio, as a bowed or struck instrument moves while it plays.
+``frames="static"`` is the earlier world: one frame repeated, every plate grey, so nothing in the
+video tells who is playing when. Every instrument has its own LOOK (one of 8 shapes × one of 11 colours; no two
 instruments share both) and its own TIMBRE (fundamental, harmonic tilt, odd-only harmonics,
 noise, vibrato, note decay). Each instrument in a clip sounds during one interval of whole seconds
 (or stays silent) at its own loudness and note rate; an off-screen instrument may be heard, and a
@@ -38,14 +42,14 @@ import numpy as np
 
 from mmcore.avqa.music_avqa import INSTRUMENTS, TYPE_KEY
 from mmcore.avqa.synth.questions import TEMPLATES, _draw_questions
-from mmcore.avqa.synth.render import render_audio, render_frame, write_mp4
+from mmcore.avqa.synth.render import FRAME_MODES, render_audio, render_frame, render_frames, write_mp4
 from mmcore.avqa.synth.world import POSITIONS, TIMBRES, Source, World, _sample_world, instrument_look
 from mmcore.errors import MMError
 from mmcore.io import atomic_write_text, write_json
 
 # The package's public names (split into world, questions and render modules; importable from here).
 __all__ = ["POSITIONS", "TEMPLATES", "TIMBRES", "Source", "World", "instrument_look", "render_audio", "render_frame",
-           "synthesize", "write_mp4"]
+           "render_frames", "synthesize", "write_mp4"]
 
 
 # -- top level -----------------------------------------------------------------------------
@@ -85,13 +89,17 @@ def synthesize(
     val_fraction: float = 0.15,
     test_fraction: float = 0.2,
     questions_per_video: int = 12,
+    frames: str = "lit",
     progress: bool = True,
 ) -> dict[str, Any]:
     """Render ``n_videos`` synthetic clips with questions into ``out_dir``; returns a summary dict.
 
     ``size`` is (width, height), both even. Evaluation questions whose answer never occurs in the
-    training split are dropped (a model cannot answer them; counted in the summary).
+    training split are dropped (a model cannot answer them; counted in the summary). ``frames``:
+    ``"lit"`` (plates light up while their instrument sounds) or ``"static"`` (the earlier, unchanging frames).
     """
+    if frames not in FRAME_MODES:
+        raise MMError(f"frames must be one of {', '.join(FRAME_MODES)}, got {frames!r}")
     if n_videos < 1:
         raise MMError(f"--videos must be at least 1, got {n_videos}")
     if duration_s < 3:
@@ -120,8 +128,8 @@ def synthesize(
             for t, tpl, vals, ans in _draw_questions(w, rng, questions_per_video)
         ]
         audio = render_audio(w, sample_rate, rng)
-        write_mp4(out / "videos" / f"{w.video_id}.mp4", render_frame(w, size), audio,
-                  fps=fps, n_frames=duration_s * fps, sample_rate=sample_rate)  # fmt: skip
+        write_mp4(out / "videos" / f"{w.video_id}.mp4", render_frames(w, size, fps, frames), audio,
+                  fps=fps, sample_rate=sample_rate)  # fmt: skip
         worlds.append(w)
 
     train_answers = {q["answer"] for w in worlds if w.split == "train" for q in w.questions}
@@ -159,6 +167,7 @@ def synthesize(
         "dropped_unseen_answers": dropped,
         "duration_s": duration_s,
         "fps": fps,
+        "frames": frames,
         "size": list(size),
         "sample_rate": sample_rate,
         "seconds": round(time.perf_counter() - t0, 2),

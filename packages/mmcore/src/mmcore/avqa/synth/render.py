@@ -1,4 +1,4 @@
-"""Rendering a world: one video frame, the mixed audio, and the mp4 file."""
+"""Rendering a world: its video frames, the mixed audio, and the mp4 file."""
 
 from __future__ import annotations
 
@@ -35,8 +35,17 @@ def _shape_mask(shape: str, h: int, w: int) -> np.ndarray:
     raise ValueError(shape)
 
 
-def render_frame(w: World, size: tuple[int, int]) -> np.ndarray:
-    """The clip's (static) RGB frame [H, W, 3]: background scene plus each visible instrument's look."""
+# The plate behind an instrument: grey, or lit while the instrument sounds (frames="lit").
+PLATE = (128, 128, 128)
+LIT_PLATE = (250, 240, 170)
+FRAME_MODES = ("lit", "static")
+
+
+def render_frame(w: World, size: tuple[int, int], t: float | None = None) -> np.ndarray:
+    """One RGB frame [H, W, 3]: background scene plus each visible instrument's look on its plate.
+
+    ``t`` (seconds) given: the plate of every visible instrument sounding at ``t`` (onset <= t < offset)
+    lights up, so the frames change in step with the audio. ``t=None``: every plate grey (the static frame)."""
     width, height = size
     img = np.empty((height, width, 3), np.uint8)
     horizon = int(height * 0.6)
@@ -49,11 +58,31 @@ def render_frame(w: World, size: tuple[int, int]) -> np.ndarray:
         shape, color = instrument_look(i)
         x0 = POSITIONS.index(s.position) * slot + (slot - bw) // 2  # type: ignore[arg-type]
         y0 = (height - bh) // 2 + height // 10
-        # A grey plate behind the shape keeps it readable on any background colour.
-        img[y0 - 1 : y0 + bh + 1, x0 - 1 : x0 + bw + 1] = (128, 128, 128)
+        lit = t is not None and s.onset <= t < s.offset
+        # The plate keeps the shape readable on any background colour (and shows who is playing).
+        img[y0 - 1 : y0 + bh + 1, x0 - 1 : x0 + bw + 1] = LIT_PLATE if lit else PLATE
         m = _shape_mask(shape, bh, bw)
         img[y0 : y0 + bh, x0 : x0 + bw][m] = color
     return img
+
+
+def render_frames(w: World, size: tuple[int, int], fps: int, frames: str = "lit") -> list[np.ndarray]:
+    """The clip's ``w.duration * fps`` frames: ``"lit"`` (plates light up while their instrument sounds,
+    frame k shown at k / fps seconds) or ``"static"`` (one grey-plate frame repeated)."""
+    if frames not in FRAME_MODES:
+        raise ValueError(f"unknown frames mode {frames!r} ({' | '.join(FRAME_MODES)})")
+    n = w.duration * fps
+    if frames == "static":
+        return [render_frame(w, size)] * n
+    by_state: dict[tuple[bool, ...], np.ndarray] = {}  # a frame per distinct set of lit plates
+    out = []
+    for k in range(n):
+        t = k / fps
+        key = tuple(s.onset <= t < s.offset for s in w.visible)
+        if key not in by_state:
+            by_state[key] = render_frame(w, size, t)
+        out.append(by_state[key])
+    return out
 
 
 def _band_noise(rng: np.random.Generator, n: int, sr: int, lo: float, hi: float) -> np.ndarray:
@@ -134,13 +163,13 @@ def render_audio(w: World, sr: int, rng: np.random.Generator) -> np.ndarray:
     return np.clip(mix, -1, 1).astype(np.float32)
 
 
-def write_mp4(path: Path, frame: np.ndarray, audio: np.ndarray, *, fps: int, n_frames: int, sample_rate: int) -> None:
-    """Write an mp4 with an H.264 video stream (``n_frames`` copies of ``frame``) and AAC mono audio."""
+def write_mp4(path: Path, frames: list[np.ndarray], audio: np.ndarray, *, fps: int, sample_rate: int) -> None:
+    """Write an mp4 with an H.264 video stream of ``frames`` (RGB [H, W, 3] each) and AAC mono audio."""
     import av
 
     # The temporary name does not end in .mp4, so a killed run leaves nothing a video lister would pick up.
     tmp = path.with_name(f".{path.name}.part")
-    height, width = frame.shape[:2]
+    height, width = frames[0].shape[:2]
     codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"  # FFmpeg builds without x264
     with av.open(str(tmp), "w", format="mp4") as c:
         vs = c.add_stream(codec, rate=fps)
@@ -149,8 +178,8 @@ def write_mp4(path: Path, frame: np.ndarray, audio: np.ndarray, *, fps: int, n_f
         vs.thread_count = 1  # the machine is shared; tiny frames gain nothing from threads
         aus = c.add_stream("aac", rate=sample_rate, layout="mono")
         aus.options = {"aac_coder": "fast"}  # ~2x faster than the default two-loop search
-        vf = av.VideoFrame.from_ndarray(frame, format="rgb24")
-        for i in range(n_frames):
+        for i, frame in enumerate(frames):
+            vf = av.VideoFrame.from_ndarray(frame, format="rgb24")
             vf.pts = i
             for p in vs.encode(vf):
                 c.mux(p)
