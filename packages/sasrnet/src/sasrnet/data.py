@@ -140,20 +140,20 @@ def negative_frames(ds: Any, row_keys: list[str], videos: list[str], draw_seeds:
     if len(videos) < 2:
         raise MMError("the match loss needs at least 2 training videos (negatives come from other videos)")
     number = {v: i for i, v in enumerate(videos)}
+
+    def other_video(rng: random.Random, own: int | None) -> np.ndarray:
+        j = rng.randrange(len(videos) - (own is not None))
+        return ds.video_features(videos[j + (own is not None and j >= own)])[1]
+
     out = []
     for key, seed in zip(row_keys, draw_seeds, strict=True):
         rng = random.Random(seed)
         own = number.get(key)  # None: a video outside ``videos`` (e.g. validation), any of them will do
-
-        def other_video() -> np.ndarray:
-            j = rng.randrange(len(videos) - (own is not None))
-            return ds.video_features(videos[j + (own is not None and j >= own)])[1]
-
         t = ds.video_features(key)[1].shape[0]
         if kind == "coherent":
-            out.append(other_video()[:t])  # every video has the same T segments (fit at extraction)
+            out.append(other_video(rng, own)[:t])  # every video has the same T segments (fit at extraction)
         else:
-            out.append(np.stack([(o := other_video())[rng.randrange(o.shape[0])] for _ in range(t)]))
+            out.append(np.stack([(o := other_video(rng, own))[rng.randrange(o.shape[0])] for _ in range(t)]))
     return torch.from_numpy(np.stack(out))
 
 
