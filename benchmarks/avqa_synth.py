@@ -40,12 +40,12 @@ from typing import Any
 from benchmarks._common import parse_args, png_path, timed_median, write_result
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "avqa"
-# run name -> (model, recipe file under configs/avqa)
-RUNS: dict[str, tuple[str, str]] = {
-    "sasrnet": ("sasrnet", "sasrnet-cpu-benchmark.yaml"),
-    "avst": ("avst", "avst-cpu-benchmark.yaml"),
-    "avst-sasr-recipe": ("avst", "sasrnet-cpu-benchmark.yaml"),
-    "blind": ("blind", "sasrnet-cpu-benchmark.yaml"),
+# run name -> (model, recipe file under configs/avqa, TrainConfig keys set on top of the recipe)
+RUNS: dict[str, tuple[str, str, dict[str, Any]]] = {
+    "sasrnet": ("sasrnet", "sasrnet-cpu-benchmark.yaml", {}),
+    "avst": ("avst", "avst-cpu-benchmark.yaml", {}),
+    "avst-sasr-recipe": ("avst", "sasrnet-cpu-benchmark.yaml", {}),
+    "blind": ("blind", "sasrnet-cpu-benchmark.yaml", {}),
 }
 QUICK = {"epochs": 1, "size": "cpu-tiny", "warmup_steps": 0, "batch_size": 8}
 
@@ -72,24 +72,29 @@ def _latency(run_dir: Path, data: Path, n: int = 20) -> dict[str, float]:
     return {"latency_ms_per_question": round(1000 * t["median_s"] / len(batches), 3), "questions_timed": len(batches)}
 
 
-def train_config(name: str, overrides: dict[str, Any]):
-    """The resolved TrainConfig of run ``name``: its recipe file, then ``overrides``."""
+def train_config(name: str, overrides: dict[str, Any], runs: dict[str, tuple[str, str, dict[str, Any]]] = RUNS):
+    """The resolved TrainConfig of run ``name`` of ``runs``: its recipe file, its own keys, then ``overrides``
+    (an ``arch`` table in both is merged)."""
     from mmcore.config import resolve_config
     from sasrnet.config import TrainConfig
 
-    kind, recipe = RUNS[name]
-    return resolve_config(TrainConfig, CONFIGS / recipe, {**overrides, "model": kind})
+    kind, recipe, extra = runs[name]
+    merged = {**extra, **overrides, "model": kind}
+    if "arch" in extra and "arch" in overrides:
+        merged["arch"] = {**extra["arch"], **overrides["arch"]}
+    return resolve_config(TrainConfig, CONFIGS / recipe, merged)
 
 
-def _train_one(name: str, overrides: dict[str, Any], data: Path, out: Path, threads: int) -> tuple[dict, float]:
-    """One training (run in a worker process when ``--jobs 2``): metrics and wall seconds."""
+def _train_one(cfg: Any, data: Path, out: Path, threads: int) -> tuple[dict, float]:
+    """One training of the resolved TrainConfig ``cfg`` (in a worker process when ``--jobs 2``): metrics and
+    wall seconds."""
     import torch
     from sasrnet.recipes.train import train
 
     if threads:
         torch.set_num_threads(threads)
     t = time.perf_counter()
-    m = train(train_config(name, overrides), data, out, overwrite=True)
+    m = train(cfg, data, out, overwrite=True)
     return m, round(time.perf_counter() - t, 2)
 
 
@@ -109,15 +114,17 @@ def _finished(run_dir: Path) -> tuple[dict, None] | None:
 
 
 def _run_trainings(jobs: list[tuple[str, int]], overrides: dict[str, Any], data: Path, work: Path, n_procs: int,
-                   threads: int, reuse: bool = False) -> dict[tuple[str, int], tuple[dict, float | None]]:
-    """Train each (run, seed) of ``jobs``, in ``n_procs`` worker processes when > 1; SaSR-Net (the slowest)
-    is submitted first, so the cheaper runs share the other process. ``reuse``: a (run, seed) whose run
-    dir holds a finished training is read back, not trained again (its wall seconds are then unknown)."""
+                   threads: int, reuse: bool = False, runs: dict[str, tuple[str, str, dict[str, Any]]] = RUNS,
+                   ) -> dict[tuple[str, int], tuple[dict, float | None]]:
+    """Train each (run, seed) of ``jobs`` (runs of ``runs``), in ``n_procs`` worker processes when > 1, in
+    the order of ``runs`` (SaSR-Net, the slowest, first, so the cheaper runs share the other process).
+    ``reuse``: a (run, seed) whose run dir holds a finished training is read back, not trained again (its
+    wall seconds are then unknown)."""
     done = {j: r for j in jobs if reuse and (r := _finished(_run_dir(work, *j))) is not None}
     jobs = [j for j in jobs if j not in done]
 
     def job(j: tuple[str, int]):
-        return j[0], {**overrides, "seed": j[1]}, data, _run_dir(work, *j), threads
+        return train_config(j[0], {**overrides, "seed": j[1]}, runs), data, _run_dir(work, *j), threads
 
     if not jobs:
         return done
@@ -126,7 +133,7 @@ def _run_trainings(jobs: list[tuple[str, int]], overrides: dict[str, Any], data:
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
-    order = sorted(jobs, key=lambda j: (list(RUNS).index(j[0]), j[1]))
+    order = sorted(jobs, key=lambda j: (list(runs).index(j[0]), j[1]))
     with ProcessPoolExecutor(n_procs, mp_context=mp.get_context("spawn")) as pool:
         futs = {j: pool.submit(_train_one, *job(j)) for j in order}
         return done | {j: f.result() for j, f in futs.items()}

@@ -380,6 +380,32 @@ TEMPLATES: tuple[tuple[tuple[str, str], str, Gen], ...] = (
 )  # fmt: skip
 
 
+# What answering each template needs, read off the world facts its generator uses (decided before any
+# model was trained on the lit world). "audio": the soundtrack alone determines the answer (timbres,
+# loudness, note rates, onsets of every heard instrument, off-screen ones and the voiceover included);
+# "vision": the frames alone do (looks, positions, scene, and in the lit world when each visible
+# instrument sounds); "both": neither alone does (a sound must be matched to a place or a look).
+# LIT_ONLY_VISION: vision alone suffices only because plates light up; in the static world these need both.
+NEEDS: dict[str, str] = {tpl: need for tpl, need in zip((t[1] for t in TEMPLATES), (
+    "audio", "audio", "audio", "audio", "audio", "audio",  # A-Count, A-Comp: heard instruments incl. off-screen
+    "vision", "vision", "vision", "vision",  # V-Count
+    "vision", "vision", "vision", "vision",  # V-Loc
+    "vision", "audio", "both",  # AV-Ext: always playing (lit plate), voiceover, sound from the shown instrument
+    "vision", "vision", "vision", "audio",  # AV-Count: sounding / silent / sounding X (lit plates); heard types
+    "vision", "vision", "both", "audio",  # AV-Loc: first/last lit, loudest position, what sounds with X
+    "both", "both", "both", "both",  # AV-Comp: loudness / rhythm of instruments picked by place
+    "vision", "vision", "vision", "vision",  # AV-Temp: the order in which plates light up
+), strict=True)}
+LIT_ONLY_VISION = frozenset(TEMPLATES[i][1] for i in (14, 17, 18, 19, 21, 22, 29, 30, 31, 32))
+
+
+def template_needs(frames: str = "lit") -> dict[str, str]:
+    """Template -> "audio" | "vision" | "both" for a world rendered with ``frames`` ("lit" | "static")."""
+    if frames == "lit":
+        return dict(NEEDS)
+    return {t: "both" if t in LIT_ONLY_VISION else n for t, n in NEEDS.items()}
+
+
 def _draw_questions(w: World, rng: np.random.Generator, n: int) -> list[tuple[tuple[str, str], str, list[str], str]]:
     """Up to ``n`` distinct-template questions, cycling over the 9 types in a random order."""
     by_type: dict[tuple[str, str], list[tuple[str, list[str], str]]] = {}
