@@ -1,17 +1,27 @@
-"""Checkpoints of the authors' public SaSR-Net code: the key mapping (always), and equality of the outputs
-with the public code itself (only where MM_SASRNET_PUBLIC_DIR points to a checkout of it, with timm
-and einops importable; the suite never contains that code)."""
+"""Checkpoints of the authors' public SaSR-Net code: the key mapping (always), and equality with the public
+code itself (only where MM_SASRNET_PUBLIC_DIR points to a checkout of it, with timm and einops importable;
+the suite never contains that code): the eval-mode outputs, and one training step (loss, its terms, every
+gradient, the parameters after the published optimiser's step)."""
 
 from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from mmcore.errors import DataError
+from public_code import (
+    GumbelTape,
+    assert_training_step_bounds,
+    import_public,
+    no_dropout,
+    one_public_and_one_own_step,
+    public_losses_at,
+    recipe,
+    training_step_report,
+)
 from sasrnet.model import count_parameters
 from sasrnet.official import UNUSED_PREFIXES, load_official, official_key, official_outputs
 
@@ -74,6 +84,14 @@ def test_unknown_missing_and_misshaped_keys_are_named():
 PUBLIC = os.environ.get("MM_SASRNET_PUBLIC_DIR")
 
 
+def _public_modules():
+    """The public ``models`` (SaSR_Net) and ``loss`` (the training losses) modules of the checkout."""
+    pytest.importorskip("timm")
+    pytest.importorskip("einops")
+    root = Path(PUBLIC)
+    return import_public([root / "sasr_net", root / "sasr_net/modules"], "models", "loss")
+
+
 @pytest.mark.skipif(not PUBLIC, reason="MM_SASRNET_PUBLIC_DIR (a checkout of the public SaSR-Net code) not set")
 @pytest.mark.parametrize("weight_scale", [None, 0.08])
 def test_outputs_equal_the_public_code_at_equal_weights(weight_scale):
@@ -81,12 +99,7 @@ def test_outputs_equal_the_public_code_at_equal_weights(weight_scale):
     the public SaSR_Net.forward's to 1e-5 (abs) and 1e-4 (relative) at the public init. A larger random
     draw (std 0.08) drives the match logits to ~50, where float32 rounding alone is ~4e-6: there the abs
     bound is 1e-5 per unit of the largest |value|."""
-    pytest.importorskip("timm")
-    pytest.importorskip("einops")
-    root = Path(PUBLIC)
-    sys.path[:0] = [str(root / "sasr_net"), str(root / "sasr_net/modules")]
-    import models as public  # the public code's module name
-
+    public, _ = _public_modules()
     torch.manual_seed(0)
     ref = public.SaSR_Net().eval()
     if weight_scale:
@@ -136,3 +149,50 @@ def test_grounding_checkpoint_gives_the_shared_tensors_and_init_from_uses_them(t
         grounding_init_weights(tmp_path / "other.pt")
     with pytest.raises(DataError, match="not found"):
         _init_from(model, tmp_path / "missing.pt")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not PUBLIC, reason="MM_SASRNET_PUBLIC_DIR (a checkout of the public SaSR-Net code) not set")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+def test_training_step_equals_the_public_code(dtype):
+    """Train mode, paper sizes, equal weights and inputs, dropout and drop-path off, the public Gumbel
+    draws replayed in ours: the loss its main.py computes (qa + 0.5 match + 0.5 presence of both modalities
+    + 0.5 token class), each term, every gradient and the parameters after one step of its Adam(lr 1e-4)
+    equal ours (the measures: training_step_report). 2 questions: 12-16 s per dtype on one core."""
+    import re
+
+    models, loss = _public_modules()
+    src = (Path(PUBLIC) / "sasr_net/main.py").read_text()
+    assert "loss = loss_qa + 0.5 * loss_match + 0.5 * loss_semantic + 0.5 * loss_cor" in src
+    assert "optimizer = optim.Adam(model.parameters(), lr=args.lr)" in src
+    lr = float(re.search(r'"--lr", type=float, default=([0-9.e-]+)', src).group(1))
+    cfg = recipe("sasrnet-paper")
+    assert (cfg.lr, cfg.sasr_lr_scale, cfg.warmup_steps, cfg.grad_clip) == (lr, 1.0, 0, 0.0)
+
+    torch.manual_seed(0)
+    ref = no_dropout(models.SaSR_Net()).to(dtype).train()
+    ours = no_dropout(load_official(ref.state_dict())).to(dtype).train()
+    assert (ours.cfg.w_match, ours.cfg.w_source, ours.cfg.w_cls) == (0.5, 0.5, 0.5)
+    g = torch.Generator().manual_seed(1)
+    b, t = 2, 10
+    audio = torch.randn(b, t, 128, generator=g, dtype=dtype)
+    vp, vn = (torch.randn(b, t, 512, 14, 14, generator=g, dtype=dtype).relu() for _ in range(2))
+    q = torch.randint(0, 93, (b, 14), generator=g)
+    answer = torch.randint(0, 42, (b,), generator=g)
+    items = (torch.rand(b, 22, generator=g) < 0.3).to(torch.float64)  # the public loader's float64 multi-hot
+
+    def public_loss(outputs):  # main.py:40-60
+        out_qa, m_pos, m_neg, av_cls_prob, v_prob, a_prob, _ = outputs
+        with public_losses_at(dtype, loss):
+            loss_match = loss.LossAVMatch()(m_pos, m_neg)
+            loss_cor = loss.LossCorrelation(num_class=22)(av_cls_prob)
+            sem_v, sem_a = loss.LossSemantic()(v_prob, items), loss.LossSemantic()(a_prob, items)
+            loss_qa = loss.LossAVQA()(out_qa, answer)
+            total = loss_qa + 0.5 * loss_match + 0.5 * (sem_v + sem_a) + 0.5 * loss_cor
+        return total, {"loss": total, "answer": loss_qa, "match": loss_match, "source": sem_v + sem_a, "cls": loss_cor}
+
+    batch = {"audio": audio, "visual": vp, "visual_neg": vn, "question": q, "answer": answer, "sources": items}
+    with GumbelTape() as tape:
+        step = one_public_and_one_own_step(ref, ours, public_loss, (audio, vp, vn, q), batch, cfg, lr, tape=tape)
+    assert len(tape.draws) == 4  # visual and audio grouping, of the positive and the negative pass
+    assert_training_step_bounds(training_step_report("SaSR-Net", dtype, step, lr), dtype)

@@ -279,7 +279,7 @@ def compute_loss(cfg: ModelConfig, out: dict[str, torch.Tensor], batch: dict[str
     if "match_pos" in out:
         terms["match"] = match_loss(out)
     if "v_prob" in out:
-        y = batch["sources"].float()
+        y = batch["sources"].to(out["v_prob"].dtype)
         terms["source"] = F.binary_cross_entropy(out["v_prob"].clamp(1e-6, 1 - 1e-6), y) + F.binary_cross_entropy(
             out["a_prob"].clamp(1e-6, 1 - 1e-6), y)
         k = out["cls_logits"].shape[0]

@@ -70,7 +70,8 @@ def _init_from(model: AVQAModel, path: Path) -> int:
     from mmcore.io import load_safetensors
 
     if not path.is_file():
-        raise DataError(path, "init_from file not found")
+        raise DataError(path, "init_from file not found (grounding weights: `mm avqa pretrain-grounding --out DIR` "
+                              "writes DIR/model.safetensors; an empty init_from starts from scratch)")
     if path.suffix in (".pt", ".pth"):
         from sasrnet.official import grounding_init_weights
 
@@ -86,6 +87,19 @@ def _init_from(model: AVQAModel, path: Path) -> int:
         raise DataError(path, f"shape mismatch with the model: {'; '.join(bad[:5])}")
     model.load_state_dict(matched, strict=False)
     return len(matched)
+
+
+def build_optimizer(model: AVQAModel, cfg: TrainConfig) -> tuple[Any, Any]:
+    """The recipe's Adam (fused kernel: the same update, cheaper on the CPU; the SaSR module's parameters
+    at ``lr * sasr_lr_scale``) and its per-epoch StepLR. The public scripts: ``optim.Adam(model.parameters(),
+    lr)``, ``StepLR(step_size, gamma)``; ``tests/sasrnet/test_official*.py`` compare one step with theirs."""
+    import torch
+
+    sasr = [p for n, p in model.named_parameters() if n.startswith("sasr.")]
+    rest = [p for n, p in model.named_parameters() if not n.startswith("sasr.")]
+    groups = [{"params": rest}] + ([{"params": sasr, "lr": cfg.lr * cfg.sasr_lr_scale}] if sasr else [])
+    opt = adam(groups, lr=cfg.lr)
+    return opt, torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.step_size, gamma=cfg.gamma)
 
 
 def _check_same_config(path: Path, cfg: TrainConfig) -> None:
@@ -199,11 +213,7 @@ def train(
         model.set_answer_prior(torch.tensor([counts.get(i, 0) for i in range(len(av))]))
     elif cfg.answer_bias_init not in ("default", "prior"):
         raise MMError(f"unknown answer_bias_init {cfg.answer_bias_init!r} (default | prior)")
-    sasr = [p for n, p in model.named_parameters() if n.startswith("sasr.")]
-    rest = [p for n, p in model.named_parameters() if not n.startswith("sasr.")]
-    groups = [{"params": rest}] + ([{"params": sasr, "lr": cfg.lr * cfg.sasr_lr_scale}] if sasr else [])
-    opt = adam(groups, lr=cfg.lr)  # fused kernel: the same update, cheaper on the CPU
-    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.step_size, gamma=cfg.gamma)
+    opt, sched = build_optimizer(model, cfg)
 
     if cfg.init_from:
         _init_from(model, Path(cfg.init_from))
