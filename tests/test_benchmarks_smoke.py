@@ -230,3 +230,63 @@ def test_data_scale_remeasure_replaces_rows_and_keeps_the_old_ones(tmp_path: Pat
         run("--remeasure", "80")
     with pytest.raises(SystemExit, match="same"):
         run("--remeasure", "5", "--workers", "2")
+
+
+@pytest.mark.slow
+def test_gpu_check_tiny_on_the_cpu_reports_throughput_and_memory(tmp_path: Path, capsys) -> None:
+    from benchmarks import gpu_check
+
+    res = gpu_check.main(["--device", "cpu", "--tiny", "--out", str(tmp_path)])
+    data = _load(tmp_path, "gpu_check")
+    assert data["summary"] == json.loads(json.dumps(res["summary"]))
+    s = data["summary"]
+    assert s["device"] == "cpu" and s["gpu"] is None and data["gpu"] is None
+    for key, unit in (("cliperase_text", "images"), ("cliperase_both", "images"), ("sasrnet_train", "samples"),
+                      ("sasrnet_eval", "samples")):
+        for precision in ("fp32", "bf16"):
+            for metric in ("steps_per_s", f"{unit}_per_s", "peak_memory_mb"):
+                v = s[f"{key}_{precision}_{metric}"]
+                assert math.isfinite(v) and v > 0, (key, precision, metric)
+        assert s[f"{key}_bf16_speedup_x"] > 0
+    for towers in ("text", "both"):
+        for precision in ("fp32", "bf16"):
+            run = data["cliperase"][towers][precision]
+            assert run["towers"] == towers and run["processes"] == 1 and run["timing"]["repeats"] >= 3
+            assert run["images_per_step"] == 16  # --tiny: 8 forget + 8 retain pairs
+            assert run["images_per_s"] == pytest.approx(16 / run["timing"]["median_s"])
+    train = data["sasrnet"]["train"]["bf16"]
+    assert train["timing"]["repeats"] >= 3 and train["negatives"] == [4, 10, 6, 14, 14]
+    assert data["sasrnet"]["input_shapes"]["visual"] == [10, 6, 14, 14]
+    assert s["cliperase_input_ms_per_step"] > 0
+    assert s["two_process"] == "skipped" and "device cpu" in data["two_process"]["reason"]
+    assert len(data["table"]) == 8 and all(r["throughput"] > 0 and r["peak_memory_mb"] > 0 for r in data["table"])
+    out = capsys.readouterr().out
+    assert out.count("gpu_check: ") >= 12  # a line per section for a person watching a remote run
+
+
+def test_gpu_check_asked_for_cuda_without_a_gpu_stops_with_one_clear_line(monkeypatch, capsys) -> None:
+    import torch
+
+    from benchmarks import gpu_check
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit) as e:
+        gpu_check.main(["--device", "cuda", "--tiny"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "--device cuda: no CUDA GPU is visible" in err and "pass --device cpu" in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_gpu_check_two_process_run_goes_through_torch_distributed_on_the_cpu() -> None:
+    from benchmarks import gpu_check
+
+    parser = gpu_check.build_parser()
+    args = gpu_check.resolve_defaults(parser, parser.parse_args(["--tiny", "--device", "cpu", "--two-process", "on",
+                                                                 "--towers", "text"]))
+    res = gpu_check.two_process(args, "cpu", {"images_per_s": 100.0})
+    assert res["status"] == "ran", res.get("stderr_tail")
+    assert res["processes"] == 2 and res["images_per_step"] == 16  # the same global batch, split over 2
+    assert res["images_per_s"] > 0 and res["timing"]["repeats"] >= 3
+    assert res["speedup_vs_one_process_x"] == pytest.approx(res["images_per_s"] / 100.0)

@@ -1,0 +1,626 @@
+"""GPU check: throughput and peak memory of CLIPErase (ViT-B/32) and SaSR-Net (paper size), fp32 and bf16.
+
+CLIPErase unlearning steps on a ViT-B/32-sized CLIP, SaSR-Net training steps and evaluation forwards, in fp32
+and under bf16 autocast, on one GPU (plus a 2-process run where 2 GPUs are visible).
+
+    uv run python -m benchmarks gpu_check [--device cuda|cpu] [--tiny] [--steps N] [--out DIR]
+
+Running it on a lent GPU (one H100 / H200): in a synced checkout (``uv sync``) on the GPU machine, from the
+repository root, run ``MM_NO_PROGRESS=1 uv run python -m benchmarks gpu_check --out "$OUT"`` (``$OUT``: any
+folder that comes back; default benchmarks/results). It is sized to finish in a few minutes on one GPU (not yet
+timed on one: 4 unlearning runs of ``--steps`` + ``--warmup`` + 1 steps, then 2 x 2 SaSR-Net measurements; on a
+shared 2-core CPU the full sizes at batch 2, ``--steps 3 --warmup 0``, took 108 s); each section prints one
+``gpu_check:`` line to stdout as it ends, so a remote run shows its progress, and the run writes gpu_check.json
+(figures, settings, the CUDA device in ``gpu`` and ``machine.cuda``) and gpu_check.png. ``--device cuda``
+without a visible GPU stops at once with a one-line error. ``--tiny --device cpu`` runs the same code at micro
+sizes in well under a minute (the smoke test).
+
+What is measured (each figure: the median of ``--steps`` >= 3 timed repeats after ``--warmup`` untimed ones):
+- CLIPErase: open_clip ``ViT-B-32`` with random weights (``pretrained=None``; ``--tiny``: ``mm-micro-clip``)
+  unlearning one shapes class (``mmcore.data.shapes.make_shapes`` at the model's image size) with
+  :func:`cliperase.trainer.unlearn`, the loop ``cliperase.unlearn`` and ``mm unlearn run`` use, under
+  ``UnlearnConfig`` defaults except steps and batch sizes; once with the default towers (``text``: image tower
+  frozen) and once with both towers trained (the paper's setting). A step's time is the wall time between two
+  consecutive step ends (the loop reads the loss to a Python float every step, which synchronises the GPU), so
+  it includes the loop's own input path: the eval transform of the step's in-memory images, done in this
+  process; that part is also timed alone (``input_ms_per_step``). images/s = the step's forget + retain images
+  (global batch) / median step time.
+- SaSR-Net: ``sasrnet.build_model(sasrnet.model_config("sasrnet", "paper"))`` on synthetic ST-AVQA-shaped
+  features (audio [B,10,128], visual [B,10,512,14,14], 14-word questions; ``--tiny``: size ``cpu-tiny`` on a
+  [B,10,6,14,14] grid). A training step is the loop's: the pinned batch to the device, forward with the match
+  loss's negatives (built by ``sasrnet.recipes.train.batch_with_negatives``: other videos' frames, the full
+  negative pass), ``compute_loss``, ``accelerator.backward``, the fused Adam step, the loss read back. An
+  evaluation forward: the batch without negatives to the device, ``model.eval()`` under ``no_grad``, argmax back
+  on the host. The batches are built once (the loop builds them in DataLoader workers ahead of the step).
+- Precision: accelerate's ``mixed_precision`` through ``AcceleratorConfig`` (what every run config exposes):
+  ``fp32`` = "no" (torch's default matmul precision; the TF32 switches are recorded in ``gpu``), ``bf16`` =
+  autocast to bfloat16 with fp32 weights and optimizer.
+- Peak memory: ``torch.cuda.max_memory_allocated`` per measurement (reset before it); on the CPU the process's
+  peak RSS, which only grows over the run (labelled ``memory_measure``).
+- 2 processes (``--two-process auto``: when more than one GPU is visible): the CLIPErase measurement of the first
+  ``--towers`` entry as a 2-process DDP run on one node, launched with ``torch.distributed.run`` (accelerate takes
+  its process group from it); the global batch is the same as the 1-process run's, split over the processes.
+  Otherwise the JSON records that it was skipped and why. ``--two-process on`` forces it (on the CPU: gloo).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+NAME = "gpu_check"
+ROOT = Path(__file__).resolve().parents[1]
+PRECISIONS = {"fp32": "no", "bf16": "bf16"}  # our name -> accelerate's mixed_precision
+TOWERS = ("text", "both")
+TIMEOUT_2P = 600  # seconds for the whole 2-process run
+
+
+def say(msg: str) -> None:
+    """One progress line on stdout (flushed: a remote run shows it as it happens)."""
+    print(f"{NAME}: {msg}", flush=True)
+
+
+# ------------------------------------------------------------------------------------------ helpers
+
+
+def _fresh_accelerator(precision: str, device: str) -> Any:
+    """An Accelerator of ``precision`` on ``device``: accelerate keeps one process-wide state, so each
+    measurement drops it first (a bf16 Accelerator cannot follow an fp32 one otherwise)."""
+    from accelerate.state import AcceleratorState
+    from mmcore.distributed import AcceleratorConfig, build_accelerator
+
+    AcceleratorState._reset_state(True)
+    return build_accelerator(AcceleratorConfig(mixed_precision=PRECISIONS[precision], cpu=device == "cpu",
+                                               log_with="none"))
+
+
+def _reset_peak(dev: Any) -> None:
+    import gc
+
+    import torch
+
+    gc.collect()
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(dev)
+
+
+def _peak(dev: Any) -> dict[str, Any]:
+    import torch
+
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+        return {"peak_memory_mb": torch.cuda.max_memory_allocated(dev) / 2**20,
+                "peak_reserved_mb": torch.cuda.max_memory_reserved(dev) / 2**20,
+                "memory_measure": "torch.cuda.max_memory_allocated (reset before this measurement)"}
+    return {"peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "memory_measure": "process peak RSS (ru_maxrss): cumulative over the whole run, not this measurement"}
+
+
+def _stats(t: list[float]) -> dict[str, float]:
+    return {"median_s": statistics.median(t), "min_s": min(t), "max_s": max(t), "repeats": len(t)}
+
+
+def gpu_info(device: str) -> dict[str, Any] | None:
+    import torch
+
+    if device != "cuda":
+        return None
+    p = torch.cuda.get_device_properties(0)
+    return {"name": p.name, "count": torch.cuda.device_count(), "capability": f"{p.major}.{p.minor}",
+            "total_memory_gb": round(p.total_memory / 2**30, 2), "torch_cuda": torch.version.cuda,
+            "cudnn": torch.backends.cudnn.version(), "bf16_supported": torch.cuda.is_bf16_supported(),
+            "tf32_matmul": torch.backends.cuda.matmul.allow_tf32, "tf32_cudnn": torch.backends.cudnn.allow_tf32,
+            "visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
+
+
+# ------------------------------------------------------------------------------------------ CLIPErase
+
+
+def clip_setup(tiny: bool, batch: int, seed: int) -> tuple[Any, Any]:
+    """The CLIP (random init, on the CPU; each run takes a copy) and the shapes records at its image size."""
+    import torch
+    from mmcore.data.shapes import make_shapes
+    from mmcore.encoders.clip import create_clip
+
+    torch.manual_seed(seed)
+    bundle = create_clip("mm-micro-clip" if tiny else "ViT-B-32", None)
+    # ten classes: one is D_f, so about twice a batch per class keeps both batches drawn from distinct images
+    data = make_shapes(max(100, 20 * batch), seed=seed, image_size=bundle.image_size)
+    return bundle, data
+
+
+def cliperase_steps(bundle: Any, data: Any, *, towers: str, precision: str, device: str, batch: int, steps: int,
+                    warmup: int, seed: int, time_input: bool = False) -> dict[str, Any]:
+    """Unlearning steps of ``cliperase.trainer.unlearn`` timed one by one (see the module docstring)."""
+    import copy
+
+    from cliperase.config import ForgetSpec, UnlearnConfig
+    from cliperase.forget_sets import split_forget_retain
+    from cliperase.trainer import unlearn
+    from mmcore.distributed import AcceleratorConfig, StepBatches
+    from mmcore.run import TrainingRun
+
+    from benchmarks._common import timed_median
+
+    class StepClock(TrainingRun):
+        """A run without files whose log (called after every step with log_every=1) notes the time."""
+
+        def __init__(self, accelerator: Any):
+            super().__init__(None, accelerator)
+            self.ends: list[float] = []
+
+        def log(self, record: dict[str, Any], step: int | None = None) -> None:
+            self.ends.append(time.perf_counter())
+
+    acc = _fresh_accelerator(precision, device)
+    cfg = UnlearnConfig(steps=1 + warmup + steps, batch_size=batch, forget_batch_size=batch, towers=towers, seed=seed,
+                        checkpoint_every=0, log_every=1, forget=ForgetSpec(classes=[data.classnames[0]]),
+                        accelerator=AcceleratorConfig(mixed_precision=PRECISIONS[precision], cpu=device == "cpu",
+                                                      log_with="none"))
+    cfg.validate()
+    split = split_forget_retain(data, None, cfg.forget)
+    world = acc.num_processes
+    per_step = {key: len(StepBatches.for_processes(len(d), batch, s, world, key).at(0))
+                for key, d, s in (("forget", split.forget, cfg.seed), ("retain", split.retain, cfg.seed + 1))}
+    images = sum(per_step.values())
+    run_bundle = dataclasses.replace(bundle, model=copy.deepcopy(bundle.model))
+    clock = StepClock(acc)
+    dev = acc.device
+    _reset_peak(dev)
+    t0 = time.perf_counter()
+    res = unlearn(run_bundle, split, cfg, acc, run=clock, desc=f"unlearn {towers} {precision}")
+    total = time.perf_counter() - t0
+    mem = _peak(dev)
+    ends = clock.ends
+    if len(ends) != cfg.steps:
+        raise RuntimeError(f"expected {cfg.steps} step ends from the unlearning loop, got {len(ends)}")
+    durations = [b - a for a, b in zip(ends, ends[1:], strict=False)][warmup:]  # the first end only starts the clock
+    st = _stats(durations)
+    out: dict[str, Any] = {
+        "towers": cfg.resolved_towers(), "precision": precision, "mixed_precision": PRECISIONS[precision],
+        "processes": world, "device": str(dev), "forget_batch": per_step["forget"], "retain_batch": per_step["retain"],
+        "images_per_step": images, "steps_run": cfg.steps, "warmup_steps": warmup + 1, "timing": st,
+        "steps_per_s": 1.0 / st["median_s"], "images_per_s": images / st["median_s"],
+        "unlearn_call_s": total, "last_loss": res.last_log.get("loss"), **mem,
+        "forget_set": f"class {data.classnames[0]!r}: {len(split.forget)} forget / {len(split.retain)} retain records",
+    }
+    if time_input:  # the loop's input path alone: one step's images through the eval transform, in this process
+        from mmcore.data.loading import image_batches
+
+        recs = split.forget.records + split.retain.records
+        idx = [list(range(images))]
+        t = timed_median(lambda: next(iter(image_batches(recs, bundle.preprocess_eval, idx,
+                                                         pin_memory=dev.type == "cuda"))),
+                         repeats=steps, warmup=1)
+        out["input_ms_per_step"] = 1000 * t["median_s"]
+        out["input_share_of_step"] = t["median_s"] / st["median_s"]
+    del res, run_bundle
+    acc.free_memory()
+    return out
+
+
+# ------------------------------------------------------------------------------------------ SaSR-Net
+
+
+class SyntheticFeatures:
+    """``n`` videos of random ST-AVQA-shaped features (audio [T, A], visual [T, C, H, W]), one question each, read
+    as :class:`mmcore.avqa.feature_data.AVQAFeatureDataset` is read by the training loop's batch builder
+    (``ds[i]`` items, ``ds.video_features(key)`` for the negatives)."""
+
+    def __init__(self, n: int, cfg: Any, t: int, qlen: int, seed: int):
+        import numpy as np
+
+        rng = np.random.default_rng(seed)
+        self.keys = [f"video{i:05d}" for i in range(n)]
+        self.audio = rng.standard_normal((n, t, cfg.audio_dim), dtype=np.float32)
+        # ResNet-18 maps are post-ReLU, non-negative
+        self.visual = rng.random((n, t, cfg.visual_channels, cfg.grid_h, cfg.grid_w), dtype=np.float32)
+        self.question = rng.integers(1, cfg.word_vocab, (n, qlen))
+        self.answer = rng.integers(0, cfg.n_answers, n)
+        self.sources = (rng.random((n, cfg.n_sources)) < 0.15).astype(np.float32)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def video_features(self, key: str) -> tuple[Any, Any]:
+        i = self.keys.index(key)
+        return self.audio[i], self.visual[i]
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        import torch
+
+        return {"audio": torch.from_numpy(self.audio[i]), "visual": torch.from_numpy(self.visual[i]),
+                "question": torch.from_numpy(self.question[i]).long(),
+                "answer": torch.tensor(int(self.answer[i]), dtype=torch.long), "type_key": "synthetic",
+                "video_id": self.keys[i], "question_id": i, "sources": torch.from_numpy(self.sources[i])}
+
+
+def _pinned(batch: dict[str, Any], dev: Any) -> dict[str, Any]:
+    if dev.type != "cuda":
+        return batch
+    return {k: (v.pin_memory() if hasattr(v, "pin_memory") else v) for k, v in batch.items()}
+
+
+def sasrnet_setup(tiny: bool, train_batch: int, eval_batch: int, seed: int) -> tuple[Any, Any, dict[str, Any]]:
+    from sasrnet.config import TrainConfig, model_config
+
+    tcfg = TrainConfig()
+    over = {"visual_channels": 6} if tiny else {}  # --tiny: the synthetic world's pixel-statistics grid
+    mcfg = model_config("sasrnet", "cpu-tiny" if tiny else "paper",
+                        {**over, "n_segments": tcfg.n_segments})
+    ds = SyntheticFeatures(max(train_batch, eval_batch, 2), mcfg, tcfg.n_segments, tcfg.max_question_len, seed)
+    shapes = {"audio": [tcfg.n_segments, mcfg.audio_dim],
+              "visual": [tcfg.n_segments, mcfg.visual_channels, mcfg.grid_h, mcfg.grid_w],
+              "question_len": tcfg.max_question_len}
+    return mcfg, ds, shapes
+
+
+def sasrnet_measure(mcfg: Any, ds: Any, *, precision: str, device: str, train_batch: int, eval_batch: int,
+                    steps: int, warmup: int, seed: int) -> dict[str, dict[str, Any]]:
+    """Evaluation forwards, then training steps, each of a freshly built SaSR-Net under ``precision``."""
+    acc = _fresh_accelerator(precision, device)
+    timing = {"steps": steps, "warmup": warmup, "seed": seed}
+    results = {"eval": _sasrnet_eval(acc, mcfg, ds, eval_batch, **timing)}
+    acc.free_memory()  # the evaluated model's references: the training measurement starts from an empty device
+    results["train"] = _sasrnet_train(acc, mcfg, ds, train_batch, **timing)
+    acc.free_memory()
+    for r in results.values():
+        r["precision"] = precision
+    return results
+
+
+def _sasrnet_eval(acc: Any, mcfg: Any, ds: Any, batch_size: int, *, steps: int, warmup: int,
+                  seed: int) -> dict[str, Any]:
+    """Evaluation forwards as ``sasrnet.recipes.evaluate.predict_split`` does them (no optimizer on the device)."""
+    import torch
+    from sasrnet.data import collate, to_device
+    from sasrnet.model import build_model, count_parameters
+
+    from benchmarks._common import timed_median
+
+    dev = acc.device
+    torch.manual_seed(seed)
+    model = acc.prepare(build_model(mcfg))
+    model.eval()
+    batch = _pinned(collate([ds[i] for i in range(batch_size)]), dev)
+
+    def forward() -> None:
+        with torch.no_grad():
+            model(to_device(batch, dev))["logits"].argmax(-1).cpu()
+
+    _reset_peak(dev)
+    t = timed_median(forward, repeats=steps, warmup=warmup)
+    return {"batch": batch_size, "params": count_parameters(model), "timing": t, "steps_per_s": 1.0 / t["median_s"],
+            "samples_per_s": batch_size / t["median_s"], **_peak(dev)}
+
+
+def _sasrnet_train(acc: Any, mcfg: Any, ds: Any, batch_size: int, *, steps: int, warmup: int,
+                   seed: int) -> dict[str, Any]:
+    """Training steps as ``sasrnet.recipes.train.train`` does them (its Adam groups, negatives and backward)."""
+    import torch
+    from mmcore.optim import adam
+    from sasrnet.config import TrainConfig
+    from sasrnet.data import to_device
+    from sasrnet.model import build_model, compute_loss, count_parameters
+    from sasrnet.recipes.train import batch_with_negatives
+
+    from benchmarks._common import timed_median
+
+    dev = acc.device
+    torch.manual_seed(seed)
+    net = build_model(mcfg)
+    sasr = [p for n, p in net.named_parameters() if n.startswith("sasr.")]
+    rest = [p for n, p in net.named_parameters() if not n.startswith("sasr.")]
+    opt = adam([{"params": rest}] + ([{"params": sasr}] if sasr else []), lr=TrainConfig().lr)
+    model, opt = acc.prepare(net, opt)
+    model.train()
+    local = list(range(batch_size))
+    seeds = [(seed * 1_000_003 + 0) * 1_000_003 + i for i in local]  # the loop's per-video seeds of step 0
+    host = _pinned(batch_with_negatives(ds, local, ds.keys, seeds), dev)
+    last: list[float] = []
+
+    def step() -> None:
+        batch = to_device(host, dev)
+        terms = compute_loss(mcfg, model(batch), batch)
+        opt.zero_grad(set_to_none=True)
+        acc.backward(terms["loss"])
+        opt.step()
+        last[:] = [float(terms["loss"].detach())]
+
+    _reset_peak(dev)
+    t = timed_median(step, repeats=steps, warmup=warmup)
+    return {"batch": batch_size, "params": count_parameters(model), "timing": t, "steps_per_s": 1.0 / t["median_s"],
+            "samples_per_s": batch_size / t["median_s"], "negatives": list(host["visual_neg"].shape),
+            "negative_pass": mcfg.negative_pass, "last_loss": last[0], **_peak(dev)}
+
+
+# ------------------------------------------------------------------------------------------ 2 processes
+
+
+def two_process(args: argparse.Namespace, device: str, reference: dict[str, Any] | None) -> dict[str, Any]:
+    """The 2-process CLIPErase run (``torch.distributed.run``, one node), or why it was skipped."""
+    import torch
+
+    gpus = torch.cuda.device_count() if device == "cuda" else 0
+    if args.two_process == "off":
+        return {"status": "skipped", "reason": "--two-process off"}
+    if args.two_process == "auto" and gpus < 2:
+        why = (f"{gpus} GPU visible (a 2-process run needs 2)" if device == "cuda"
+               else "device cpu (auto runs it only with 2+ GPUs; --two-process on forces it)")
+        return {"status": "skipped", "reason": why}
+    towers, precision = args.towers[0], args.two_process_precision
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "worker.json"
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "-m", f"benchmarks.{NAME}", "--device", device, "--steps", str(args.steps), "--warmup",
+               str(args.warmup), "--clip-batch", str(args.clip_batch), "--seed", str(args.seed), "--towers", towers,
+               "--two-process-precision", precision, "--worker-json", str(out), *(["--tiny"] if args.tiny else [])]
+        env = dict(os.environ)
+        env.setdefault("OMP_NUM_THREADS", "1")
+        if device == "cpu":
+            env.setdefault("GLOO_SOCKET_IFNAME", "lo")
+        t0 = time.perf_counter()
+        try:
+            proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=TIMEOUT_2P)
+        except subprocess.TimeoutExpired:
+            return {"status": "failed", "reason": f"timed out after {TIMEOUT_2P} s", "command": cmd}
+        wall = time.perf_counter() - t0
+        if proc.returncode != 0 or not out.is_file():
+            return {"status": "failed", "reason": f"exit status {proc.returncode}", "command": cmd,
+                    "stderr_tail": proc.stderr[-4000:], "stdout_tail": proc.stdout[-2000:]}
+        res = json.loads(out.read_text())
+    res = {"status": "ran", "launcher": "python -m torch.distributed.run --standalone --nproc_per_node 2",
+           "wall_s_with_start": wall, **res}
+    if reference is not None:
+        res["one_process_images_per_s"] = reference["images_per_s"]
+        res["speedup_vs_one_process_x"] = res["images_per_s"] / reference["images_per_s"]
+    return res
+
+
+def _worker(args: argparse.Namespace, device: str) -> dict[str, Any]:
+    """One process of the 2-process run (under torch.distributed.run); rank 0 writes ``--worker-json``."""
+    from mmcore.io import write_json
+
+    bundle, data = clip_setup(args.tiny, args.clip_batch, args.seed)
+    res = cliperase_steps(bundle, data, towers=args.towers[0], precision=args.two_process_precision, device=device,
+                          batch=args.clip_batch, steps=args.steps, warmup=args.warmup, seed=args.seed)
+    res["peak_memory_note"] = "rank 0's"
+    if int(os.environ.get("RANK", "0")) == 0:
+        write_json(args.worker_json, res)
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+    return res
+
+
+# ------------------------------------------------------------------------------------------ main
+
+
+def _plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    names = [f"{r['workload']} {r['precision']}" for r in rows]
+    colors = ["tab:blue" if r["precision"] == "fp32" else "tab:orange" for r in rows]
+    for ax, key, label in ((axes[0], "throughput", "images or samples / s (median)"),
+                           (axes[1], "peak_memory_mb", "peak memory (MB)")):
+        vals = [r[key] for r in rows]
+        ax.barh(names, vals, color=colors)
+        for i, v in enumerate(vals):
+            ax.text(v, i, f" {v:.0f}", va="center", fontsize=8)
+        ax.set_xlabel(label)
+        ax.set_xlim(0, max(vals) * 1.25)
+        ax.invert_yaxis()
+    axes[1].set_yticks([])
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _towers(text: str) -> list[str]:
+    towers = [t.strip() for t in text.split(",") if t.strip()]
+    bad = [t for t in towers if t not in TOWERS]
+    if not towers or bad or len(set(towers)) != len(towers):
+        raise argparse.ArgumentTypeError(f"a comma list of distinct towers among {', '.join(TOWERS)}; got {text!r}")
+    return towers
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The options of `python -m benchmarks gpu_check`: the keys of its --config YAML."""
+    from benchmarks._common import RESULTS
+
+    p = argparse.ArgumentParser(prog=f"benchmarks {NAME}", description=__doc__.splitlines()[0])
+    p.add_argument("--device", choices=("cuda", "cpu"), default=None, help="default: cuda if a GPU is visible")
+    p.add_argument("--tiny", action="store_true", help="micro models and sizes (mm-micro-clip, sasrnet cpu-tiny): "
+                                                       "the CPU smoke test")
+    p.add_argument("--steps", type=int, default=None, help="timed repeats per figure, >= 3 (default 20; --tiny 3)")
+    p.add_argument("--warmup", type=int, default=None, help="untimed repeats before them (default 3; --tiny 1)")
+    p.add_argument("--clip-batch", type=int, default=None,
+                   help="forget and retain pairs per unlearning step, each (default UnlearnConfig().batch_size; "
+                        "--tiny 8)")
+    p.add_argument("--towers", type=_towers, default=list(TOWERS),
+                   help="comma list of the towers unlearning trains: text (CLIPErase's default), both (the paper's)")
+    p.add_argument("--sasr-batch", type=int, default=None, help="training batch (default TrainConfig().batch_size; "
+                                                                "--tiny 4)")
+    p.add_argument("--sasr-eval-batch", type=int, default=None,
+                   help="evaluation batch (default TrainConfig().eval_batch_size; --tiny 8)")
+    p.add_argument("--two-process", choices=("auto", "on", "off"), default="auto",
+                   help="the 2-process CLIPErase run: auto = when 2+ GPUs are visible; on = always (CPU: gloo)")
+    p.add_argument("--two-process-precision", choices=tuple(PRECISIONS), default="bf16")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=str(RESULTS), help="output directory (default benchmarks/results)")
+    p.add_argument("--worker-json", type=Path, default=None, help=argparse.SUPPRESS)  # a 2-process run's process
+    return p
+
+
+def _no_gpu_message() -> str:
+    import torch
+
+    build = "a CPU-only build" if torch.version.cuda is None else f"built for CUDA {torch.version.cuda}"
+    return (f"--device cuda: no CUDA GPU is visible (torch.cuda.is_available() is False; torch {torch.__version__}, "
+            f"{build}; CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '(unset)')}); "
+            "run it on a GPU machine or pass --device cpu")
+
+
+def resolve_defaults(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Namespace:
+    """Fill the size-dependent defaults (full or ``--tiny``) into ``args`` and check them (``parser.error``)."""
+    from cliperase.config import UnlearnConfig
+    from sasrnet.config import TrainConfig
+
+    defaults = {"steps": (3, 20), "warmup": (1, 3), "clip_batch": (8, UnlearnConfig().batch_size),
+                "sasr_batch": (4, TrainConfig().batch_size), "sasr_eval_batch": (8, TrainConfig().eval_batch_size)}
+    for key, (tiny, full) in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, tiny if args.tiny else full)
+    if args.steps < 3:
+        parser.error(f"--steps must be at least 3 (each figure is a median of that many timed repeats); got {args.steps}")
+    if args.warmup < 0 or min(args.clip_batch, args.sasr_batch, args.sasr_eval_batch) < 1:
+        parser.error("--warmup must be >= 0 and the batch sizes >= 1")
+    return args
+
+
+def main(argv: list[str]) -> dict[str, Any]:
+    import torch
+
+    from benchmarks._common import parse_args
+
+    parser = build_parser()
+    args = parse_args(parser, argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error(_no_gpu_message())
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    resolve_defaults(parser, args)
+
+    # building an Accelerator turns deterministic algorithms on for CPU runs: leave the switch as found
+    det = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+    try:
+        if args.worker_json is not None:
+            return _worker(args, device)
+        return _run(args, device)
+    finally:
+        from accelerate.state import AcceleratorState
+
+        AcceleratorState._reset_state(True)  # no later Accelerator of this process inherits our precision
+        torch.use_deterministic_algorithms(det[0], warn_only=det[1])
+
+
+def _run(args: argparse.Namespace, device: str) -> dict[str, Any]:
+    from benchmarks._common import png_path, write_result
+
+    sasr_batch, sasr_eval_batch = args.sasr_batch, args.sasr_eval_batch
+    t_start = time.perf_counter()
+    gpu = gpu_info(device)
+    say(f"device {device}" + (f" ({gpu['name']}, {gpu['count']} visible, {gpu['total_memory_gb']} GiB)" if gpu else "")
+        + f"; {'tiny' if args.tiny else 'full'} sizes, {args.steps} timed repeats after {args.warmup} warm-up")
+    summary: dict[str, Any] = {"device": device, "gpu": gpu["name"] if gpu else None}
+    rows: list[dict[str, Any]] = []
+    details: dict[str, Any] = {}
+
+    def add(key: str, workload: str, res: dict[str, Any], unit: str) -> None:
+        p = res["precision"]
+        summary[f"{key}_{p}_steps_per_s"] = res["steps_per_s"]
+        summary[f"{key}_{p}_{unit}_per_s"] = res[f"{unit}_per_s"]
+        summary[f"{key}_{p}_peak_memory_mb"] = res["peak_memory_mb"]
+        rows.append({"workload": workload, "precision": p, "batch": res.get("images_per_step", res.get("batch")),
+                     "throughput": res[f"{unit}_per_s"], "unit": f"{unit}/s", "steps_per_s": res["steps_per_s"],
+                     "median_step_s": res["timing"]["median_s"], "peak_memory_mb": res["peak_memory_mb"]})
+        details.setdefault(key, {})[p] = res
+        say(f"{workload} {p}: {res['steps_per_s']:.2f} steps/s, {res[f'{unit}_per_s']:.1f} {unit}/s, "
+            f"peak {res['peak_memory_mb']:.0f} MB (median of {res['timing']['repeats']})")
+
+    t = time.perf_counter()
+    bundle, data = clip_setup(args.tiny, args.clip_batch, args.seed)
+    clip_name = "mm-micro-clip" if args.tiny else "ViT-B-32"
+    say(f"CLIPErase set-up: {clip_name} (random init, "
+        f"{sum(p.numel() for p in bundle.model.parameters()) / 1e6:.1f} M parameters), {len(data)} shapes records at "
+        f"{bundle.image_size} px in {time.perf_counter() - t:.1f} s")
+    first = True
+    for towers in args.towers:
+        for p in PRECISIONS:
+            res = cliperase_steps(bundle, data, towers=towers, precision=p, device=device, batch=args.clip_batch,
+                                  steps=args.steps, warmup=args.warmup, seed=args.seed, time_input=first)
+            if first:
+                summary["cliperase_input_ms_per_step"] = res["input_ms_per_step"]
+                say(f"CLIPErase input path: {res['input_ms_per_step']:.1f} ms per step (eval transform of "
+                    f"{res['images_per_step']} in-memory images, in the loop's process)")
+            first = False
+            add(f"cliperase_{towers}", f"CLIPErase {clip_name} ({towers} tower{'s' if towers == 'both' else ''})",
+                res, "images")
+        d = details[f"cliperase_{towers}"]
+        summary[f"cliperase_{towers}_bf16_speedup_x"] = d["fp32"]["timing"]["median_s"] / d["bf16"]["timing"]["median_s"]
+    del bundle, data
+
+    t = time.perf_counter()
+    mcfg, ds, shapes = sasrnet_setup(args.tiny, sasr_batch, sasr_eval_batch, args.seed)
+    size = "cpu-tiny" if args.tiny else "paper"
+    say(f"SaSR-Net set-up: size {size} (dim {mcfg.dim}, depth {mcfg.depth}), inputs audio [B,{','.join(map(str, shapes['audio']))}]"
+        f" visual [B,{','.join(map(str, shapes['visual']))}] in {time.perf_counter() - t:.1f} s")
+    for p in PRECISIONS:
+        res = sasrnet_measure(mcfg, ds, precision=p, device=device, train_batch=sasr_batch, eval_batch=sasr_eval_batch,
+                              steps=args.steps, warmup=args.warmup, seed=args.seed)
+        add("sasrnet_train", f"SaSR-Net ({size}) train step", res["train"], "samples")
+        add("sasrnet_eval", f"SaSR-Net ({size}) eval forward", res["eval"], "samples")
+    for key in ("sasrnet_train", "sasrnet_eval"):
+        d = details[key]
+        summary[f"{key}_bf16_speedup_x"] = d["fp32"]["timing"]["median_s"] / d["bf16"]["timing"]["median_s"]
+    del ds
+
+    ref = details.get(f"cliperase_{args.towers[0]}", {}).get(args.two_process_precision)
+    two = two_process(args, device, ref)
+    details["two_process"] = two
+    summary["two_process"] = two["status"]
+    summary["two_process_images_per_s"] = two.get("images_per_s")
+    if two["status"] == "ran":
+        say(f"2-process run ({args.towers[0]} tower(s), {args.two_process_precision}): {two['steps_per_s']:.2f} steps/s, "
+            f"{two['images_per_s']:.1f} images/s"
+            + (f", {two['speedup_vs_one_process_x']:.2f}x one process" if "speedup_vs_one_process_x" in two else ""))
+    else:
+        say(f"2-process run {two['status']}: {two['reason']}"
+            + (f"\n{two.get('stderr_tail', '')[-1500:]}" if two["status"] == "failed" else ""))
+    summary["memory_measure"] = details["sasrnet_train"]["fp32"]["memory_measure"]
+    summary["total_s"] = time.perf_counter() - t_start
+
+    result = {
+        "summary": summary,
+        "table": rows,
+        "gpu": gpu,
+        "cliperase": {k[len("cliperase_"):]: v for k, v in details.items() if k.startswith("cliperase_")},
+        "sasrnet": {"size": size, "model_config": dataclasses.asdict(mcfg), "input_shapes": shapes,
+                    "train": details["sasrnet_train"], "eval": details["sasrnet_eval"]},
+        "two_process": two,
+        "settings": {"device": device, "tiny": args.tiny, "steps": args.steps, "warmup": args.warmup,
+                     "clip_model": clip_name, "clip_batch_each": args.clip_batch, "towers": args.towers,
+                     "sasr_batch": sasr_batch, "sasr_eval_batch": sasr_eval_batch, "seed": args.seed,
+                     "two_process": args.two_process, "two_process_precision": args.two_process_precision,
+                     "precisions": PRECISIONS,
+                     "timing": "median of --steps timed repeats after --warmup (CLIPErase: per-step wall time between "
+                               "consecutive step ends of cliperase.trainer.unlearn; SaSR-Net: _common.timed_median)"},
+    }
+    png = png_path(NAME, args.out)
+    _plot(rows, png, f"gpu_check on {gpu['name'] if gpu else 'cpu'} ({'tiny' if args.tiny else 'full'} sizes; "
+                     "blue fp32, orange bf16 autocast)")
+    result["figure"] = png.name
+    write_result(NAME, result, args.out)
+    say(f"done in {summary['total_s']:.0f} s")
+    return result
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
