@@ -20,22 +20,27 @@ def test_demo_tiny_runs_every_stage_and_reuses_the_cache(tmp_path):
     assert (tmp_path / "out" / "diffusion" / "grid.png").stat().st_size > 0
     assert "Zero-shot accuracy before / after" in res.output
 
-    # The AVQA part: one table with both models and the chance level, one answered test question.
+    # The AVQA part: one table with the three models and the chance level, one answered test question.
     assert "AVQA test accuracy" in res.output
-    for row in ("SaSR-Net", "question-only", "majority answer"):
+    for row in ("SaSR-Net", "AVST", "question-only", "majority answer"):
         assert row in res.output
     avqa = summary["avqa"]
-    for kind in ("sasrnet", "blind"):
+    for kind in ("sasrnet", "avst", "blind"):
         assert 0.0 <= avqa[kind]["test"]["overall"] <= 100.0
-    assert avqa["sasrnet"]["params"] != avqa["blind"]["params"]
+        vis = avqa[kind]["vision_templates"]
+        assert 0.0 <= vis["accuracy"] <= 100.0 and vis["se"] >= 0.0
+    assert avqa["sasrnet"]["params"] != avqa["blind"]["params"] != avqa["avst"]["params"]
+    assert avqa["blind"]["temporal_max_v"] is None and 0.0 < avqa["avst"]["temporal_max_v"] <= 1.0
     pred = avqa["predict"]
     flat = " ".join(res.output.split())  # the runner's 80-column console wraps long lines
-    assert f"predict ({pred['video_id']}.mp4): {pred['question']}" in flat
-    assert pred["answer"] == pred["top"][0]["answer"]  # the model's answer; the question's is true_answer
-    assert f"SaSR-Net: {pred['answer']!r} (true: {pred['true_answer']!r}" in flat
-    weights = pred["temporal_attention"]["visual"]
-    assert len(weights) == 10 and abs(sum(weights) - 1.0) < 1e-3
-    assert "temporal attention, visual" in res.output
+    assert f"predict ({pred['video_id']}.mp4, {pred['type']}): {pred['question']}" in flat
+    for name, kind in (("SaSR-Net", "sasrnet"), ("AVST", "avst")):
+        ans = pred["models"][kind]
+        assert ans["answer"] == ans["top"][0]["answer"]  # the model's answer; the question's is true_answer
+        assert f"{name} {ans['answer']!r} (" in flat
+        weights = ans["temporal_attention"]["visual"]
+        assert len(weights) == 10 and abs(sum(weights) - 1.0) < 1e-3
+    assert "temporal attention, visual" in res.output and "vision templates" in flat
 
     # Second run reuses the cached CLIP, diffusion model, AVQA world and AVQA models instead of retraining.
     res2 = runner.invoke(app, args)

@@ -1,8 +1,10 @@
-"""The AVQA part of `mm demo`: SaSR-Net and the question-only model on a small synthetic Music-AVQA world.
+"""The AVQA part of `mm demo`: SaSR-Net, AVST and the question-only model on a small synthetic Music-AVQA world.
 
-Synthesise the world (mp4 + AAC clips, Music-AVQA JSON), extract ST-AVQA-layout features, train both models
-briefly with the CPU benchmark's recipe at a smaller size, then answer one test question with its temporal
-attention. Everything it trains is cached under the demo cache dir, keyed by seed and sizes.
+Synthesise the lit world (mp4 + AAC clips whose instrument plates light up while they sound, Music-AVQA
+JSON), extract ST-AVQA-layout features, train the three models briefly with the CPU benchmark's recipe at a
+smaller size, then report their test accuracy overall and on the templates that need vision (with its
+standard error), how flat each one's visual temporal attention is, and their answers to one temporal test
+question with that attention. Everything it trains is cached under the demo cache dir, keyed by seed and sizes.
 
 Every model in this part runs on one thread, as does the demo's diffusion training, so `mm demo` runs this
 part in a child process (``python -m mm_cli.demo_avqa``) on the otherwise idle second core while the CLIP part
@@ -37,14 +39,17 @@ class AvqaDemoSize:
     epochs: int = 10
     warmup_steps: int = 40
     step_size: int = 4
+    frames: str = "lit"  # the world's frames (mmcore.avqa.synth): plates light up while their instrument sounds
 
     @property
     def key(self) -> str:
-        return f"v{self.videos}-{self.size}-e{self.epochs}"
+        return f"v{self.videos}-{self.size}-e{self.epochs}-{self.frames}"
 
 
 TINY = AvqaDemoSize(videos=12, size="cpu-tiny", epochs=1, warmup_steps=0, step_size=1)
-MODELS = (("SaSR-Net", "sasrnet"), ("question-only", "blind"))
+MODELS = (("SaSR-Net", "sasrnet"), ("AVST", "avst"), ("question-only", "blind"))
+VIDEO_MODELS = tuple(m for m in MODELS if m[1] != "blind")
+NOT_FLAT = 0.15  # mean largest visual temporal weight; uniform over the 10 segments is 0.10
 
 
 def sparkline(weights: list[float]) -> str:
@@ -65,7 +70,7 @@ def _world(root: Path, sz: AvqaDemoSize, seed: int) -> tuple[Path, bool]:
     if (world / "features" / "features.json").is_file() and (world / "annotations" / "avqa-test.json").is_file():
         return world, True
     prepare_output_dir(world, overwrite=True)
-    synthesize(world, sz.videos, seed)
+    synthesize(world, sz.videos, seed, frames=sz.frames)
     extract_features(world / "videos", world / "features")
     return world, False
 
@@ -85,6 +90,29 @@ def _train(world: Path, run: Path, kind: str, sz: AvqaDemoSize, seed: int, tiny:
     metrics = train(cfg, world, run, overwrite=True)
     shutil.rmtree(run / "checkpoint", ignore_errors=True)  # resumable state: the cache keeps only the model
     return metrics
+
+
+def _vision_accuracy(run: Path) -> dict[str, float | int]:
+    """Accuracy (%) on the test questions whose template needs vision, with its binomial standard error."""
+    import json
+    import math
+
+    from mmcore.avqa.synth.questions import template_needs
+
+    needs = template_needs("lit")
+    recs = [json.loads(x) for x in (run / "test_predictions.jsonl").read_text().splitlines() if x]
+    ok = [r["prediction"] == r["answer"] for r in recs if needs.get(r["template"]) == "vision"]
+    p = sum(ok) / max(len(ok), 1)
+    return {"accuracy": round(100 * p, 2), "se": round(100 * math.sqrt(p * (1 - p) / max(len(ok), 1)), 2),
+            "questions": len(ok)}
+
+
+def _best_temporal_max(metrics: dict) -> float | None:
+    """The best epoch's mean largest visual temporal weight on the validation diagnostics batch."""
+    for rec in metrics.get("history", []):
+        if rec.get("epoch") == metrics.get("best_epoch") and "diagnostics" in rec:
+            return rec["diagnostics"].get("temporal_max_v")
+    return None
 
 
 def build_avqa_demo(cache: Path, out: Path, seed: int, tiny: bool) -> dict:
@@ -107,53 +135,71 @@ def build_avqa_demo(cache: Path, out: Path, seed: int, tiny: bool) -> dict:
         test = load_music_avqa(world / "annotations" / "avqa-test.json")
         majority = read_json(root / "sasrnet" / "model.json")["majority_answers"]
         chance = majority_answer_accuracy(majority, [(q.type_key, q.answer) for q in test])
-        q = test[0]  # the first test question: a fixed pick, whatever the model answers
-        res = predict(root / "sasrnet", world / "videos" / f"{q.video_id}.mp4", q.text)
+        # a fixed pick, whatever the models answer: the first temporal test question (it needs the video)
+        q = next((x for x in test if x.type_key == "AV-Temp"), test[0])
+        video = world / "videos" / f"{q.video_id}.mp4"
+        answers = {kind: predict(root / kind, video, q.text) for _, kind in VIDEO_MODELS}
         n_train = len(load_music_avqa(world / "annotations" / "avqa-train.json"))
     finally:
         torch.set_num_threads(threads)
     summary = {"sizes": dataclasses.asdict(sz), "cache": str(root), "world_cached": world_cached,
                "models_cached": models_cached, "n_train": n_train, "n_test": len(test), "chance": chance,
-               **{kind: {"test": metrics[kind]["test"], "params": metrics[kind]["params"]} for _, kind in MODELS},
-               # predict's "answer" is the model's; the question's own answer is "true_answer".
-               "predict": {**res, "video_id": q.video_id, "question": q.text, "true_answer": q.answer},
+               **{kind: {"test": metrics[kind]["test"], "params": metrics[kind]["params"],
+                         "vision_templates": _vision_accuracy(root / kind),
+                         "temporal_max_v": _best_temporal_max(metrics[kind])} for _, kind in MODELS},
+               # predict's "answer" is each model's; the question's own answer is "true_answer".
+               "predict": {"video_id": q.video_id, "question": q.text, "true_answer": q.answer, "type": q.type_key,
+                           "models": answers},
                "wall_seconds": round(time.perf_counter() - t0, 1)}
     write_json(out / "avqa.json", summary)
     return summary
 
 
 def print_avqa_demo(summary: dict, console: Any) -> None:
-    """The accuracy table next to the majority-answer chance level, and the one answer with its attention."""
+    """The accuracy table next to the majority-answer chance level, and the answers with their attention."""
     sz, root = AvqaDemoSize(**summary["sizes"]), summary["cache"]
     world = f"{root}/world"
     console.print(f"    reusing the cached AVQA world in {world}" if summary["world_cached"] else
-                  f"    synthesised {sz.videos} Music-AVQA-style clips and extracted their features → {world}")
-    console.print(("    reusing the cached SaSR-Net and question-only models in " if summary["models_cached"] else
-                   "    trained SaSR-Net and the question-only model → ") + root)
+                  f"    synthesised {sz.videos} Music-AVQA-style clips (plates light up while their instrument "
+                  f"sounds) and extracted their features → {world}")
+    console.print(("    reusing the cached SaSR-Net, AVST and question-only models in " if summary["models_cached"]
+                   else "    trained SaSR-Net, AVST and the question-only model → ") + root)
     cols = ("A-Avg", "V-Avg", "AV-Avg", "overall")
 
-    def row(name: str, m: dict, params: str) -> dict:
-        return {"model": name, **{c: round(m[c], 1) if m.get(c) is not None else "-" for c in cols}, "params": params}
+    def row(name: str, m: dict, extra: dict) -> dict:
+        return {"model": name, **{c: round(m[c], 1) if m.get(c) is not None else "-" for c in cols}, **extra}
 
-    rows = [row(name, summary[kind]["test"], f"{summary[kind]['params']:,}") for name, kind in MODELS]
-    rows.append(row("majority answer", summary["chance"], "-"))  # the type's commonest training answer
+    rows = []
+    for name, kind in MODELS:
+        r = summary[kind]
+        vis = r["vision_templates"]
+        flat = r["temporal_max_v"]
+        rows.append(row(name, r["test"], {"vision ± SE": f"{vis['accuracy']:.1f} ± {vis['se']:.1f}",
+                                          "attn peak": "-" if flat is None else f"{flat:.3f}"}))
+    rows.append(row("majority answer", summary["chance"], {"vision ± SE": "-", "attn peak": "-"}))
+    n_vis = summary["blind"]["vision_templates"]["questions"]
     print_table(f"AVQA test accuracy (%): {sz.videos} synthetic clips, {summary['n_train']} training / "
-                f"{summary['n_test']} test questions, {sz.epochs} epoch(s) at size {sz.size}", rows)
-    gap = summary["sasrnet"]["test"]["overall"] - summary["blind"]["test"]["overall"]
-    if abs(gap) < 0.5:
-        console.print(f"    SaSR-Net - question-only: {gap:+.1f} points: at this size and training time SaSR-Net "
-                      "has learned no more than the question prior; the README's AVQA benchmark "
-                      "(configs/avqa/*-cpu-benchmark.yaml) trains on 10x the clips")
+                f"{summary['n_test']} test questions ({n_vis} on templates that need vision), {sz.epochs} epoch(s) "
+                f"at size {sz.size}", rows)
+    console.print("    vision: the templates that need vision; attn peak: the mean largest weight of the question-guided "
+                  f"visual temporal attention on validation questions (flat = 0.100 over 10 segments; 'not flat' from "
+                  f"{NOT_FLAT}); params: " + ", ".join(f"{n} {summary[k]['params']:,}" for n, k in MODELS))
+    blind = summary["blind"]["vision_templates"]
+    for name, kind in VIDEO_MODELS:
+        vis, peak = summary[kind]["vision_templates"], summary[kind]["temporal_max_v"]
+        gap, se = vis["accuracy"] - blind["accuracy"], (vis["se"] ** 2 + blind["se"] ** 2) ** 0.5
+        uses = peak is not None and peak >= NOT_FLAT and gap > se
+        console.print(f"    {name}: vision templates {gap:+.1f} points against question-only (SE {se:.1f}), "
+                      f"visual attention {'not flat' if peak is not None and peak >= NOT_FLAT else 'flat'}"
+                      f" → {'uses the video' if uses else 'does not show that it uses the video'}")
     res = summary["predict"]
-    verdict = "right" if res["answer"] == res["true_answer"] else "wrong"
-    console.print(f"    predict ({res['video_id']}.mp4): {res['question']}  →  SaSR-Net: {res['answer']!r} "
-                  f"(true: {res['true_answer']!r}, {verdict})")
-    ta = res.get("temporal_attention", {})
-    for branch in ("audio", "visual"):
-        if branch in ta:
-            w = ta[branch]
-            console.print(f"    temporal attention, {branch:<6} {sparkline(w)}  (segments 0-{len(w) - 1}; "
-                          f"weights {min(w):.3f}-{max(w):.3f}, peak at {max(range(len(w)), key=w.__getitem__)})")
+    console.print(f"    predict ({res['video_id']}.mp4, {res['type']}): {res['question']}  (true: {res['true_answer']!r})")
+    for name, kind in VIDEO_MODELS:
+        ans = res["models"][kind]
+        verdict = "right" if ans["answer"] == res["true_answer"] else "wrong"
+        w = ans.get("temporal_attention", {}).get("visual", [])
+        console.print(f"      {name:<8} {ans['answer']!r} ({verdict}); temporal attention, visual {sparkline(w)} "
+                      f"(segments 0-{len(w) - 1}; weights {min(w):.3f}-{max(w):.3f})")
 
 
 class BackgroundAvqaDemo:

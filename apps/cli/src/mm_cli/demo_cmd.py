@@ -4,9 +4,10 @@
 2. forget the shape "circle" with CLIPErase and print zero-shot accuracy before / after,
 3. train a small text-to-image diffusion model conditioned on the original text encoder (cached), then
    generate "circle" and retained-shape images with the original and with the unlearned text encoder,
-4. AVQA miniature (mm_cli.demo_avqa): SaSR-Net and the question-only model on a small synthetic
-   Music-AVQA world (cached), their test accuracies and one answer with its temporal attention; it runs in a
-   child process alongside steps 2-3 (both use one thread each: the two cores are busy at once).
+4. AVQA miniature (mm_cli.demo_avqa): SaSR-Net, AVST and the question-only model on a small synthetic
+   Music-AVQA world (cached), their test accuracies overall and on the templates that need vision, how flat
+   their visual attention is, and one temporal question answered with its attention; it runs in a child
+   process alongside steps 2-3 (both use one thread each: the two cores are busy at once).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ def demo(
     forget: str = typer.Option("circle", help="The shape to forget."),
     cache_dir: Path = typer.Option(None, help="Where trained models are cached (default $MM_CACHE or ~/.cache/mm)."),
     diffusion: bool = typer.Option(True, help="Run the diffusion step (the slowest part)."),
-    avqa: bool = typer.Option(True, help="Run the AVQA part (SaSR-Net vs question-only on a synthetic world)."),
+    avqa: bool = typer.Option(True, help="Run the AVQA part (SaSR-Net, AVST and question-only on a synthetic world)."),
     seed: int = typer.Option(0, help="Seed for pretraining, unlearning, sampling and the AVQA world."),
     tiny: bool = typer.Option(False, "--tiny", hidden=True,
                               help="Smoke-test sizes (seconds, meaningless numbers): used by the test suite."),
