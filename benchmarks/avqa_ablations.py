@@ -215,6 +215,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bootstrap", type=int, default=2000, help="resamples of the paired bootstrap intervals")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads per training (0: torch's default)")
     p.add_argument("--jobs", type=int, default=2, help="trainings run at once, each in its own process")
+    p.add_argument("--num-workers", type=int, default=0,
+                   help="DataLoader workers per training (results do not depend on it); 0: the trainings already "
+                        "fill the cores, and workers spawned per epoch cost seconds each at this size")
     p.add_argument("--work", type=Path, default=None, help="keep data and runs here (default: a temp dir)")
     p.add_argument("--reuse-data", action="store_true", help="with --work: keep WORK/data(-static) if complete")
     p.add_argument("--reuse-runs", action="store_true", help="with --work: read back finished trainings")
@@ -226,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = build_parser()
     args = parse_args(p, argv)
-    overrides = dict(QUICK) if args.quick else {}
+    overrides = {**(QUICK if args.quick else {}), "num_workers": args.num_workers}
     if args.quick:
         args.videos = 24
     name = "avqa_ablations_quick" if args.quick else "avqa_ablations"

@@ -25,6 +25,7 @@ SECTIONS = [
     ("data_scale", "The real data path at growing sizes: webdataset JPEG shards, peak RSS and images/s"),
     ("diffusion_shapes", "Diffusion evaluation of the unlearned text encoder"),
     ("avqa_synth", "Audio-visual QA on the synthetic Music-AVQA world (`configs/avqa/*-cpu-benchmark.yaml`)"),
+    ("avqa_ablations", "Does SaSR-Net learn from the video? Ablations on the lit world (`python -m benchmarks avqa_ablations`)"),
     ("sasr_public_speed", "SaSR-Net: our module vs the authors' public code (paper sizes, identical shapes)"),
     ("clip_eval_peers", "CLIP evaluation vs clip_benchmark"),
     ("video_decode", "Video decoding for AVQA"),
@@ -99,6 +100,18 @@ def _adapt(name: str, data: dict[str, Any]) -> tuple[dict[str, Any] | None, list
             summary[key.replace("_", " ").replace("blind", "question-only")] = (
                 f"median {_fmt(g['median_gap'])}; per seed {_fmt(g['per_seed'])}; seed-mean {_fmt(b['gap'])} "
                 f"[95 % CI {_fmt(b['ci95'][0])}, {_fmt(b['ci95'][1])}] (paired bootstrap over {b['questions']} questions)")
+    elif name == "avqa_ablations":
+        table, summary = _ablation_rows(data), {}
+        rec = data["recipe"]
+        summary["world"] = (f"{data['settings']['videos']} clips, frames {data['data']['frames']}; "
+                            f"{data['data']['questions_per_split']['test']} test questions")
+        summary["recipe"] = (f"sasrnet-cpu-benchmark.yaml: size {rec['size']}, {rec['epochs']} epochs, batch "
+                             f"{rec['batch_size']}, lr {_fmt(rec['lr'])}; training seeds {data['settings']['train_seeds']}")
+        if data.get("lr_choice"):
+            lc = data["lr_choice"]
+            summary["lr chosen on validation (seed 1)"] = f"{_fmt(lc['chosen'])} ({_fmt(lc['validation_overall_seed1'])})"
+        summary.update({k.replace("_", " "): v for k, v in data["summary"].items()})
+        summary["timing"] = f"{data['timings']['total_minutes']} min in all"
     elif name == "unlearn_shapes":
         table = [_unlearn_row(r) for r in data["table"]]
         summary = {k: f"{_fmt(v['value'])} ({'pass' if v['pass'] else 'FAIL'})" for k, v in data["bar"].items()
@@ -191,6 +204,28 @@ def _adapt(name: str, data: dict[str, Any]) -> tuple[dict[str, Any] | None, list
     return summary if isinstance(summary, dict) else None, table if isinstance(table, list) else None
 
 
+def _ci(b: dict[str, Any] | None) -> str:
+    return "–" if not b else f"{_fmt(b['gap'])} [{_fmt(b['ci95'][0])}, {_fmt(b['ci95'][1])}]"
+
+
+def _ablation_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per ablation: accuracy, by need, gaps with intervals, the best epoch's diagnostics."""
+    rows = []
+    for world, table in (("lit", data["rows"]), ("static", data.get("static_world") or {})):
+        for name, r in table.items():
+            d, n = r["diagnostics"], r["by_need"]
+            rows.append({"row": name, "world": world, "overall (median)": r["overall"],
+                         "overall per seed": list(r["overall_per_seed"].values()),
+                         "audio / vision / both templates": f"{_fmt(n['audio'])} / {_fmt(n['vision'])} / {_fmt(n['both'])}",
+                         "− sasrnet, all [95 % CI]": _ci(r.get("minus_sasrnet")),
+                         "− sasrnet, vision templates": _ci(r.get("minus_sasrnet_vision")),
+                         "− question-only, vision templates": _ci(r.get("minus_blind_vision")),
+                         "visual attn peak": d.get("temporal_max_v"), "spatial entropy": d.get("spatial_entropy"),
+                         "cos(A''_t, A''_0)": d.get("cos_audio_stream_t0"),
+                         "match acc. coherent neg.": d.get("match_acc_coherent_neg")})
+    return rows
+
+
 def reproduce(name: str) -> str:
     """The one command that reproduces a section: the benchmark with the settings of its committed result."""
     return f"Reproduce: `uv run python -m benchmarks {name} --config configs/benchmarks/{name}.yaml`"
@@ -225,6 +260,16 @@ def render_section(name: str, title: str, data: dict[str, Any]) -> list[str]:
                           **{k: r[k] for k in runs},
                           **({"SaSR-Net − AVST": round(r["sasrnet"] - r["avst"], 2)} if {"sasrnet", "avst"} <= set(r) else {})}
                          for r in rows])
+        lines.append("")
+    if name == "avqa_ablations" and data.get("per_template"):
+        rows = data["per_template"]
+        runs = [k for k in data["rows"] if k in rows[0]]
+        lines += ["Per question template (test accuracy %, pooled over the training seeds), with what it needs in the "
+                  "lit world (`mmcore.avqa.synth.questions.NEEDS`); sorted by need, then question-only accuracy:", ""]
+        order = {"vision": 0, "both": 1, "audio": 2}
+        lines += _table([{"template": r["template"], "type": r["type"], "needs": r["needs"],
+                          "questions": r["questions"], **{k: r[k] for k in runs}}
+                         for r in sorted(rows, key=lambda r: (order.get(r["needs"], 3), r.get("blind", 0)))])
         lines.append("")
     png = RESULTS / f"{name}.png"
     if png.exists():

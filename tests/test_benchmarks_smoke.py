@@ -146,6 +146,37 @@ def test_avqa_synth_quick_reports_medians_over_training_seeds(tmp_path: Path) ->
     assert v["within_20_minutes"] == (v["single_seed_minutes"] <= 20)
 
 
+@pytest.mark.slow
+def test_avqa_ablations_quick_rows_intervals_and_template_needs(tmp_path: Path) -> None:
+    from benchmarks import avqa_ablations
+    from mmcore.avqa.synth.questions import TEMPLATES, template_needs
+
+    res = avqa_ablations.main(["--quick", "--train-seeds", "1,2", "--jobs", "1", "--rows", "sasrnet,no-match,avst,blind",
+                               "--out", str(tmp_path), "--work", str(tmp_path / "work")])
+    data = json.loads((tmp_path / "avqa_ablations_quick.json").read_text())
+    assert (tmp_path / "avqa_ablations_quick.png").is_file() and data["summary"] == res["summary"]
+    rows = data["rows"]
+    assert list(rows) == ["sasrnet", "no-match", "avst", "blind", "lr-best"]
+    lc = data["lr_choice"]
+    for name, r in rows.items():
+        assert r["overall"] == pytest.approx(sum(r["overall_per_seed"].values()) / 2, abs=1e-3)  # the median of two
+        if name != "sasrnet":
+            b = r["minus_sasrnet"]
+            assert b["ci95"][0] <= b["gap"] <= b["ci95"][1]
+        assert (r["diagnostics"] == {}) == (name == "blind")
+    # the sweep's winner is the best validation accuracy of seed 1 (a tie keeps 5e-4)
+    val = {float(k): v for k, v in lc["validation_overall_seed1"].items()}
+    assert lc["chosen"] == max(val, key=lambda k: (val[k], k == 5e-4))
+    no_match = json.loads((tmp_path / "work" / "runs" / "no-match-seed1" / "metrics.json").read_text())
+    assert "match" not in no_match["history"][0]["terms"] and "match" in json.loads(
+        (tmp_path / "work" / "runs" / "sasrnet-seed1" / "metrics.json").read_text())["history"][0]["terms"]
+    assert set(data["static_world"]) == {"sasrnet-static", "avst-static"}
+    needs = template_needs("lit")
+    assert set(needs) == {t[1] for t in TEMPLATES} and set(needs.values()) == {"audio", "vision", "both"}
+    assert all(r["needs"] == needs[r["template"]] for r in data["per_template"])
+    assert template_needs("static")["Where is the <FL> sounding instrument?"] == "both"
+
+
 def test_avqa_synth_rejects_bad_seed_lists() -> None:
     from benchmarks import avqa_synth
 
