@@ -148,8 +148,9 @@ def test_avqa_synth_quick_reports_medians_over_training_seeds(tmp_path: Path) ->
 
 @pytest.mark.slow
 def test_avqa_ablations_quick_rows_intervals_and_template_needs(tmp_path: Path) -> None:
-    from benchmarks import avqa_ablations
     from mmcore.avqa.synth.questions import TEMPLATES, template_needs
+
+    from benchmarks import avqa_ablations
 
     res = avqa_ablations.main(["--quick", "--train-seeds", "1,2", "--jobs", "1", "--rows", "sasrnet,no-match,avst,blind",
                                "--out", str(tmp_path), "--work", str(tmp_path / "work")])
