@@ -52,6 +52,7 @@ from benchmarks.avqa_synth import (
     chance_levels,
     paired_bootstrap,
     per_template,
+    pick_on_validation,
     train_config,
 )
 
@@ -264,7 +265,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if args.lr_sweep:
             val = {LR_DEFAULT: runs[("sasrnet", seeds[0])][0]["val"]["overall"],
                    **{lr: runs[(_lr_name(lr), seeds[0])][0]["val"]["overall"] for lr in LR_CANDIDATES}}
-            best = max(val, key=lambda lr: (val[lr], lr == LR_DEFAULT))
+            best = pick_on_validation(val, LR_DEFAULT)
             lr_choice = {"validation_overall_seed1": {f"{k:g}": v for k, v in val.items()}, "chosen": best}
             specs["lr-best"] = specs["sasrnet"] if best == LR_DEFAULT else specs[_lr_name(best)]
             for s in seeds:

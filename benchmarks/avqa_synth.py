@@ -16,6 +16,11 @@ is the published module (sasrnet.sasr) with the published negatives (the whole n
 videos' frames). The trainings run in 2 processes of 1 torch thread (SaSR-Net in one, the others in turn
 in the other; ``--jobs 1`` runs them one after another).
 
+AVST's own schedule: the scaled ST-AVQA recipe (StepLR(2, 0.1) after a 150-step warm-up) leaves AVST about
+half an epoch at its full rate. By a rule fixed before the run, ``--avst-step-sizes`` (default 2,4,6) are each
+trained with the first training seed, and the step size with the highest best-epoch validation accuracy is
+AVST's for every seed (a tie keeps the committed 2, then the first listed); ``avst_schedule`` in the JSON.
+
 Training seeds: one training per run is the pipeline the issue times (synthesis, extraction, trainings,
 evaluation: ``single_seed_minutes``). A single training seed moves a model by ~2 points, so each run is
 trained with every ``--train-seeds`` seed on the same world; headline accuracies are per-run MEDIANS over
@@ -139,6 +144,12 @@ def _run_trainings(jobs: list[tuple[str, int]], overrides: dict[str, Any], data:
         return done | {j: f.result() for j, f in futs.items()}
 
 
+def pick_on_validation(val: dict[Any, float], default: Any) -> Any:
+    """The candidate with the highest validation accuracy; a tie keeps ``default`` (the committed setting),
+    then the first listed."""
+    return max(val, key=lambda c: (val[c], c == default))
+
+
 def _correct(run_dir: Path) -> tuple[list[int], list[bool], list[str]]:
     """Question ids, correctness and templates of a run's test predictions (test_predictions.jsonl)."""
     recs = [json.loads(x) for x in (run_dir / "test_predictions.jsonl").read_text().splitlines() if x]
@@ -242,6 +253,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "core, the other runs in turn on the other)")
     p.add_argument("--work", type=Path, default=None, help="keep data and runs here (default: a temp dir)")
     p.add_argument("--models", default=",".join(RUNS), help=f"runs, comma-separated, of {', '.join(RUNS)}")
+    p.add_argument("--avst-step-sizes", default="2,4,6",
+                   help="StepLR step sizes (epochs) tried for AVST's own recipe with the first seed, the best on "
+                        "validation kept (one value: no selection)")
     p.add_argument("--reuse-data", action="store_true",
                    help="with --work: keep WORK/data if its features are complete (timings then omit synthesis)")
     p.add_argument("--reuse-runs", action="store_true",
@@ -304,16 +318,31 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             feats = extract_features(data / "videos", data / "features", progress=False)
             timings["extract_features_s"] = round(time.perf_counter() - t, 2)
 
+        # AVST's own schedule, chosen on validation with the first seed (part of the timed pipeline)
+        specs, pre, avst_schedule = dict(RUNS), {}, None
+        steps = [int(x) for x in args.avst_step_sizes.split(",") if x.strip()]
+        if "avst" in runs_asked and len(steps) > 1:
+            default_step = train_config("avst", overrides).step_size
+            cands = {f"avst-step{k}": ("avst", RUNS["avst"][1], {"step_size": k}) for k in steps}
+            sel = _run_trainings([(n, seeds[0]) for n in cands], overrides, data, work, args.jobs, args.threads,
+                                 args.reuse_runs, cands)
+            val = {k: sel[(f"avst-step{k}", seeds[0])][0]["val"]["overall"] for k in steps}
+            chosen = pick_on_validation(val, default_step)
+            avst_schedule = {"validation_overall_seed1": val, "chosen_step_size": chosen}
+            specs["avst"] = cands[f"avst-step{chosen}"]
+            pre[("avst", seeds[0])] = sel[(f"avst-step{chosen}", seeds[0])]
+            shutil.copytree(_run_dir(work, f"avst-step{chosen}", seeds[0]), _run_dir(work, "avst", seeds[0]),
+                            dirs_exist_ok=True)
         # the first seed alone: the pipeline the issue times, measured as wall time (latency runs included)
-        runs = _run_trainings([(r, seeds[0]) for r in runs_asked], overrides, data, work, args.jobs, args.threads,
-                              args.reuse_runs)
+        runs = pre | _run_trainings([(r, seeds[0]) for r in runs_asked if (r, seeds[0]) not in pre], overrides, data,
+                                    work, args.jobs, args.threads, args.reuse_runs, specs)
         latency = {r: _latency(_run_dir(work, r, seeds[0]), data) for r in runs_asked}
         single_seed_s: float | None = time.perf_counter() - t_start
         if any(runs[(r, seeds[0])][1] is None for r in runs_asked):
             single_seed_s = None  # reused: not timed in this process (see single_seed_minutes_from_files)
         if len(seeds) > 1:
             runs |= _run_trainings([(r, s) for s in seeds[1:] for r in runs_asked], overrides, data, work, args.jobs,
-                                   args.threads, args.reuse_runs)
+                                   args.threads, args.reuse_runs, specs)
         models: dict[str, Any] = {}
         correct: dict[str, list[list[bool]]] = {}
         qids = templates = None
@@ -336,7 +365,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 print(f"{run} seed {s}: test overall {m['test']['overall']:.2f}%, {m['train_samples_per_s']} samples/s",
                       flush=True)
             med, lo, hi = _median_report(per_seed, REPORT_KEYS)
-            cfg = train_config(run, overrides)
+            cfg = train_config(run, overrides, specs)
             models[run] = {
                 "model": RUNS[run][0],
                 "recipe": f"configs/avqa/{RUNS[run][1]}",
@@ -394,6 +423,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                      "audio_encoder": feats["audio_encoder"]},
             "models": models,
             "gaps": gaps,
+            "avst_schedule": avst_schedule,
             "per_template": templates_table,
             "timings": timings,
             "chance": chance_levels(data),

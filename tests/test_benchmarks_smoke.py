@@ -141,6 +141,11 @@ def test_avqa_synth_quick_reports_medians_over_training_seeds(tmp_path: Path) ->
     assert boot["ci95"][0] <= boot["gap"] <= boot["ci95"][1] and boot["questions"] == data["models"]["avst"]["test"]["n_questions"]
     assert set(data["models"]) == {"sasrnet", "avst", "avst-sasr-recipe", "blind"}
     assert data["models"]["avst"]["recipe"] == "configs/avqa/avst-cpu-benchmark.yaml"
+    # AVST's step size: the best seed-1 validation accuracy among the candidates (a tie keeps the committed 2)
+    sch = data["avst_schedule"]
+    val = {int(k): v for k, v in sch["validation_overall_seed1"].items()}
+    assert set(val) == {2, 4, 6} and sch["chosen_step_size"] == max(val, key=lambda k: (val[k], k == 2))
+    assert data["models"]["avst"]["recipe_resolved"]["step_size"] == sch["chosen_step_size"]
     assert {r["template"] for r in data["per_template"]} and all(r["questions"] > 0 for r in data["per_template"])
     assert v["single_seed_minutes"] <= v["total_minutes"]
     assert v["within_20_minutes"] == (v["single_seed_minutes"] <= 20)
@@ -192,6 +197,14 @@ def test_unlearn_shapes_only_is_refused_without_tune_only(capsys) -> None:
     with pytest.raises(SystemExit) as e:  # before any model is built: the test run needs every method's choice
         main(["--only", "slug"])
     assert e.value.code == 2 and "use it with --tune-only" in capsys.readouterr().err
+
+
+def test_pick_on_validation_takes_the_best_and_keeps_the_default_on_a_tie() -> None:
+    from benchmarks.avqa_synth import pick_on_validation
+
+    assert pick_on_validation({2: 50.0, 4: 51.0, 6: 49.0}, 2) == 4
+    assert pick_on_validation({2: 50.0, 4: 50.0, 6: 49.0}, 2) == 2
+    assert pick_on_validation({2: 40.0, 4: 50.0, 6: 50.0}, 2) == 4
 
 
 def test_paired_bootstrap_gap_and_interval_move_with_the_models() -> None:
