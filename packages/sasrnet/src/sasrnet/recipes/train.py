@@ -255,9 +255,11 @@ def train(
                        if cfg.questions_per_video > 0 else global_batches(n, cfg.batch_size, cfg.seed, epoch))
             start = state["batch"] if epoch == state["epoch"] else 0
             t0 = time.perf_counter()
-            if start == 0 or "epoch_sums" not in state:  # per-term losses summed over the epoch's steps (grad norms: over its logged steps)
+            # per-term losses summed over the epoch's steps, grad norms over its logged steps; kept in the
+            # checkpoint, so a resumed epoch's means cover all its steps
+            if start == 0 or "epoch_sums" not in state:
                 state["epoch_sums"] = {"steps": 0, "logged": 0, "sums": {}}
-            acc_ = state["epoch_sums"]  # in the checkpoint, so a resumed epoch's means cover all its steps
+            acc_ = state["epoch_sums"]
             sums = acc_["sums"]
             plans = []
             for b in range(start, len(batches)):
