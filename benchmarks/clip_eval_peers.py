@@ -270,7 +270,9 @@ def _ours_breakdown(bundle, data, bs) -> dict[str, Any]:
 
 
 def _find_cached_model() -> Path | None:
-    root = Path(os.environ.get("MM_CACHE", Path.home() / ".cache" / "mm"))
+    from mmcore.io import default_cache_dir
+
+    root = default_cache_dir()
     if not root.is_dir():
         return None
     for cfg in sorted(root.rglob("clip_config.json")):

@@ -58,7 +58,7 @@ def _records(n: int, seed: int):
 
 def write_dataset(root: Path, n: int, seed: int = 0) -> dict[str, Any]:
     from mmcore.data.shapes import make_shapes
-    from mmcore.data.streaming import write_shards
+    from mmcore.data.wds.records import write_shards
 
     test = root / "test"
     if (test / "nshards.txt").is_file():
@@ -246,8 +246,8 @@ def _cc12m(rows: list[dict[str, Any]], gpus: int = 8) -> dict[str, Any]:
 
 def caption_pass_cost(work: Path, n: int) -> dict[str, Any]:
     from cliperase.forget_sets import keyword_pattern
-    from mmcore.data.caption_pass import caption_pass
-    from mmcore.data.streaming import shard_paths
+    from mmcore.data.wds.caption_pass import caption_pass
+    from mmcore.data.wds.layout import shard_paths
 
     shards = shard_paths(work / str(n) / "test")
     pat = keyword_pattern("circle")

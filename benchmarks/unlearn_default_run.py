@@ -120,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(build_parser(), argv)
 
-    from mm_cli.common import default_cache_dir
+    from mmcore.io import default_cache_dir
 
     clip = (args.clip_dir or default_cache_dir() / "tiny-clip-seed0").expanduser().resolve()
     if not (clip / "model.safetensors").is_file():

@@ -235,7 +235,8 @@ def _retrain_to_quality(world: World, cls: str, original_retain: float, retain_n
 
 
 def _full_metrics(world: World, model: Any, cls: str, cfg: Any, before: dict[str, Any]) -> dict[str, Any]:
-    from cliperase.metrics import evaluate_split, relearn_steps
+    from cliperase.metrics import evaluate_split
+    from cliperase.relearn import relearn_steps
 
     split = world.split(cls)
     after = evaluate_split(model, world.bundle, split, cfg)

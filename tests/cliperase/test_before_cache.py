@@ -111,6 +111,7 @@ def test_each_evaluation_is_one_labelled_stage_and_inner_bars_are_silenced(saved
     import contextlib
 
     import cliperase.metrics as metrics
+    import cliperase.relearn as relearn
     from cliperase.progress import stage
 
     labels = []
@@ -123,6 +124,7 @@ def test_each_evaluation_is_one_labelled_stage_and_inner_bars_are_silenced(saved
             yield advance
 
     monkeypatch.setattr(metrics, "stage", record)
+    monkeypatch.setattr(relearn, "stage", record)
     monkeypatch.delenv("MM_NO_PROGRESS", raising=False)
     run_unlearning(tiny_config(model=str(saved_model)), tmp_path / "p")
     assert os.environ.get("MM_NO_PROGRESS") is None  # restored after every stage

@@ -158,7 +158,7 @@ def test_load_data_reads_the_flickr30k_caption_file_the_config_picks(tmp_path):
 def test_keyword_forget_set_over_shards_equals_the_record_split(tmp_path):
     from cliperase.forget_sets import FORGET_PASS_DIR, run_forget_ids, split_forget_retain
     from mmcore.data.shapes import make_shapes
-    from mmcore.data.streaming import load_wds, write_shards
+    from mmcore.data.wds.records import load_wds, write_shards
 
     data = make_shapes(40, 0, image_size=16)
     root = tmp_path / "shards"

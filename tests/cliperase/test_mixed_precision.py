@@ -11,7 +11,8 @@ from cliperase import losses
 from cliperase.forget_sets import split_forget_retain
 from cliperase.recipes.runner import load_data
 from cliperase.templates import config_templates
-from cliperase.trainer import ImageBank, pair_text, unlearn
+from cliperase.trainer import unlearn
+from cliperase.training import ImageBank, pair_text
 from cliperase_testutil import tiny_config
 from mmcore.distributed import AcceleratorConfig, StepBatches, build_accelerator
 from mmcore.encoders.clip import create_clip

@@ -11,7 +11,8 @@ import pytest
 import torch
 from cliperase.config import ForgetSpec, RelearnConfig
 from cliperase.forget_sets import split_forget_retain
-from cliperase.metrics import evaluate_split, forget_score, gallery_retrieval, probe_set, relearn_steps
+from cliperase.metrics import evaluate_split, forget_score, gallery_retrieval, probe_set
+from cliperase.relearn import relearn_steps
 from cliperase.templates import Templates, normalize_prompt, run_templates
 from cliperase_testutil import easy_config, tiny_config
 from mmcore.data.records import ImageTextData, ImageTextRecord
@@ -42,7 +43,7 @@ def test_default_templates_split_the_dataset_templates_in_two_disjoint_sets():
 
 
 def test_pair_texts_never_use_an_evaluation_prompt_and_fall_back_to_unlearning_prompts():
-    from cliperase.trainer import pair_text
+    from cliperase.training import pair_text
 
     data = make_shapes(30, seed=0, image_size=16)
     t = run_templates(data)
@@ -118,8 +119,7 @@ def test_forget_accuracy_is_held_out_and_tells_the_models_apart(easy_models):
 
 
 def test_relearn_tells_an_unlearned_model_from_the_original(easy_models, monkeypatch):
-    import cliperase.metrics as metrics
-    import cliperase.trainer as tr
+    import cliperase.relearn as relearn
 
     bundle, unlearned, split, cfg = easy_models
     probe, where = probe_set(split, cfg)
@@ -130,12 +130,12 @@ def test_relearn_tells_an_unlearned_model_from_the_original(easy_models, monkeyp
     assert orig["steps"] == 0 and orig["curve"] == [{"step": 0, "score": original_score}]
 
     trained: list[int] = []
-    real_adam = metrics.adam
-    monkeypatch.setattr(metrics, "adam", lambda params, lr: trained.append(sum(p.numel() for p in params))
+    real_adam = relearn.adam
+    monkeypatch.setattr(relearn, "adam", lambda params, lr: trained.append(sum(p.numel() for p in params))
                         or real_adam(params, lr))
     texts: list[str] = []
-    real_pair = tr.pair_text
-    monkeypatch.setattr(tr, "pair_text", lambda *a, **k: texts.append(real_pair(*a, **k)) or texts[-1])
+    real_pair = relearn.pair_text
+    monkeypatch.setattr(relearn, "pair_text", lambda *a, **k: texts.append(real_pair(*a, **k)) or texts[-1])
     unlearned.visual.requires_grad_(False)  # as a text-tower unlearning leaves it: relearning trains it anyway
     res = relearn_steps(unlearned, bundle, split, cfg, original_score)
     assert res["curve"][0]["score"] < original_score / 2

@@ -17,7 +17,7 @@ from mmcore.errors import MMError
 @pytest.fixture(scope="module")
 def easy_shards(easy_world, tmp_path_factory):
     """The easy world's 400 images (train and held-out) as 10 lossless shards of 40, with class names."""
-    from mmcore.data.wds_records import write_shards
+    from mmcore.data.wds.records import write_shards
 
     _, split = easy_world
     records = split.forget.records + split.retain.records + split.test_forget.records + split.test_retain.records
@@ -33,7 +33,7 @@ def _cfg(model_dir, root, **kw):
 
 
 def test_streamed_split_has_the_record_split_sizes_and_bounded_samples(easy_world, easy_shards, tmp_path):
-    from mmcore.data.wds_records import load_wds_holdout
+    from mmcore.data.wds.records import load_wds_holdout
 
     cfg = _cfg(easy_world[0], easy_shards, eval_max_samples=12)
     assert streams_apply(cfg) and not streams_apply(dataclasses.replace(cfg, limit=100))

@@ -7,7 +7,8 @@ import pytest
 import torch
 from cliperase.forget_sets import split_forget_retain
 from cliperase.recipes.runner import load_data
-from cliperase.trainer import train_mode, unlearn
+from cliperase.trainer import unlearn
+from cliperase.training import train_mode
 from cliperase_testutil import tiny_config
 from mmcore.distributed import AcceleratorConfig, build_accelerator
 from mmcore.encoders.clip import create_clip
@@ -102,7 +103,7 @@ def test_towers_text_matches_both_when_the_image_tower_gets_no_gradient():
 
 
 def test_forget_text_overrides_text_for_forget_pairs_only():
-    from cliperase.trainer import pair_text
+    from cliperase.training import pair_text
     from mmcore.data.shapes import make_shapes
 
     data = make_shapes(20, seed=0)

@@ -7,8 +7,9 @@ import os
 from pathlib import Path
 
 import pytest
+from mmcore.avqa.annotations import load_avqa_annotations
 from mmcore.avqa.avqa_yang import load_avqa_yang
-from mmcore.avqa.format import detect_format, entry_format, load_avqa_annotations
+from mmcore.avqa.format import detect_format, entry_format
 from mmcore.avqa.music_avqa import load_music_avqa
 from mmcore.errors import DataError
 

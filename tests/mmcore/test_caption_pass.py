@@ -1,4 +1,4 @@
-"""The caption pass over webdataset shards (mmcore.data.caption_pass): tar .txt members or img2dataset's
+"""The caption pass over webdataset shards (mmcore.data.wds.caption_pass): tar .txt members or img2dataset's
 parquet, no image decoded, per-shard results appended and a restarted pass skipping finished shards."""
 
 from __future__ import annotations
@@ -7,9 +7,9 @@ import json
 import re
 
 import pytest
-from mmcore.data import caption_pass as cp
 from mmcore.data.shapes import make_shapes
-from mmcore.data.streaming import load_wds, write_shards
+from mmcore.data.wds import caption_pass as cp
+from mmcore.data.wds.records import load_wds, write_shards
 from mmcore.errors import DataError
 
 CIRCLE = re.compile(r"(?<!\w)circle(?!\w)", re.IGNORECASE)

@@ -12,9 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from mmcore.data.cc12m import load_cc12m_json
-from mmcore.data.image_text import load_cifar100, load_flickr30k, load_wds
+from mmcore.data.image_text import load_cifar100, load_flickr30k
 from mmcore.data.records import ImageTextDataset
 from mmcore.data.registry import load_image_text
+from mmcore.data.wds.records import load_wds
 from mmcore.errors import DataError, MMError
 from PIL import Image
 

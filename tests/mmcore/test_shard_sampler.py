@@ -1,5 +1,5 @@
-"""Endless shuffled training batches from shards (mmcore.data.shard_sampler) and bounded record samples
-(mmcore.data.wds_records.sample_wds_records), on shards written here in the img2dataset layout."""
+"""Endless shuffled training batches from shards (mmcore.data.wds.shard_sampler) and bounded record samples
+(mmcore.data.wds.records.sample_wds_records), on shards written here in the img2dataset layout."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 from mmcore.data.shapes import make_shapes
-from mmcore.data.shard_sampler import IdFilter, shuffled_shard_batches
-from mmcore.data.streaming import shard_paths
-from mmcore.data.wds_records import load_wds, sample_wds_records, write_shards
+from mmcore.data.wds.layout import shard_paths
+from mmcore.data.wds.records import load_wds, sample_wds_records, write_shards
+from mmcore.data.wds.shard_sampler import IdFilter, shuffled_shard_batches
 from mmcore.errors import DataError
 
 

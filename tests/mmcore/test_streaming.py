@@ -1,4 +1,4 @@
-"""Streaming tar shards (mmcore.data.streaming) on shards written here in the img2dataset layout."""
+"""Streaming tar shards (mmcore.data.wds: stream, records, layout) on shards written here in the img2dataset layout."""
 
 from __future__ import annotations
 
@@ -10,19 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from mmcore.data.loading import default_num_workers
 from mmcore.data.records import ImageTextData
 from mmcore.data.shapes import make_shapes
-from mmcore.data.streaming import (
-    default_num_workers,
-    load_wds,
-    load_wds_holdout,
-    open_wds_stream,
-    resolve_shards,
-    shard_paths,
-    split_shards,
-    write_shard_splits,
-    write_shards,
-)
+from mmcore.data.wds.layout import resolve_shards, shard_paths, split_shards, write_shard_splits
+from mmcore.data.wds.records import load_wds, load_wds_holdout, write_shards
+from mmcore.data.wds.stream import open_wds_stream
 from mmcore.errors import DataError, MMError
 from PIL import Image
 

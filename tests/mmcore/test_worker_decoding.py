@@ -9,7 +9,8 @@ import pytest
 import torch
 from mmcore.data.loading import image_batches
 from mmcore.data.shapes import make_shapes
-from mmcore.data.streaming import load_wds, open_wds_stream, write_shards
+from mmcore.data.wds.records import load_wds, write_shards
+from mmcore.data.wds.stream import open_wds_stream
 from mmcore.encoders.clip import create_clip
 from mmcore.errors import ImageReadError
 from mmcore.eval.retrieval import encode_images, retrieval_eval
@@ -75,7 +76,8 @@ def test_stream_eval_equals_the_records_evaluation(shards, bundle):
 
 
 def test_step_images_give_each_steps_batches_in_order(bundle):
-    from cliperase.trainer import ImageBank, StepImages
+    from cliperase.trainer import StepImages
+    from cliperase.training import ImageBank
     from mmcore.distributed import StepBatches
 
     data = make_shapes(40, 1, image_size=16)
@@ -95,8 +97,8 @@ def test_step_images_give_each_steps_batches_in_order(bundle):
 def test_reading_batches_leaves_the_global_rng_alone(shards, bundle, workers):
     """A DataLoader without a generator of its own draws its base seed from the global RNG on every
     iteration; reading data mid-run would then shift a model's later dropout draws."""
-    from mmcore.data.shard_sampler import shuffled_shard_batches
-    from mmcore.data.streaming import shard_paths
+    from mmcore.data.wds.layout import shard_paths
+    from mmcore.data.wds.shard_sampler import shuffled_shard_batches
 
     recs = load_wds(shards, "all").records
     torch.manual_seed(123)

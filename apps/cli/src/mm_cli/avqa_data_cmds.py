@@ -24,7 +24,8 @@ def stats(
     ),
 ) -> None:
     """Questions, videos, distinct answers and questions per type of an annotation file."""
-    from mmcore.avqa.format import AVQA_FORMATS, load_avqa_annotations
+    from mmcore.avqa.annotations import load_avqa_annotations
+    from mmcore.avqa.format import AVQA_FORMATS
     from mmcore.errors import MMError
 
     if annotation_format is not None and annotation_format not in AVQA_FORMATS:

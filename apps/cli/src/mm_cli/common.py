@@ -16,15 +16,9 @@ import typer
 F = TypeVar("F", bound=Callable[..., Any])
 
 DEBUG_ENV = "MM_DEBUG"
-CACHE_ENV = "MM_CACHE"
 # mmcore.data.registry.IMAGE_TEXT_DATASETS, spelt out here: importing mmcore.data imports torch, and a
 # misspelt name must be reported in a moment (tests/cli/test_first_hour.py checks that both agree).
 IMAGE_TEXT_DATASETS = ("shapes", "cifar100", "flickr30k", "cc12m", "wds")
-
-
-def default_cache_dir() -> Path:
-    """Where `mm demo` caches its trained models: $MM_CACHE, else ~/.cache/mm."""
-    return Path(os.environ.get(CACHE_ENV, Path.home() / ".cache" / "mm"))
 
 
 def _created_top(out: Any) -> Path | None:
@@ -114,6 +108,8 @@ def check_image_text_dataset(name: str) -> None:
 
 def cached_tiny_clip() -> Path | None:
     """The tiny CLIP `mm demo` trained and cached (seed 0 first), if there is one."""
+    from mmcore.io import default_cache_dir
+
     cache = default_cache_dir().expanduser()
     dirs = sorted(cache.glob("tiny-clip-seed*"), key=lambda d: (d.name != "tiny-clip-seed0", d.name))
     return next((d for d in dirs if all((d / f).is_file() for f in
@@ -129,6 +125,7 @@ def choose_clip_model(model: str | None, pretrained: str | None, random_init: bo
     ``random_init``, then a warning. A missing or wrong model path is an error here, before torch loads."""
     from mmcore.encoders.clip import RANDOM_INIT_WARNING, check_model_source, project_model_names
     from mmcore.errors import MMError
+    from mmcore.io import CACHE_ENV, default_cache_dir
 
     get_one = ("train one with `mm clip pretrain --out DIR` and pass --model DIR (`mm demo` caches one), "
                "or pass --random-init to run on untrained weights on purpose")

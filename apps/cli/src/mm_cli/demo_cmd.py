@@ -19,7 +19,7 @@ from typing import Any
 
 import typer
 
-from mm_cli.common import default_cache_dir, print_table, user_errors
+from mm_cli.common import print_table, user_errors
 
 
 @user_errors
@@ -35,7 +35,7 @@ def demo(
 ) -> None:
     """Run the offline story end to end at a small size and print a result table."""
     from mmcore.distributed import quiet_third_party_progress
-    from mmcore.io import prepare_output_dir, write_json
+    from mmcore.io import default_cache_dir, prepare_output_dir, write_json
     from rich.console import Console
 
     quiet_third_party_progress()

@@ -14,7 +14,6 @@ from mm_cli.common import (
     check_image_text_dataset,
     choose_clip_model,
     config_option,
-    default_cache_dir,
     preset_file,
     preset_option,
     print_config_option,
@@ -160,6 +159,8 @@ def _summary_rows(before: dict[str, Any] | None, after: dict[str, Any]) -> list[
 
 
 def _cache(no_cache: bool) -> Path | None:
+    from mmcore.io import default_cache_dir
+
     return None if no_cache else default_cache_dir().expanduser()
 
 

@@ -31,7 +31,7 @@ class ForgetSpec:
 
 @dataclass
 class RelearnConfig:
-    """Relearn-time robustness check (:func:`cliperase.metrics.relearn_steps`): fine-tune a copy of the model
+    """Relearn-time robustness check (:func:`cliperase.relearn.relearn_steps`): fine-tune a copy of the model
     until its accuracy on held-out forget images (evaluation templates) recovers half of the original's; report
     the steps (capped) and the curve.
 
@@ -184,7 +184,7 @@ class UnlearnConfig:
     # set), forget_train_accuracy on D_f itself.
     eval_batch_size: int = 256
     # Image decoding workers (DataLoader) for evaluation, unlearning steps and SLUG; None: from the CPU count
-    # (mmcore.data.streaming.default_num_workers; fewer than 512 images decode in this process), 0: this process.
+    # (mmcore.data.loading.default_num_workers; fewer than 512 images decode in this process), 0: this process.
     num_workers: int | None = None
     # Recall@K gallery: held-out forget + held-out retain images (each part a seeded subsample of at most this
     # many images, for speed) with all their captions, every query ranked against the whole gallery.

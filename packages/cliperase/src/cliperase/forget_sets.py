@@ -26,12 +26,23 @@ from mmcore.errors import ConfigError, DataError, MMError
 from cliperase.config import ForgetSpec
 
 if TYPE_CHECKING:
-    from mmcore.data.caption_pass import CaptionPass
-
-    from cliperase.streamed_split import StreamedSets
+    from mmcore.data.wds.caption_pass import CaptionPass
 
 #: The run-directory folder of the caption pass that finds a keyword's forget set over shards.
 FORGET_PASS_DIR = "forget_pass"
+
+
+@dataclass
+class StreamedSets:
+    """D_r of a streamed split (:func:`cliperase.streamed_split.load_streamed_split`; D_f is the split's
+    ``forget`` records): the training shards holding retain samples, the forget ids that the stream leaves
+    out, and the set sizes."""
+
+    retain_shards: list[str]
+    forget_ids: frozenset[str]
+    n_forget: int
+    n_retain: int
+    n_classes: int | None
 
 
 @dataclass
@@ -128,9 +139,9 @@ def forget_mask(data: ImageTextData, spec: ForgetSpec, classes: list[str] | None
 
 def stream_forget_ids(shards: list[str | Path], keyword: str, run_dir: str | Path) -> CaptionPass:
     """The forget ids of a keyword over webdataset shards, from one pass over their captions only
-    (:func:`mmcore.data.caption_pass.caption_pass`: the per-shard parquet or the .txt members, no image
+    (:func:`mmcore.data.wds.caption_pass.caption_pass`: the per-shard parquet or the .txt members, no image
     decoded), written to ``run_dir/forget_pass/`` (``shards.jsonl``: per-shard counts and ids; resumable)."""
-    from mmcore.data.caption_pass import caption_pass
+    from mmcore.data.wds.caption_pass import caption_pass
 
     pat = keyword_pattern(keyword)
     return caption_pass(shards, lambda c: pat.search(c) is not None, Path(run_dir) / FORGET_PASS_DIR,

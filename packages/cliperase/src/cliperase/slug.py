@@ -39,7 +39,9 @@ from torch import nn
 from cliperase import losses
 from cliperase.config import UnlearnConfig
 from cliperase.forget_sets import ForgetSplit
+from cliperase.metrics import gallery_retrieval, is_labelled, subsample
 from cliperase.templates import Templates, config_templates
+from cliperase.training import UnlearnResult, pair_text, train_mode
 
 EXCLUDED_NAME_PARTS = ("bias", "logit_scale", "position", "embedding")  # never candidates (published filter)
 TOWERS = ("vision", "language")
@@ -137,8 +139,6 @@ def slug_gradients(model: nn.Module, bundle: Any, split: ForgetSplit, cfg: Unlea
     cleared."""
     from mmcore.data.loading import image_batches
 
-    from cliperase.trainer import pair_text, train_mode
-
     sc = cfg.slug
     model.requires_grad_(True)
     train_mode(model, freeze_norm_stats=True)
@@ -180,8 +180,6 @@ def _validation(model: nn.Module, bundle: Any, split: ForgetSplit, cfg: UnlearnC
     labels or no unlearning template) the image→text R@1 of each part in a gallery of both."""
     from mmcore.eval.zeroshot import zero_shot_eval
 
-    from cliperase.metrics import gallery_retrieval, is_labelled, subsample
-
     k = cfg.slug.val_samples
     f_val, r_val = subsample(split.forget, k, cfg.seed + 11), subsample(split.retain, k, cfg.seed + 12)
     zero_shot = bool(templates.unlearning) and is_labelled(f_val) and is_labelled(r_val)
@@ -206,11 +204,9 @@ def _validation(model: nn.Module, bundle: Any, split: ForgetSplit, cfg: UnlearnC
 def slug_unlearn(bundle: Any, split: ForgetSplit, cfg: UnlearnConfig, accelerator: Any,
                  run: TrainingRun | None = None) -> Any:
     """Run SLUG on ``bundle.model`` (modified in place: one layer updated once) and return an
-    :class:`~cliperase.trainer.UnlearnResult` whose ``info`` records the scores, fronts, searches and choice.
+    :class:`~cliperase.training.UnlearnResult` whose ``info`` records the scores, fronts, searches and choice.
     Every process computes the same thing (no data is sharded: one gradient pass is cheap). ``run``: where
     the search and the choice are logged (None: nowhere)."""
-    from cliperase.trainer import UnlearnResult
-
     t0 = time.perf_counter()
     sc = cfg.slug
     model = bundle.model

@@ -36,7 +36,7 @@ def _record_of(batch: dict[str, Any], j: int) -> ImageTextRecord:
 
 class StreamSteps:
     """Steps over a streamed split: per part, this process's endless shuffled batches of
-    ``local_batch`` samples (:func:`mmcore.data.shard_sampler.shuffled_shard_batches`); a sample's
+    ``local_batch`` samples (:func:`mmcore.data.wds.shard_sampler.shuffled_shard_batches`); a sample's
     position key is its place in the global batch. The streams start at a seed derived from
     (``seed``, first step), so a resumed run draws a reproducible, but different, order."""
 
@@ -47,7 +47,7 @@ class StreamSteps:
         self.num_workers, self.pin_memory, self.skip_bad = num_workers, pin_memory, skip_bad
 
     def steps(self, start: int, end: int) -> Iterator[StepBatch]:
-        from mmcore.data.shard_sampler import shuffled_shard_batches
+        from mmcore.data.wds.shard_sampler import shuffled_shard_batches
 
         streams = {
             key: shuffled_shard_batches(p["shards"], self.transform, p["local_batch"],

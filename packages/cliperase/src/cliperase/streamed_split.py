@@ -3,16 +3,16 @@ dataset: the split is a forget-id set plus per-shard counts, and unlearning stre
 
 A keyword forget set on ``dataset="wds"`` goes this way (:func:`streams_apply`):
 
-1. the held-out test shards are chosen by name (:func:`mmcore.data.streaming.split_shards`, or the
+1. the held-out test shards are chosen by name (:func:`mmcore.data.wds.layout.split_shards`, or the
    dataset's own ``test_split``); the rest are the training shards;
 2. one pass over the training captions (:func:`cliperase.forget_sets.stream_forget_ids`, no image decoded,
    resumable, in ``RUN/forget_pass/``) gives the forget ids and each shard's sample and match counts;
-3. one pass over the tar headers (:func:`mmcore.data.wds_records.sample_wds_records`, no image decoded)
+3. one pass over the tar headers (:func:`mmcore.data.wds.records.sample_wds_records`, no image decoded)
    keeps D_f as records (its tar offsets: one seek per image) and seeded uniform samples of at most
    ``eval_max_samples`` records of D_r, test-forget and test-retain for evaluation (zero-shot, retrieval,
    MIA, relearning, SLUG's gradients);
 4. unlearning draws D_f batches by index, as for any record list, and D_r batches from a stream over every
-   training shard's other samples (:func:`mmcore.data.shard_sampler.shuffled_shard_batches`, decoded in
+   training shard's other samples (:func:`mmcore.data.wds.shard_sampler.shuffled_shard_batches`, decoded in
    DataLoader workers). D_f by index, not streamed: a concept is a small share of the samples, and a stream
    that filters for it reads 1 / share raw samples per forget image, so its speed would fall as the
    dataset grows (benchmarks/data_scale).
@@ -22,26 +22,19 @@ Memory: the forget set's records and ids and the evaluation samples, whatever th
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 from mmcore.data.records import ImageTextRecord
 from mmcore.errors import ConfigError, MMError
 
 from cliperase.config import UnlearnConfig
-from cliperase.forget_sets import ForgetSplit, keyword_pattern, record_matches_keyword, stream_forget_ids
-
-
-@dataclass
-class StreamedSets:
-    """D_r of a streamed split (D_f is the split's ``forget`` records): the training shards holding retain
-    samples, the forget ids that the stream leaves out, and the set sizes."""
-
-    retain_shards: list[str]
-    forget_ids: frozenset[str]
-    n_forget: int
-    n_retain: int
-    n_classes: int | None
+from cliperase.forget_sets import (
+    ForgetSplit,
+    StreamedSets,
+    keyword_pattern,
+    record_matches_keyword,
+    stream_forget_ids,
+)
 
 
 def streams_apply(cfg: UnlearnConfig) -> bool:
@@ -52,7 +45,7 @@ def streams_apply(cfg: UnlearnConfig) -> bool:
 
 def train_test_shards(cfg: UnlearnConfig) -> tuple[list[Path], list[Path]]:
     """The training and held-out shards of ``cfg`` (the same rule as the record path's ``load_data``)."""
-    from mmcore.data.streaming import resolve_shards, shard_name, shard_paths, split_shards
+    from mmcore.data.wds.layout import resolve_shards, shard_name, shard_paths, split_shards
 
     if cfg.data_root is None:
         raise ConfigError("dataset wds needs data_root (--data-root): a folder, .tar, glob or brace pattern of shards")
@@ -69,8 +62,8 @@ def train_test_shards(cfg: UnlearnConfig) -> tuple[list[Path], list[Path]]:
 def load_streamed_split(cfg: UnlearnConfig, run_dir: str | Path) -> ForgetSplit:
     """The :class:`ForgetSplit` of a streamed run (``stream`` set; ``forget`` / ``retain`` are evaluation
     samples). The caption pass writes ``run_dir/forget_pass/``."""
-    from mmcore.data.streaming import shard_name
-    from mmcore.data.wds_records import sample_wds_records
+    from mmcore.data.wds.layout import shard_name
+    from mmcore.data.wds.records import sample_wds_records
 
     keyword = cfg.forget.keyword
     assert keyword is not None
@@ -115,4 +108,4 @@ def load_streamed_split(cfg: UnlearnConfig, run_dir: str | Path) -> ForgetSplit:
                        forget_classes=None, description=what, stream=sets)
 
 
-__all__ = ["StreamedSets", "load_streamed_split", "streams_apply", "train_test_shards"]
+__all__ = ["load_streamed_split", "streams_apply", "train_test_shards"]

@@ -12,15 +12,13 @@ share one batch, split by a flag"), which also keeps DDP to one forward per back
 from __future__ import annotations
 
 import copy
-import random
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from mmcore.checkpoint import unwrap
-from mmcore.data.loading import image_batches, load_transformed
+from mmcore.data.loading import image_batches
 from mmcore.data.records import ImageTextData, ImageTextRecord
 from mmcore.distributed import StepBatches, gather_with_grad, gathered_order, progress_bar
 from mmcore.errors import MMError
@@ -32,7 +30,8 @@ from cliperase.config import UnlearnConfig
 from cliperase.forget_sets import ForgetSplit
 from cliperase.methods import Feats, method_loss, needs
 from cliperase.step_batches import MergedSteps, StepBatch, StreamSteps, TextOf
-from cliperase.templates import Templates, config_templates
+from cliperase.templates import config_templates
+from cliperase.training import UnlearnResult, pair_text, train_mode
 
 
 class DualEncoder(nn.Module):
@@ -47,20 +46,6 @@ class DualEncoder(nn.Module):
         img = self.clip.encode_image(images, normalize=False)
         txt = self.clip.encode_text(tokens, normalize=False)
         return img, txt, self.clip.logit_scale.exp()
-
-
-class ImageBank:
-    """Preprocessed image tensors of a record list, read and transformed on every call (the eval transform:
-    the paper reports no augmentation for unlearning). Nothing is cached: at 224 px a preprocessed image is
-    0.6 MB, so caching D_r grew to ~29 GB on CIFAR-100. The training loop reads through :class:`StepImages`
-    (DataLoader workers) instead; this serves the small callers (relearn probes)."""
-
-    def __init__(self, records: list[ImageTextRecord], transform: Any):
-        self.records = records
-        self.transform = transform
-
-    def __call__(self, indices: list[int]) -> torch.Tensor:
-        return torch.stack([load_transformed(self.records[i], self.transform) for i in indices])
 
 
 class StepImages:
@@ -151,51 +136,6 @@ def _row_subset_applies(emb: Any, cfg: UnlearnConfig) -> bool:
     return isinstance(emb, nn.Embedding) and emb.weight.requires_grad and cfg.weight_decay == 0
 
 
-def train_mode(model: nn.Module, freeze_norm_stats: bool) -> nn.Module:
-    """``model.train()``, with BatchNorm layers left in eval mode (running statistics used, not updated)
-    when ``freeze_norm_stats``: see :attr:`UnlearnConfig.freeze_norm_stats`."""
-    model.train()
-    if freeze_norm_stats:
-        for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                m.eval()
-    return model
-
-
-def pair_text(rec: ImageTextRecord, data: ImageTextData, mode: str, key: tuple[int, ...],
-              templates: Templates | None = None) -> str:
-    """The text paired with an image at one step: one of its captions, a class prompt (a template
-    filled with its class name), or either ("mixed"); the choice depends only on ``key``.
-
-    With ``templates`` (the run's :class:`~cliperase.templates.Templates`), class prompts come from the
-    unlearning templates and captions equal to an evaluation prompt are never chosen; a record with no
-    other caption gets a class prompt. Without, the dataset's templates and every caption."""
-    rng = random.Random(hash(key))
-    use_prompt = mode == "prompt" or (mode == "mixed" and rng.random() < 0.5)
-    prompts = list(templates.unlearning) if templates is not None else data.templates
-    can_prompt = rec.label is not None and bool(data.classnames) and bool(prompts)
-    captions = rec.captions if templates is None else [c for c in rec.captions if templates.allowed(c)]
-    if can_prompt and (use_prompt or not captions):
-        assert data.classnames is not None and rec.label is not None
-        return rng.choice(prompts).format(data.classnames[rec.label])
-    if not captions:
-        if rec.captions:
-            raise MMError(f"record {rec.id!r} of {data.name!r}: every caption is an evaluation prompt and there is "
-                          "no unlearning template to build a class prompt from; set unlearn_templates")
-        raise MMError(f"record {rec.id!r} of {data.name!r} has no captions")
-    return captions[rng.randrange(len(captions))]
-
-
-@dataclass
-class UnlearnResult:
-    model: nn.Module
-    train_seconds: float
-    steps: int
-    resumed_from: int = 0
-    last_log: dict[str, float] = field(default_factory=dict)
-    info: dict[str, Any] = field(default_factory=dict)  # method-specific record (SLUG: layer, step, search)
-
-
 def _make_optimizer(cfg: UnlearnConfig, params: list[nn.Parameter]) -> torch.optim.Optimizer:
     return adam(params, cfg.lr, weight_decay=cfg.weight_decay, decoupled=cfg.optimizer == "adamw")
 
@@ -209,7 +149,7 @@ def _gathered(x: torch.Tensor, back: torch.Tensor | None) -> torch.Tensor:
 def _retain_stream(split: ForgetSplit, cfg: UnlearnConfig, world: int) -> dict[str, dict[str, Any]]:
     """D_r of a streamed split as a shard stream: every training shard's samples but the forget ids; each
     process draws ``min(batch_size, n) // world`` of them per step."""
-    from mmcore.data.shard_sampler import IdFilter
+    from mmcore.data.wds.shard_sampler import IdFilter
 
     st = split.stream
     assert st is not None

@@ -48,7 +48,7 @@ class ClipTrainConfig:
     log_every: int = 10
     multi_positive: bool = True  # identical captions within a batch count as positives
     # Image decoding workers for file-backed records (in-memory shapes are transformed as whole batches in
-    # this process); None: from the CPU count (mmcore.data.streaming.default_num_workers), 0: this process.
+    # this process); None: from the CPU count (mmcore.data.loading.default_num_workers), 0: this process.
     num_workers: int | None = None
     templates: list[str] = field(default_factory=lambda: ["a photo of a {}"])  # zero-shot prompts
     accelerator: AcceleratorConfig = field(default_factory=AcceleratorConfig)

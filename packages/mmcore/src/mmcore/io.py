@@ -12,6 +12,15 @@ from typing import Any
 
 from mmcore.errors import DataError, MMError
 
+#: The environment variable naming the cache folder (:func:`default_cache_dir`).
+CACHE_ENV = "MM_CACHE"
+
+
+def default_cache_dir() -> Path:
+    """Where trained models and cached results are kept (`mm demo`'s tiny CLIP, `mm unlearn`'s
+    unlearn-before metrics): $MM_CACHE, else ~/.cache/mm."""
+    return Path(os.environ.get(CACHE_ENV, Path.home() / ".cache" / "mm"))
+
 
 def _umask() -> int:
     mask = os.umask(0)

@@ -78,7 +78,7 @@ def load_data(cfg: UnlearnConfig, image_size: int | None = None) -> tuple[ImageT
     test_split = cfg.test_split if cfg.test_split != "auto" else _ROOTLESS_TEST.get(name, "none")
     if test_split == "none" and name == "wds" and 0.0 < cfg.holdout_fraction < 1.0:
         # held out by shard names (reproducible), not by sampling the loaded records
-        from mmcore.data.wds_records import load_wds_holdout
+        from mmcore.data.wds.records import load_wds_holdout
 
         return load_wds_holdout(cfg.data_root, cfg.holdout_fraction, cfg.seed, skip_bad=cfg.skip_bad,
                                 limit=cfg.limit or None)
@@ -232,7 +232,8 @@ def run_unlearning(
     from mmcore.distributed import seed_everything
     from mmcore.encoders.clip import save_clip
 
-    from cliperase.metrics import evaluate_split, plot_relearn, relearn_steps
+    from cliperase.metrics import evaluate_split
+    from cliperase.relearn import plot_relearn, relearn_steps
     from cliperase.templates import config_templates
     from cliperase.trainer import unlearn
 
@@ -438,7 +439,7 @@ def compare_methods(
         atomic_write_text(out / "comparison.md", comparison_markdown(comparison))
         plot_comparison(comparison, out / "comparison.png")
         if curves:
-            from cliperase.metrics import plot_relearn
+            from cliperase.relearn import plot_relearn
 
             target = results[next(iter(curves))]["relearn"]["target_score"]  # the same original score for all
             plot_relearn(curves, target, out / "relearn.png", title=f"relearn — forget {prep.split.description}")

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mmcore.avqa.music_avqa import QuestionList, read_question_list
+from mmcore.avqa.format import QuestionList, read_question_list
 
 REQUIRED_KEYS: tuple[str, ...] = (
     "video_name", "video_id", "question_text", "answer", "multi_choice", "question_type",

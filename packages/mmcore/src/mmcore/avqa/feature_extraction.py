@@ -53,7 +53,7 @@ class FeatureConfig:
     device: str = "cpu"
     threads: int | None = None
     # videos decoded ahead in parallel (threads: see decoded_videos); None: from the CPU count
-    # (mmcore.data.streaming.default_num_workers), 0: one by one
+    # (mmcore.data.loading.default_num_workers), 0: one by one
     num_workers: int | None = None
     skip_bad: bool = False
     overwrite: bool = False
@@ -119,7 +119,7 @@ def decoded_videos(paths: list[Path], fps: float, backend: str, num_workers: int
     from collections import deque
     from concurrent.futures import ThreadPoolExecutor
 
-    from mmcore.data.streaming import default_num_workers
+    from mmcore.data.loading import default_num_workers
 
     workers = default_num_workers() if num_workers is None else num_workers
     if workers == 0:

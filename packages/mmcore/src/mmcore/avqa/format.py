@@ -6,15 +6,20 @@ AVQA-Yang when it has one of AVQA-Yang's (``question_text``, ``multi_choice``, `
 ``question_type``, ``question_relation``), and neither when it has none (a malformed entry, left to
 the loader's per-entry validation). A file holding entries of both formats, or an entry with keys of
 both, is a :class:`~mmcore.errors.DataError` naming the file and an offending entry.
+
+:func:`read_question_list` reads a file of either format, checked to be in it (each format's loader,
+:func:`mmcore.avqa.music_avqa.load_music_avqa` / :func:`mmcore.avqa.avqa_yang.load_avqa_yang`, passes its entry
+parser); :func:`mmcore.avqa.annotations.load_avqa_annotations` loads a file of either, deciding which.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from mmcore.errors import DataError
+from mmcore.io import read_json
 
 MUSIC_AVQA = "music-avqa"
 AVQA_YANG = "avqa-yang"
@@ -77,19 +82,42 @@ def check_format(entries: Sequence[Any], path: str | Path | None, expected: str)
         )
 
 
-def load_avqa_annotations(path: str | Path, *, format: str | None = None, skip_bad: bool = False) -> tuple[str, Any]:
-    """Load a Music-AVQA or AVQA-Yang annotation file: ``(format, questions)``.
+class QuestionList(list):
+    """A list of questions that also remembers how many bad entries were skipped and why."""
 
-    ``format`` None decides it from all entries (Music-AVQA when none is recognisable, so a
-    malformed file gets Music-AVQA's per-entry errors); ``"music-avqa"`` / ``"avqa-yang"`` insist on
-    it (a file in the other format, or mixing both, is a :class:`DataError`)."""
-    from mmcore.avqa import avqa_yang, music_avqa
-    from mmcore.io import read_json
+    def __init__(self, items: Iterable[Any] = (), skipped: int = 0, problems: list[str] | None = None):
+        super().__init__(items)
+        self.skipped = skipped
+        self.problems: list[str] = problems or []
 
-    if format is not None and format not in AVQA_FORMATS:
-        raise DataError(path, f"unknown annotation format {format!r}; choose one of {', '.join(AVQA_FORMATS)}")
-    if format is None:
-        data = read_json(path)  # the loader reads it again: simpler than threading the parsed list through
-        format = (detect_format(data, path) if isinstance(data, list) else None) or MUSIC_AVQA
-    load = music_avqa.load_music_avqa if format == MUSIC_AVQA else avqa_yang.load_avqa_yang
-    return format, load(path, skip_bad=skip_bad)
+
+def read_question_list(
+    path: str | Path, parse: Callable[[Any, int], Any], *, skip_bad: bool = False, fmt: str | None = None
+) -> QuestionList:
+    """Read a JSON list of annotation entries and ``parse(entry, index)`` each one.
+
+    ``parse`` raises ValueError for a malformed entry (→ :class:`DataError` naming the file and the
+    entry, or skipped and counted with ``skip_bad``) and may return None to drop an entry. With
+    ``fmt`` ("music-avqa" / "avqa-yang") every entry is checked first: a file in the other format,
+    or mixing both, is a :class:`DataError` (:func:`check_format`), never a file
+    whose other-format entries ``skip_bad`` would silently drop."""
+    path = Path(path)
+    data = read_json(path)
+    if not isinstance(data, list):
+        raise DataError(path, f"expected a JSON list of question objects, got {type(data).__name__}")
+    if fmt is not None:
+        check_format(data, path, fmt)
+    out = QuestionList()
+    for i, entry in enumerate(data):
+        try:
+            q = parse(entry, i)
+        except ValueError as e:
+            problem = f"entry {i}: {e}"
+            if not skip_bad:
+                raise DataError(path, problem) from None
+            out.skipped += 1
+            out.problems.append(problem)
+            continue
+        if q is not None:
+            out.append(q)
+    return out

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mmcore.avqa.format import QuestionList, read_question_list
 from mmcore.errors import DataError
 from mmcore.io import atomic_write_text, read_json
 
@@ -107,49 +108,6 @@ class AVQAQuestion:
     @property
     def text(self) -> str:
         return " ".join(self.words) + "?"
-
-
-class QuestionList(list):
-    """A list of questions that also remembers how many bad entries were skipped and why."""
-
-    def __init__(self, items: Iterable[Any] = (), skipped: int = 0, problems: list[str] | None = None):
-        super().__init__(items)
-        self.skipped = skipped
-        self.problems: list[str] = problems or []
-
-
-def read_question_list(
-    path: str | Path, parse: Callable[[Any, int], Any], *, skip_bad: bool = False, fmt: str | None = None
-) -> QuestionList:
-    """Read a JSON list of annotation entries and ``parse(entry, index)`` each one.
-
-    ``parse`` raises ValueError for a malformed entry (→ :class:`DataError` naming the file and the
-    entry, or skipped and counted with ``skip_bad``) and may return None to drop an entry. With
-    ``fmt`` ("music-avqa" / "avqa-yang") every entry is checked first: a file in the other format,
-    or mixing both, is a :class:`DataError` (see :mod:`mmcore.avqa.format`), never a file
-    whose other-format entries ``skip_bad`` would silently drop."""
-    path = Path(path)
-    data = read_json(path)
-    if not isinstance(data, list):
-        raise DataError(path, f"expected a JSON list of question objects, got {type(data).__name__}")
-    if fmt is not None:
-        from mmcore.avqa.format import check_format
-
-        check_format(data, path, fmt)
-    out = QuestionList()
-    for i, entry in enumerate(data):
-        try:
-            q = parse(entry, i)
-        except ValueError as e:
-            problem = f"entry {i}: {e}"
-            if not skip_bad:
-                raise DataError(path, problem) from None
-            out.skipped += 1
-            out.problems.append(problem)
-            continue
-        if q is not None:
-            out.append(q)
-    return out
 
 
 def fill_template(template: str, values: Sequence[str]) -> list[str]:

@@ -8,7 +8,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from mmcore.data.image_text import _find_images_dir, _records_from_captions, _Skipper
+from mmcore.data.checks import Skipper
+from mmcore.data.image_text import find_images_dir, records_from_captions
 from mmcore.data.records import ImageTextData
 from mmcore.errors import DataError
 
@@ -124,8 +125,8 @@ def load_cc12m_json(
             ann = jsons[0]
     if not ann.is_file():
         raise DataError(ann, "annotation file not found")
-    imgs = _find_images_dir(root, images_dir, ("images",))
-    skip = _Skipper(skip_bad)
+    imgs = find_images_dir(root, images_dir, ("images",))
+    skip = Skipper(skip_bad)
     grouped: dict[str, list[str]] = {}
     for k, item in enumerate(iter_json_entries(ann)):
         if not (
@@ -139,7 +140,7 @@ def load_cc12m_json(
         if limit is not None and name not in grouped and len(grouped) >= limit:
             break
         grouped.setdefault(name, []).append(item["text"].strip())
-    records = _records_from_captions(grouped, imgs, skip, skip_bad, split)
+    records = records_from_captions(grouped, imgs, skip, skip_bad, split)
     return ImageTextData(
         name="cc12m",
         records=records,

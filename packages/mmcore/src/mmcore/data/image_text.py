@@ -6,7 +6,8 @@
   (``image_name| comment_number| comment``), plus a folder of images.
 - Conceptual-12M style: a JSON list (or JSON Lines) of ``{"img_name", "text"}`` plus an image
   folder, parsed incrementally (:mod:`mmcore.data.cc12m`); or webdataset tar shards (``KEY.jpg``/``KEY.png`` + ``KEY.txt``
-  [+ ``KEY.json``], img2dataset's layout), read by :mod:`mmcore.data.streaming`.
+  [+ ``KEY.json``], img2dataset's layout), read by :mod:`mmcore.data.wds` (``load_image_text("wds")``:
+  :func:`mmcore.data.wds.records.load_wds`).
 
 Every path taken from an annotation file or a tar member goes through :func:`mmcore.io.safe_join`.
 With ``skip_bad=True`` unreadable items (missing/undecodable images, malformed lines) are dropped and
@@ -15,17 +16,15 @@ counted in ``ImageTextData.skipped``; otherwise the first one raises :class:`Dat
 
 from __future__ import annotations
 
-import io
 import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from mmcore.data.checks import Skipper, image_ok
 from mmcore.data.records import ImageTextData, ImageTextRecord
 from mmcore.errors import DataError, MMError
 from mmcore.io import read_json, safe_join
-
-IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp")
 
 # CLIP's CIFAR prompt ensemble (Radford et al. 2021, "Prompt Engineering and Ensembling").
 CIFAR_TEMPLATES: list[str] = [
@@ -48,44 +47,6 @@ CIFAR_TEMPLATES: list[str] = [
     "a photo of the small {}.",
     "a photo of the big {}.",
 ]
-
-
-def _image_ok(path: Path) -> str | None:
-    """None if ``path`` is a readable image, else the reason it is not (header check, no full decode)."""
-    from PIL import Image
-
-    if not path.is_file():
-        return "image file not found"
-    try:
-        with Image.open(path) as im:
-            im.verify()
-    except Exception as e:  # PIL raises many types for corrupt files
-        return f"cannot read image ({e})"
-    return None
-
-
-def _bytes_ok(data: bytes) -> str | None:
-    from PIL import Image
-
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            im.verify()
-    except Exception as e:
-        return f"cannot read image ({e})"
-    return None
-
-
-class _Skipper:
-    """Either raises the first problem or counts it (``skip_bad``)."""
-
-    def __init__(self, skip_bad: bool):
-        self.skip_bad = skip_bad
-        self.count = 0
-
-    def bad(self, path: str | Path | None, problem: str) -> None:
-        if not self.skip_bad:
-            raise DataError(path, problem + " (pass skip_bad=True / --skip-bad to skip unreadable items)")
-        self.count += 1
 
 
 def _check_split(split: str, allowed: Iterable[str], dataset: str) -> None:
@@ -276,7 +237,7 @@ FLICKR_CAPTION_FILES = ("auto", "karpathy", "csv")
 _FUSED_NUMBER = re.compile(r"^(\d+)\s+(\S.*)$")
 
 
-def _find_images_dir(root: Path, images_dir: str | Path | None, candidates: Iterable[str]) -> Path:
+def find_images_dir(root: Path, images_dir: str | Path | None, candidates: Iterable[str]) -> Path:
     if images_dir is not None:
         d = Path(images_dir)
         if not d.is_dir():
@@ -288,13 +249,13 @@ def _find_images_dir(root: Path, images_dir: str | Path | None, candidates: Iter
     return root
 
 
-def _records_from_captions(
-    grouped: dict[str, list[str]], images_dir: Path, skip: _Skipper, verify: bool, split: str
+def records_from_captions(
+    grouped: dict[str, list[str]], images_dir: Path, skip: Skipper, verify: bool, split: str
 ) -> list[ImageTextRecord]:
     records = []
     for fname, caps in grouped.items():
         path = safe_join(images_dir, fname)
-        problem = _image_ok(path) if verify else (None if path.is_file() else "image file not found")
+        problem = image_ok(path) if verify else (None if path.is_file() else "image file not found")
         if problem:
             skip.bad(path, problem)
             continue
@@ -343,8 +304,8 @@ def load_flickr30k(
     ann = Path(annotations)
     if not ann.is_file():
         raise DataError(ann, "annotation file not found")
-    imgs = _find_images_dir(root, images_dir, _FLICKR_IMAGE_DIRS)
-    skip = _Skipper(skip_bad)
+    imgs = find_images_dir(root, images_dir, _FLICKR_IMAGE_DIRS)
+    skip = Skipper(skip_bad)
 
     if ann.suffix.lower() == ".json":
         grouped = _karpathy_captions(ann, split, skip)
@@ -358,11 +319,11 @@ def load_flickr30k(
                     f"results.csv has no train/val/test split; use split 'all' or put Karpathy's "
                     f"dataset_flickr30k.json in {root} to select split {split!r}",
                 )
-            keep = set(_karpathy_captions(karpathy, split, _Skipper(True)))
+            keep = set(_karpathy_captions(karpathy, split, Skipper(True)))
             grouped = {k: v for k, v in grouped.items() if k in keep}
     if limit is not None:
         grouped = dict(list(grouped.items())[:limit])
-    records = _records_from_captions(grouped, imgs, skip, skip_bad, split)
+    records = records_from_captions(grouped, imgs, skip, skip_bad, split)
     return ImageTextData(
         name="flickr30k",
         records=records,
@@ -373,7 +334,7 @@ def load_flickr30k(
     )
 
 
-def _karpathy_captions(path: Path, split: str, skip: _Skipper) -> dict[str, list[str]]:
+def _karpathy_captions(path: Path, split: str, skip: Skipper) -> dict[str, list[str]]:
     data = read_json(path)
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         raise DataError(path, 'not a Karpathy-split file: expected {"images": [...]}')
@@ -396,7 +357,7 @@ def _karpathy_captions(path: Path, split: str, skip: _Skipper) -> dict[str, list
     return grouped
 
 
-def _flickr_csv_captions(path: Path, skip: _Skipper) -> dict[str, list[str]]:
+def _flickr_csv_captions(path: Path, skip: Skipper) -> dict[str, list[str]]:
     """``image_name| comment_number| comment`` lines (header first), grouped by image in
     comment-number order. A line whose number and comment lost their separator
     (``NAME.jpg| 4 A man ...``, as in the public file) is read as number 4, comment "A man ..."."""
@@ -422,24 +383,9 @@ def _flickr_csv_captions(path: Path, skip: _Skipper) -> dict[str, list[str]]:
     return {k: [c for _, c in sorted(v)] for k, v in rows.items()}
 
 
-# ---------------------------------------------------------------- webdataset tar shards
-
-
-def load_wds(
-    root: str | Path, split: str = "train", *, skip_bad: bool = False, limit: int | None = None
-) -> ImageTextData:
-    """Webdataset / img2dataset tar shards as records that read their image from the shard when
-    loaded; see :func:`mmcore.data.streaming.load_wds` (and :func:`~mmcore.data.streaming.open_wds_stream`
-    for the streaming reader)."""
-    from mmcore.data.wds_records import load_wds as _load
-
-    return _load(root, split, skip_bad=skip_bad, limit=limit)
-
-
 __all__ = [
     "CIFAR_TEMPLATES",
     "FLICKR_CAPTION_FILES",
     "load_cifar100",
     "load_flickr30k",
-    "load_wds",
 ]

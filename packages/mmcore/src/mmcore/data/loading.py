@@ -10,12 +10,14 @@ ahead of use (the DataLoader's prefetch), and only those prefetched batches are 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import torch
 
-from mmcore.data.records import ImageTextRecord, _to_tensor
+from mmcore.data.records import ImageTextRecord, to_tensor
+from mmcore.errors import MMError
 
 #: Below this many images the default (``num_workers=None``) decodes in the calling process: starting
 #: worker processes costs more than decoding a few hundred small images.
@@ -39,7 +41,7 @@ def load_transformed(rec: ImageTextRecord, transform: Callable[[Any], torch.Tens
     if rec.image is not None and takes_arrays(transform):
         return transform(rec.image)  # type: ignore[misc]
     img = rec.load_image()
-    return transform(img) if transform is not None else _to_tensor(img)
+    return transform(img) if transform is not None else to_tensor(img)
 
 
 class RecordImages(torch.utils.data.Dataset):
@@ -76,15 +78,31 @@ def _stack(items: list[Any]) -> Any:
     return bad if bad is not None else torch.stack(items)
 
 
+def default_num_workers() -> int:
+    """DataLoader workers for decoding: ``MM_NUM_WORKERS`` if set, else the CPUs this process may
+    use, shared among the processes of this node (``LOCAL_WORLD_SIZE``), minus one for the main
+    process, at most 8 (2 CPUs, one process: 1 worker)."""
+    env = os.environ.get("MM_NUM_WORKERS", "").strip()
+    if env:
+        try:
+            return max(0, int(env))
+        except ValueError:
+            raise MMError(f"MM_NUM_WORKERS must be a whole number, got {env!r}") from None
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
+    return max(0, min(8, cpus // local - 1))
+
+
 def resolve_workers(num_workers: int | None, n_images: int) -> int:
-    """``num_workers``, or with None :func:`~mmcore.data.streaming.default_num_workers` (0 for fewer than
+    """``num_workers``, or with None :func:`default_num_workers` (0 for fewer than
     :data:`MIN_IMAGES_FOR_WORKERS` images)."""
     if num_workers is not None:
         return max(0, int(num_workers))
     if n_images < MIN_IMAGES_FOR_WORKERS:
         return 0
-    from mmcore.data.streaming import default_num_workers
-
     return default_num_workers()
 
 
@@ -123,6 +141,5 @@ def image_batches(
         yield batch
 
 
-__all__ = ["MIN_IMAGES_FOR_WORKERS", "RecordImages", "image_batches", "load_transformed", "loader_generator",
-           "resolve_workers",
-           "takes_arrays"]
+__all__ = ["MIN_IMAGES_FOR_WORKERS", "RecordImages", "default_num_workers", "image_batches", "load_transformed",
+           "loader_generator", "resolve_workers", "takes_arrays"]

@@ -174,7 +174,7 @@ class ImageTextDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         rec = self.records[index]
         img = rec.load_image()
-        image = self.transform(img) if self.transform is not None else _to_tensor(img)
+        image = self.transform(img) if self.transform is not None else to_tensor(img)
         return {
             "image": image,
             "text": self.caption_for(index),
@@ -183,7 +183,7 @@ class ImageTextDataset(torch.utils.data.Dataset):
         }
 
 
-def _to_tensor(img: Image.Image) -> torch.Tensor:
+def to_tensor(img: Image.Image) -> torch.Tensor:
     """PIL → float CHW tensor in [0, 1] (used when no transform is given)."""
     arr = np.asarray(img, dtype=np.uint8)
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)

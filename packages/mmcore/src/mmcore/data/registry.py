@@ -50,7 +50,7 @@ _LOADERS: dict[str, Callable[..., ImageTextData]] = {
     "cifar100": _needs_root("cifar100", _real("load_cifar100")),
     "flickr30k": _needs_root("flickr30k", _real("load_flickr30k")),
     "cc12m": _needs_root("cc12m", _real("load_cc12m_json", "cc12m")),
-    "wds": _needs_root("wds", _real("load_wds")),
+    "wds": _needs_root("wds", _real("load_wds", "wds.records")),
 }
 
 IMAGE_TEXT_DATASETS: tuple[str, ...] = tuple(_LOADERS)
@@ -96,7 +96,7 @@ def open_image_text_stream(
     name: str, root: str | Path | None, split: str = "train", *, skip_bad: bool = False,
     limit: int | None = None, caption_file: str = "auto",
 ) -> Any:
-    """A :class:`~mmcore.data.streaming.ShardStream` over dataset ``name`` (one of
+    """A :class:`~mmcore.data.wds.stream.ShardStream` over dataset ``name`` (one of
     :data:`STREAMED_DATASETS`): batches decoded in DataLoader workers, nothing else held."""
     key = name.lower().replace("-", "").replace("_", "")
     if key not in STREAMED_DATASETS:
@@ -105,6 +105,6 @@ def open_image_text_stream(
         raise MMError(f"dataset {name!r} needs a data root (--data-root PATH)")
     if caption_file != "auto":
         raise MMError(f"caption file {caption_file!r} applies to flickr30k only, not to dataset {name!r}")
-    from mmcore.data.streaming import open_wds_stream
+    from mmcore.data.wds.stream import open_wds_stream
 
     return open_wds_stream(root, split, skip_bad=skip_bad, limit=limit)

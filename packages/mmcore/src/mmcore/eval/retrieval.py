@@ -127,7 +127,7 @@ def encode_image_batches(
     desc: str | None = None,
 ) -> tuple[torch.Tensor, dict[str, list[Any]]]:
     """L2-normalised features of a stream of batches ``{"image": [B,3,H,W], ...}`` (e.g.
-    :meth:`~mmcore.data.streaming.ShardStream.batches`), and every other key's values concatenated in
+    :meth:`~mmcore.data.wds.stream.ShardStream.batches`), and every other key's values concatenated in
     stream order (captions, labels, ids). Holds the features and those values, no image."""
     dev = torch.device(device)
     feats: list[torch.Tensor] = []

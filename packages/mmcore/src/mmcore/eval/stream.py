@@ -1,6 +1,6 @@
 """Zero-shot accuracy and retrieval Recall@K over a stream of shards, in one pass over the images.
 
-The images are read once from a :class:`~mmcore.data.streaming.ShardStream` (decoded and
+The images are read once from a :class:`~mmcore.data.wds.stream.ShardStream` (decoded and
 transformed in its DataLoader workers); what is kept is each image's feature, label and caption,
 so memory grows with n·d features and the captions, never with the images. Both metrics are then
 computed from those features exactly as :func:`~mmcore.eval.zeroshot.zero_shot_eval` and

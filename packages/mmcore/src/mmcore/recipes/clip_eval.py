@@ -113,5 +113,7 @@ def evaluate_clip(
     except ImageReadError as e:
         if skip_bad:
             raise
-        raise ImageReadError(e.path, f"{e.problem} (pass skip_bad=True / --skip-bad to skip unreadable items)") from None
+        from mmcore.data.checks import SKIP_HINT
+
+        raise ImageReadError(e.path, e.problem + SKIP_HINT) from None
     return metrics

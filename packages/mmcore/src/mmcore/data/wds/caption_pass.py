@@ -4,7 +4,7 @@ For each shard the captions come from img2dataset's ``SHARD.parquet`` (columns `
 ``caption``; rows whose ``status`` is not ``success`` have no image in the tar and are left out)
 when it exists and pyarrow is installed, else from the tar's ``KEY.txt`` members (``KEY.json``'s
 ``caption`` / ``text`` when a sample has no .txt); image members are skipped by their headers, never
-read. Ids are ``SHARD/KEY``, as :func:`~mmcore.data.wds_records.load_wds` and the stream give them.
+read. Ids are ``SHARD/KEY``, as :func:`~mmcore.data.wds.records.load_wds` and the stream give them.
 
 The result is written to a folder as it goes: ``rule.json`` (what was matched, so a restart with
 another rule fails instead of mixing results) and ``shards.jsonl``, one line per finished shard
@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mmcore.data.streaming import _WDS_KEY, shard_name
+from mmcore.data.wds.layout import WDS_KEY, shard_name
 from mmcore.errors import DataError
 from mmcore.io import atomic_write_text, read_json, write_json
 
@@ -71,7 +71,7 @@ def _tar_captions(shard: Path) -> list[tuple[str, str]]:
     try:
         with tarfile.open(shard, mode="r:*") as tf:
             for m in tf:
-                match = _WDS_KEY.match(m.name) if m.isfile() else None
+                match = WDS_KEY.match(m.name) if m.isfile() else None
                 if match is None:
                     continue
                 key, ext = match.group(1), match.group(2).lower()

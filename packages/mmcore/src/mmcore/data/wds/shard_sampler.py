@@ -22,7 +22,9 @@ from itertools import count
 from pathlib import Path
 from typing import Any
 
-from mmcore.data.streaming import _SKIP_HINT, _collate, _Decode, _Problems, default_num_workers, shard_name
+from mmcore.data.checks import SKIP_HINT
+from mmcore.data.wds.layout import shard_name
+from mmcore.data.wds.stream import Decode, Problems, collate, rank_and_world
 from mmcore.errors import DataError, MMError
 
 
@@ -50,7 +52,7 @@ class _EpochShards:
 
 @dataclass(frozen=True)
 class IdFilter:
-    """Keeps a sample whose id (``SHARD/KEY``, as :func:`mmcore.data.wds_records.load_wds` names records)
+    """Keeps a sample whose id (``SHARD/KEY``, as :func:`mmcore.data.wds.records.load_wds` names records)
     is in ``ids`` (``inside=True``) or not in it."""
 
     ids: frozenset[str]
@@ -91,7 +93,7 @@ def _exact_batches(src: Iterable[dict[str, Any]], batch_size: int) -> Iterator[d
             continue
         good.append(item)
         if len(good) == batch_size:
-            batch = _collate(good)
+            batch = collate(good)
             batch["problems"] = problems
             yield batch
             good, problems = [], []
@@ -122,8 +124,7 @@ def shuffled_shard_batches(
     import torch
     import webdataset as wds
 
-    from mmcore.data.loading import loader_generator
-    from mmcore.data.streaming import rank_and_world
+    from mmcore.data.loading import default_num_workers, loader_generator
 
     if batch_size < 1:
         raise MMError(f"batch_size must be at least 1, got {batch_size}")
@@ -137,14 +138,14 @@ def shuffled_shard_batches(
     per_sample = len(urls) < world  # too few shards to give each process its own
     if n_samples is not None:
         shuffle_buffer = max(1, min(shuffle_buffer, n_samples // (world * max(1, workers))))
-    problems = _Problems()
+    problems = Problems()
     pipeline = wds.DataPipeline(
         _EpochShards(urls, seed, rank, world),
         wds.split_by_worker,
         wds.tarfile_to_samples(handler=problems),
         partial(_select, keep=keep, every=world if per_sample else 1, offset=rank),
         partial(_shuffle, buffer=shuffle_buffer, seed=seed),
-        _Decode(transform, problems, n_classes),
+        Decode(transform, problems, n_classes),
         partial(_exact_batches, batch_size=batch_size),
     )
     it = iter(torch.utils.data.DataLoader(pipeline, batch_size=None, num_workers=workers, pin_memory=pin_memory,
@@ -153,7 +154,7 @@ def shuffled_shard_batches(
         for batch in it:
             for where, problem, fatal in batch.pop("problems"):
                 if fatal or not skip_bad:
-                    raise DataError(where, problem + ("" if fatal else _SKIP_HINT))
+                    raise DataError(where, problem + ("" if fatal else SKIP_HINT))
             yield batch
     finally:
         del it  # stop the workers when the stream is closed, not when a traceback holding it is dropped

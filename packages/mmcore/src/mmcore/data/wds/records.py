@@ -1,6 +1,7 @@
-"""Random access to webdataset shards: records holding tar member offsets (:func:`load_wds`), and
-writing records as img2dataset-style shards (:func:`write_shards`). The streaming reader and the
-shard / split rules are in :mod:`mmcore.data.streaming`."""
+"""Random access to webdataset shards: records holding tar member offsets (:func:`load_wds`, what
+``load_image_text("wds")`` returns; :func:`load_wds_holdout`, :func:`sample_wds_records`), and writing records
+as img2dataset-style shards (:func:`write_shards`). The streaming reader is :mod:`mmcore.data.wds.stream`, the
+shard / split rules :mod:`mmcore.data.wds.layout`."""
 
 from __future__ import annotations
 
@@ -14,16 +15,16 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from mmcore.data.image_text import _bytes_ok, _Skipper
+from mmcore.data.checks import Skipper, bytes_ok
 from mmcore.data.records import ImageTextData, ImageTextRecord
-from mmcore.data.streaming import (
-    _WDS_KEY,
+from mmcore.data.wds.layout import (
     CLASSNAMES_FILE,
     IMAGE_EXTENSIONS,
     TEMPLATES_FILE,
-    _class_info,
-    _meta_dir,
-    _parse_sample,
+    WDS_KEY,
+    class_info,
+    meta_dir,
+    parse_sample,
     resolve_shards,
     shard_name,
     shard_paths,
@@ -35,7 +36,7 @@ from mmcore.io import safe_join
 # ---------------------------------------------------------------- random access (records with offsets)
 
 
-def _open_seekable(shard: Path, skip: _Skipper) -> tuple[tarfile.TarFile | None, bool]:
+def _open_seekable(shard: Path, skip: Skipper) -> tuple[tarfile.TarFile | None, bool]:
     """(tar, seekable): uncompressed tars are read in place, compressed ones as a stream."""
     try:
         return tarfile.open(shard, mode="r:"), True
@@ -51,7 +52,7 @@ def _open_seekable(shard: Path, skip: _Skipper) -> tuple[tarfile.TarFile | None,
         return None, False
 
 
-def _scan_shard(shard: Path, skip: _Skipper) -> Iterator[tuple[str, dict[str, bytes], dict[str, tuple[str, int, int]], tuple[str, str] | None]]:
+def _scan_shard(shard: Path, skip: Skipper) -> Iterator[tuple[str, dict[str, bytes], dict[str, tuple[str, int, int]], tuple[str, str] | None]]:
     """Per sample of one shard: key, the small members' bytes by extension, the image members'
     (member name, data offset, size) by extension, and the problem found in its image (only looked
     for with ``skip.skip_bad``, which reads and verifies each image once and keeps nothing).
@@ -71,7 +72,7 @@ def _scan_shard(shard: Path, skip: _Skipper) -> Iterator[tuple[str, dict[str, by
                 if not m.isfile():
                     skip.bad(shard, f"member {m.name!r} is not a regular file (links are not followed)")
                     continue
-                match = _WDS_KEY.match(m.name)
+                match = WDS_KEY.match(m.name)
                 if match is None:
                     skip.bad(shard, f"member {m.name!r} has no KEY.extension name")
                     continue
@@ -82,7 +83,7 @@ def _scan_shard(shard: Path, skip: _Skipper) -> Iterator[tuple[str, dict[str, by
                     images[key][ext] = (m.name, m.offset_data, m.size)
                     if skip.skip_bad:
                         f = tf.extractfile(m)
-                        problem = _bytes_ok(f.read() if f is not None else b"")
+                        problem = bytes_ok(f.read() if f is not None else b"")
                         if problem:
                             bad[key] = (f"{shard}:{m.name}", problem)
                 else:
@@ -94,13 +95,13 @@ def _scan_shard(shard: Path, skip: _Skipper) -> Iterator[tuple[str, dict[str, by
         yield key, parts, images[key], bad.get(key)
 
 
-def _iter_records(shards: Sequence[Path], n_classes: int | None, skip: _Skipper) -> Iterator[ImageTextRecord]:
+def _iter_records(shards: Sequence[Path], n_classes: int | None, skip: Skipper) -> Iterator[ImageTextRecord]:
     for shard in shards:
         for key, small, images, problem in _scan_shard(shard, skip):
             if problem is not None:
                 skip.bad(*problem)
                 continue
-            parsed = _parse_sample(key, {**small, **dict.fromkeys(images, b"")}, str(shard), n_classes)
+            parsed = parse_sample(key, {**small, **dict.fromkeys(images, b"")}, str(shard), n_classes)
             if isinstance(parsed, tuple):
                 skip.bad(*parsed)
                 continue
@@ -110,7 +111,7 @@ def _iter_records(shards: Sequence[Path], n_classes: int | None, skip: _Skipper)
                 extra: dict[str, Any] = {"tar_member": (str(shard), offset, size)}
             else:  # a compressed shard: the bytes are all there is
                 member, extra = f"{key}.{ext}", {"image_bytes": small[ext]}
-                if skip.skip_bad and (bad := _bytes_ok(small[ext])):
+                if skip.skip_bad and (bad := bytes_ok(small[ext])):
                     skip.bad(f"{shard}:{member}", bad)
                     continue
             yield ImageTextRecord(
@@ -120,8 +121,8 @@ def _iter_records(shards: Sequence[Path], n_classes: int | None, skip: _Skipper)
 
 
 def _load_records(shards: Sequence[Path], meta: Path, skip_bad: bool, limit: int | None) -> ImageTextData:
-    skip = _Skipper(skip_bad)
-    classnames, templates = _class_info(meta)
+    skip = Skipper(skip_bad)
+    classnames, templates = class_info(meta)
     records = list(islice(_iter_records(shards, len(classnames) if classnames else None, skip), limit))
     return ImageTextData(name="wds", records=records, classnames=classnames, templates=templates,
                          skipped=skip.count, attrs={"shards": [shard_name(s) for s in shards],
@@ -137,7 +138,7 @@ def load_wds(root: str | Path, split: str = "train", *, skip_bad: bool = False,
     Ids are ``SHARD/KEY``; ``attrs["source"]`` names the member, ``attrs["json"]`` holds KEY.json.
     Labels (``KEY.cls`` / ``json["label"]``) when ``classnames.txt`` gives the classes."""
     shards, how = resolve_shards(root, split)
-    data = _load_records(shards, _meta_dir(root, shards), skip_bad, limit)
+    data = _load_records(shards, meta_dir(root, shards), skip_bad, limit)
     data.attrs.update(root=str(root), split=split, shards_from=how)
     return data
 
@@ -152,7 +153,7 @@ def load_wds_holdout(root: str | Path, test_fraction: float = 0.1, seed: int = 0
     by_name = {shard_name(s): s for s in shards}
     out = []
     for part in ("train", "test"):
-        data = _load_records([by_name[n] for n in splits[part]], _meta_dir(root, shards), skip_bad, limit)
+        data = _load_records([by_name[n] for n in splits[part]], meta_dir(root, shards), skip_bad, limit)
         data.name = "wds" if part == "train" else "wds-holdout"
         data.attrs.update(root=str(root), split=part,
                           shards_from=f"split_shards(test_fraction={test_fraction}, seed={seed})")
@@ -168,8 +169,8 @@ def sample_wds_records(root: str | Path, shards: Sequence[Path], parts: dict[str
     image decoded): memory holds the ``k`` records of each part, whatever the number of samples (reservoir
     sampling). Each part keeps the shards' order; ``attrs["n_total"]`` is how many records the part had."""
     caps = k if isinstance(k, dict) else dict.fromkeys(parts, k)
-    skip = _Skipper(skip_bad)
-    classnames, templates = _class_info(_meta_dir(root, shards))
+    skip = Skipper(skip_bad)
+    classnames, templates = class_info(meta_dir(root, shards))
     rng = random.Random(seed)
     kept: dict[str, list[tuple[int, ImageTextRecord]]] = {name: [] for name in parts}
     seen = dict.fromkeys(parts, 0)
@@ -248,4 +249,4 @@ def write_shards(
     return written
 
 
-__all__ = ["load_wds", "load_wds_holdout", "write_shards"]
+__all__ = ["load_wds", "load_wds_holdout", "sample_wds_records", "write_shards"]
