@@ -168,3 +168,36 @@ def test_eval_error_hints_name_only_its_own_options(tmp_path):
         _hints_are_options(r.output, "clip", "eval")
     r = runner.invoke(app, ["clip", "eval", "--model", "mm-micro-clip", "--random-init", "--out", str(tmp_path / "full")])
     assert "--overwrite" in r.output and "--resume" not in r.output
+
+
+BLIP_TINY = ["--set", "model=mm-micro-blip", "--set", "n_train=64", "--set", "n_test=30", "--set", "steps=2",
+             "--set", "batch_size=32", "--set", "eval_every=0", "--set", "warmup=1", "--set", "retrieval_n=10",
+             "--set", "rerank_k=3"]
+
+
+def test_pretrain_family_blip_writes_a_transformers_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("MM_NO_PROGRESS", "1")
+    r = runner.invoke(app, ["clip", "pretrain", "--family", "blip", "--out", str(tmp_path / "p"), "--print-config"])
+    assert r.exit_code == 0, r.output
+    cfg = json.loads(r.output)
+    assert cfg["model"] == "mm-tiny-blip" and cfg["rerank_k"] > 0 and "itm_weight" in cfg
+    out = tmp_path / "run"
+    r = runner.invoke(app, ["clip", "pretrain", "--family", "blip", "--out", str(out), "--seed", "3", *BLIP_TINY])
+    assert r.exit_code == 0, r.output
+    assert json.loads((out / "config.json").read_text())["seed"] == 3
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["family"] == "blip" and 0.0 <= metrics["zero_shot_accuracy"] <= 1.0
+    assert {"retrieval_i2t_R@1", "retrieval_itc_i2t_R@1", "retrieval_rerank_k"} <= metrics.keys()
+    from transformers import BlipForImageTextRetrieval
+
+    BlipForImageTextRetrieval.from_pretrained(out / "model")
+    from mmcore.encoders.family import detect_family
+
+    assert detect_family(out) == "blip"
+
+
+def test_pretrain_family_errors(tmp_path):
+    r = runner.invoke(app, ["clip", "pretrain", "--family", "siglip", "--out", str(tmp_path / "a")])
+    assert r.exit_code == 2 and "--family must be one of clip, blip" in r.output
+    r = runner.invoke(app, ["clip", "pretrain", "--family", "blip", "--preset", "default", "--out", str(tmp_path / "b")])
+    assert r.exit_code == 2 and "--preset names a CLIP recipe" in r.output

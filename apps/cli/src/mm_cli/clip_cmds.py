@@ -18,16 +18,25 @@ PRETRAIN_PRESETS = {"default": "the ClipTrainConfig defaults written out (the ti
                     "membership-leak": "the overfit tiny CLIP of benchmarks/unlearn_shapes' leaking-membership world"}
 
 
+# --family -> (its training config, its pretraining recipe module with pretrain(cfg, out, resume=, overwrite=))
+PRETRAIN_FAMILIES = {"clip": ("mmcore.clip_train.ClipTrainConfig", "mmcore.recipes.clip_pretrain"),
+                     "blip": ("mmcore.blip_train.BlipTrainConfig", "mmcore.recipes.blip_pretrain")}
+
+
 @app.command("pretrain")
 @user_errors
 def pretrain_cmd(
-    out: Path = typer.Option(..., "--out", help="Output directory (model.safetensors, clip_config.json, metrics.json, log.jsonl)."),
+    out: Path = typer.Option(..., "--out", help="Output directory (model.safetensors, clip_config.json, metrics.json, log.jsonl; "
+                             "--family blip: model/, a transformers folder)."),
+    family: str = typer.Option("clip", "--family", help="clip: an open_clip CLIP (mmcore.clip_train.ClipTrainConfig) | "
+                               "blip: a transformers BLIP, ITC + ITM with hard negatives (mmcore.blip_train.BlipTrainConfig; "
+                               "the offline default mm-tiny-blip)."),
     seed: int | None = typer.Option(None, "--seed", help="Random seed (data, init, order).", show_default="0"),
     dataset: str | None = typer.Option(None, "--dataset", help="shapes | cifar100 | flickr30k | cc12m | wds.", show_default="shapes"),
     data_root: Path | None = typer.Option(None, "--data-root", help="Dataset root (real datasets)."),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Real data: skip (and count in metrics.json) unreadable items instead of failing."),
     preset: str | None = common.preset_option("clip", PRETRAIN_PRESETS, "pretrain-<preset>"),
-    config: Path | None = common.config_option("mmcore.clip_train.ClipTrainConfig"),
+    config: Path | None = common.config_option("mmcore.clip_train.ClipTrainConfig; --family blip: mmcore.blip_train.BlipTrainConfig"),
     set_: list[str] | None = common.set_option(),
     print_config: bool = common.print_config_option(),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty output directory."),
@@ -35,23 +44,36 @@ def pretrain_cmd(
     keep_checkpoints: bool = typer.Option(False, "--keep-checkpoints",
                                           help="Keep OUT/checkpoint after the run finishes (removed by default)."),
 ) -> None:
-    """Train the offline default tiny CLIP (mm-tiny-clip) on synthetic shapes and report held-out
-    zero-shot shape accuracy ("a photo of a {shape}")."""
-    from mmcore.clip_train import ClipTrainConfig
-    from mmcore.recipes.clip_pretrain import pretrain
+    """Train the offline default tiny CLIP (mm-tiny-clip; --family blip: the tiny BLIP, mm-tiny-blip) on synthetic
+    shapes and report held-out zero-shot shape accuracy ("a photo of a {shape}")."""
+    from mmcore.errors import ConfigError
 
+    fam = family.lower()
+    if fam not in PRETRAIN_FAMILIES:
+        raise ConfigError(f"--family must be one of {', '.join(PRETRAIN_FAMILIES)}; got {family!r}")
+    if preset and fam != "clip":
+        raise ConfigError(f"--preset names a CLIP recipe (configs/clip/pretrain-*.yaml); with --family {fam} pass "
+                          "--config FILE")
+    cls_path, recipe_path = PRETRAIN_FAMILIES[fam]
+    import importlib
+
+    cls = getattr(importlib.import_module(cls_path.rsplit(".", 1)[0]), cls_path.rsplit(".", 1)[1])
     options = {"seed": seed, "dataset": dataset, "data_root": data_root and str(data_root), "skip_bad": skip_bad or None,
                "keep_checkpoints": keep_checkpoints or None}
     presets = [common.preset_file("clip", preset, PRETRAIN_PRESETS, stem=f"pretrain-{preset}")] if preset else []
-    cfg, _ = common.run_config(ClipTrainConfig, config=config, set_=set_, options=options, print_config=print_config,
+    cfg, _ = common.run_config(cls, config=config, set_=set_, options=options, print_config=print_config,
                                preset_files=presets)
     check_image_text_dataset(cfg.dataset)
+    pretrain = importlib.import_module(recipe_path).pretrain
+    if fam != "clip":  # transformers' "Writing model shards" bars
+        from mmcore.distributed import quiet_third_party_progress
+
+        quiet_third_party_progress()
     metrics = pretrain(cfg, out, resume=resume, overwrite=overwrite)
-    print_table(
-        "mm clip pretrain",
-        [{"model": metrics["model"], "steps": metrics["steps"], "zero_shot_accuracy": float(metrics["zero_shot_accuracy"]),
-          "wall_seconds": float(metrics["wall_seconds"])}],
-    )
+    row = {"model": metrics["model"], "steps": metrics["steps"], "zero_shot_accuracy": float(metrics["zero_shot_accuracy"])}
+    if "retrieval_i2t_R@1" in metrics:
+        row.update({k: float(metrics[f"retrieval_{k}"]) for k in ("itc_i2t_R@1", "i2t_R@1", "itc_t2i_R@1", "t2i_R@1")})
+    print_table("mm clip pretrain" + (f" --family {fam}" if fam != "clip" else ""), [{**row, "wall_seconds": float(metrics["wall_seconds"])}])
 
 
 @app.command("eval")

@@ -106,14 +106,67 @@ def check_image_text_dataset(name: str) -> None:
         raise MMError(f"unknown image-text dataset {name!r}{hint} (known: {', '.join(IMAGE_TEXT_DATASETS)})")
 
 
-def cached_tiny_clip() -> Path | None:
-    """The tiny CLIP `mm demo` trained and cached (seed 0 first), if there is one."""
+# The files of a finished pretraining run, per model family (mmcore.encoders.family): what a cached tiny model needs.
+TINY_MODEL_FILES = {"clip": ("metrics.json", "model.safetensors", "clip_config.json"),
+                    "blip": ("metrics.json", "model/config.json", "model/model.safetensors")}
+# `--tiny` smoke sizes of the cached models (seconds, meaningless numbers: the test suite's)
+MICRO_PRETRAIN = {"n_train": 256, "n_test": 64, "steps": 4, "batch_size": 32, "warmup": 1, "eval_every": 0,
+                  "checkpoint_every": 0}
+MICRO_MODELS = {"clip": {"model": "mm-micro-clip"}, "blip": {"model": "mm-micro-blip", "retrieval_n": 20, "rerank_k": 4}}
+
+
+def tiny_model_dir(family: str = "clip", seed: int = 0, micro: bool = False, cache: Path | None = None) -> Path:
+    """Where the tiny model of ``family`` (its pretraining defaults, with ``seed``) is cached: CACHE/tiny-FAMILY-seedN
+    (micro-FAMILY-seedN at the smoke sizes)."""
+    from mmcore.io import default_cache_dir
+
+    return (cache or default_cache_dir()).expanduser() / f"{'micro' if micro else 'tiny'}-{family}-seed{seed}"
+
+
+def tiny_model_ready(family: str, path: Path) -> bool:
+    return all((path / f).is_file() for f in TINY_MODEL_FILES[family])
+
+
+def pretrain_tiny_model(family: str, path: Path, seed: int = 0, micro: bool = False) -> dict:
+    """Pretrain the tiny model of ``family`` into ``path`` (its config's defaults; ``micro``: the smoke sizes);
+    returns its metrics. Imports torch."""
+    import dataclasses
+
+    if family == "clip":
+        from mmcore.clip_train import ClipTrainConfig as Config
+        from mmcore.recipes.clip_pretrain import pretrain
+    else:
+        from mmcore.blip_train import BlipTrainConfig as Config
+        from mmcore.recipes.blip_pretrain import pretrain
+    cfg = Config(seed=seed)
+    if micro:
+        cfg = dataclasses.replace(cfg, **MICRO_PRETRAIN, **MICRO_MODELS[family])
+    return pretrain(cfg, path, overwrite=True)
+
+
+def ensure_tiny_model(family: str = "clip", seed: int = 0, micro: bool = False, cache: Path | None = None) -> tuple[Path, bool]:
+    """The cached tiny model of ``family`` (trained now when missing) and whether it was reused."""
+    path = tiny_model_dir(family, seed, micro, cache)
+    if tiny_model_ready(family, path):
+        return path, True
+    pretrain_tiny_model(family, path, seed, micro)
+    return path, False
+
+
+def cached_tiny_model(family: str = "clip") -> Path | None:
+    """The tiny model of ``family`` trained and cached (by `mm demo` for CLIP, :func:`ensure_tiny_model`), seed 0
+    first, if there is one."""
     from mmcore.io import default_cache_dir
 
     cache = default_cache_dir().expanduser()
-    dirs = sorted(cache.glob("tiny-clip-seed*"), key=lambda d: (d.name != "tiny-clip-seed0", d.name))
-    return next((d for d in dirs if all((d / f).is_file() for f in
-                                        ("metrics.json", "model.safetensors", "clip_config.json"))), None)
+    first = f"tiny-{family}-seed0"
+    dirs = sorted(cache.glob(f"tiny-{family}-seed*"), key=lambda d: (d.name != first, d.name))
+    return next((d for d in dirs if tiny_model_ready(family, d)), None)
+
+
+def cached_tiny_clip() -> Path | None:
+    """The tiny CLIP `mm demo` trained and cached (seed 0 first), if there is one."""
+    return cached_tiny_model("clip")
 
 
 def choose_clip_model(model: str | None, pretrained: str | None, random_init: bool,

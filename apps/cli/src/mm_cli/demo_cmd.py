@@ -12,14 +12,19 @@
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from pathlib import Path
 from typing import Any
 
 import typer
 
-from mm_cli.common import print_table, user_errors
+from mm_cli.common import (
+    pretrain_tiny_model,
+    print_table,
+    tiny_model_dir,
+    tiny_model_ready,
+    user_errors,
+)
 
 
 @user_errors
@@ -45,19 +50,12 @@ def demo(
     out = prepare_output_dir(out, overwrite=True)
 
     # 1. tiny CLIP (cached: a second demo starts here in seconds)
-    clip_dir = cache / (f"micro-clip-seed{seed}" if tiny else f"tiny-clip-seed{seed}")
-    if (clip_dir / "metrics.json").is_file() and (clip_dir / "model.safetensors").is_file():
+    clip_dir = tiny_model_dir("clip", seed, micro=tiny, cache=cache)
+    if tiny_model_ready("clip", clip_dir):
         console.print(f"[bold]1/4[/] reusing the cached tiny CLIP in {clip_dir}")
     else:
         console.print(f"[bold]1/4[/] pretraining the tiny CLIP on synthetic shapes → {clip_dir}")
-        from mmcore.clip_train import ClipTrainConfig
-        from mmcore.recipes.clip_pretrain import pretrain
-
-        cfg = ClipTrainConfig(seed=seed)
-        if tiny:
-            cfg = dataclasses.replace(cfg, model="mm-micro-clip", n_train=256, n_test=64, steps=4, batch_size=32,
-                                      warmup=1, eval_every=0, checkpoint_every=0)
-        pretrain(cfg, clip_dir, overwrite=True)
+        pretrain_tiny_model("clip", clip_dir, seed, micro=tiny)
     from mmcore.io import read_json
 
     clip_metrics = read_json(clip_dir / "metrics.json")

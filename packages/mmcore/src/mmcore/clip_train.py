@@ -4,6 +4,9 @@ and by CLIPErase's Retrain baseline.
     bundle = create_clip("mm-tiny-clip")
     model = train_clip(bundle, records, ClipTrainConfig(steps=500), TrainingRun("run/"))
 
+The loss of a step is an :class:`Objective`: :class:`ContrastiveObjective` (CLIP's, the default) or another family's
+(BLIP's ITC + ITM, :class:`mmcore.blip_train.BlipObjective`); the loop around it is the same.
+
 Data order comes from :func:`mmcore.distributed.global_batches` (depends only on seed and epoch) and
 each process takes its round-robin shard; features are gathered with gradients, so 2 processes
 optimise exactly the loss 1 process does. With a :class:`~mmcore.run.TrainingRun`, a checkpoint in ``OUT/checkpoint`` every
@@ -16,7 +19,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from mmcore.distributed import AcceleratorConfig, gathered_order
 
@@ -81,6 +84,48 @@ def clip_loss(img_feats, txt_feats, logit_scale, texts: Sequence[str] | None = N
     loss_i = -(target * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
     loss_t = -(target * F.log_softmax(logits.T, dim=1)).sum(dim=1).mean()
     return (loss_i + loss_t) / 2
+
+
+# --------------------------------------------------------------------------- objectives
+
+
+@dataclass
+class StepBatch:
+    """What an :class:`Objective` sees of one optimizer step besides this process's images and tokens: the
+    global batch's captions and record indices, both in the order all-gathered shards come back in, and this
+    process's place (its shard is the ``rank``-th block of ``len(texts) // world``)."""
+
+    step: int
+    texts: list[str]
+    indices: list[int]
+    rank: int
+    world: int
+
+    def local(self, items: Sequence[Any]) -> list[Any]:
+        per = len(items) // self.world
+        return list(items[self.rank * per : (self.rank + 1) * per])
+
+
+class Objective(Protocol):
+    """``objective(model, images, tokens, batch) -> (loss, logit_scale, logs)``: one step's loss from the model
+    (called once, so a DDP-wrapped model syncs its gradients), the logit scale it used, and scalar tensors to log."""
+
+    def __call__(self, model: Any, images: Any, tokens: Any, batch: StepBatch) -> tuple[Any, Any, dict[str, Any]]: ...
+
+
+@dataclass
+class ContrastiveObjective:
+    """CLIP's symmetric InfoNCE (:func:`clip_loss`) over features gathered from every process."""
+
+    multi_positive: bool = True
+
+    def __call__(self, model: Any, images: Any, tokens: Any, batch: StepBatch) -> tuple[Any, Any, dict[str, Any]]:
+        from mmcore.distributed import gather_with_grad
+
+        img, txt, scale = model(images, tokens)
+        img_all, txt_all = gather_with_grad(img), gather_with_grad(txt)
+        loss = clip_loss(img_all.float(), txt_all.float(), scale.float(), batch.texts if self.multi_positive else None)
+        return loss, scale, {}
 
 
 # --------------------------------------------------------------------------- data
@@ -202,18 +247,20 @@ def train_clip(
     accelerator: Any = None,
     desc: str = "train",
     on_eval: Callable[[Any, int], dict[str, float]] | None = None,
+    objective: Objective | None = None,
 ) -> Any:
     """Contrastively train ``bundle.model`` on image–text ``records``; returns the (unwrapped) model.
 
     ``on_eval(model, step)`` (main process) is called every ``cfg.eval_every`` steps and at the end;
     what it returns is logged. With a ``run`` that has a directory: ``log.jsonl`` and a resumable
     ``checkpoint/`` (a resuming run continues from it). ``accelerator``: None: the run's, else one
-    built from ``cfg.accelerator``.
+    built from ``cfg.accelerator``. ``objective``: the step's loss (None: :class:`ContrastiveObjective`
+    with ``cfg.multi_positive``); what its logs hold is logged with the loss.
     """
     import torch
 
     from mmcore.checkpoint import unwrap
-    from mmcore.distributed import build_accelerator, gather_with_grad, progress_bar, seed_everything
+    from mmcore.distributed import build_accelerator, progress_bar, seed_everything
     from mmcore.errors import MMError
     from mmcore.optim import adam, lr_schedule
     from mmcore.run import TrainingRun
@@ -244,6 +291,7 @@ def train_clip(
     batches = _Batches(records, bundle.preprocess_train, cfg.batch_size, cfg.seed, cfg.num_workers)
     tokens = _TokenCache(bundle.tokenizer)
     device = acc.device
+    objective = objective or ContrastiveObjective(cfg.multi_positive)
 
     def evaluate(step: int) -> None:
         if on_eval is None:
@@ -258,12 +306,10 @@ def train_clip(
         evaluate(0)
     with progress_bar(steps - start, desc) as advance:
         for step, epoch, images, texts in batches.loader(start, steps, rank, world):
-            per = len(texts) // world  # this shard's captions: the rank-th block of the gather order
-            toks = tokens(texts[rank * per : (rank + 1) * per])
+            batch = StepBatch(step, texts, gathered_order(batches.global_batch(step)[1], world), rank, world)
+            toks = tokens(batch.local(texts))  # this shard's captions: the rank-th block of the gather order
             with acc.autocast():
-                img, txt, scale = model(images.to(device), toks.to(device))
-                img_all, txt_all = gather_with_grad(img), gather_with_grad(txt)
-                loss = clip_loss(img_all.float(), txt_all.float(), scale.float(), texts if cfg.multi_positive else None)
+                loss, scale, extra = objective(model, images.to(device), toks.to(device), batch)
             acc.backward(loss)
             if cfg.max_grad_norm > 0:
                 acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
@@ -275,8 +321,8 @@ def train_clip(
             done = step + 1
             if done % cfg.log_every == 0 or done == steps:
                 run.log(
-                    {"loss": loss.item(), "lr": sched.get_last_lr()[0], "logit_scale": scale.item(), "epoch": epoch,
-                     "train_seconds": round(time.perf_counter() - t0, 3)},
+                    {"loss": loss.item(), **{k: float(v) for k, v in extra.items()}, "lr": sched.get_last_lr()[0],
+                     "logit_scale": scale.item(), "epoch": epoch, "train_seconds": round(time.perf_counter() - t0, 3)},
                     step=done,
                 )
             advance(1, loss=loss.item())

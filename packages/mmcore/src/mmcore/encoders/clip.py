@@ -18,9 +18,10 @@ import difflib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from mmcore.checkpoint import count_parameters  # noqa: F401  (re-exported: mmcore.recipes.clip_pretrain uses it from here)
+from mmcore.encoders.family import ImageTextBundleMixin
 from mmcore.errors import DataError, MMError
 from mmcore.io import read_json, write_json
 
@@ -34,8 +35,10 @@ _registered = False
 
 
 @dataclass
-class ClipBundle:
-    """A CLIP model with everything needed to use it."""
+class ClipBundle(ImageTextBundleMixin):
+    """A CLIP model with everything needed to use it (the "clip" family of :mod:`mmcore.encoders.family`)."""
+
+    family: ClassVar[str] = "clip"
 
     model: Any  # open_clip CLIP / CustomTextCLIP
     tokenizer: Any  # callable: list[str] -> LongTensor [N, context_length]
@@ -44,6 +47,10 @@ class ClipBundle:
     model_name: str
     model_cfg: dict
     image_size: int
+
+    def save(self, out_dir: str | Path) -> None:
+        """:func:`save_clip` of this bundle (clip_config.json + model.safetensors; :func:`load_clip` reads it)."""
+        save_clip(self.model, out_dir, self.model_name, self.model_cfg)
 
 
 RANDOM_INIT_WARNING = ("random weights: the model is an architecture name without a pretrained tag or checkpoint, "
@@ -157,10 +164,13 @@ class TensorPreprocess:
         return self.batch(t.unsqueeze(0))[0]
 
 
-def _make_preprocess(model: Any, image_size: int) -> tuple[Any, Any]:
+def make_preprocess(image_size: int, preprocess_cfg: dict[str, Any] | None = None) -> tuple[Any, Any]:
+    """(train, eval) preprocessing for ``image_size``: :class:`TensorPreprocess` up to
+    :data:`FAST_PREPROCESS_MAX_SIZE`, else open_clip's transforms; ``preprocess_cfg``: open_clip
+    ``PreprocessCfg`` fields (mean, std, interpolation, resize_mode, ...; unknown keys are ignored)."""
     from open_clip.transform import PreprocessCfg, image_transform_v2
 
-    pp = dict(getattr(model.visual, "preprocess_cfg", None) or {})
+    pp = dict(preprocess_cfg or {})
     cfg = PreprocessCfg(**{**{k: v for k, v in pp.items() if k in PreprocessCfg.__dataclass_fields__}, "size": image_size})
     if image_size <= FAST_PREPROCESS_MAX_SIZE:
         return (
@@ -168,6 +178,10 @@ def _make_preprocess(model: Any, image_size: int) -> tuple[Any, Any]:
             TensorPreprocess(image_size, cfg.mean, cfg.std, train=False),
         )
     return image_transform_v2(cfg, is_train=True), image_transform_v2(cfg, is_train=False)
+
+
+def _make_preprocess(model: Any, image_size: int) -> tuple[Any, Any]:
+    return make_preprocess(image_size, getattr(model.visual, "preprocess_cfg", None))
 
 
 # --------------------------------------------------------------------------- model construction
