@@ -27,10 +27,10 @@ from mmcore.checkpoint import unwrap
 from mmcore.data.records import ImageTextData, ImageTextRecord
 from mmcore.errors import MMError
 from mmcore.eval.retrieval import (
-    _eval_mode,
-    _float_dtype,
-    _owner_pairs,
-    _percent,
+    eval_mode,
+    float_dtype,
+    owner_pairs,
+    percent,
     encode_images,
     encode_texts,
     recall_at_k_blocked,
@@ -100,7 +100,7 @@ def recall_at_k_reranked(
     ks = list(ks)
     _, itc_hits = recall_at_k_blocked(img, txt, text_owners, sorted({*ks, k_i2t, k_t2i}), block_size=block_size,
                                       return_hits=True)
-    pair_img, pair_txt = _owner_pairs(text_owners, n_img, n_txt, img.device)
+    pair_img, pair_txt = owner_pairs(text_owners, n_img, n_txt, img.device)
     sel_i = torch.nonzero(itc_hits[f"i2t_R@{k_i2t}"]).flatten()  # an own text among the ITC top k
     sel_t = torch.nonzero(itc_hits[f"t2i_R@{k_t2i}"]).flatten()
     cand_i, own_i, itc_i = _candidates(img, txt, pair_img, pair_txt, sel_i, k, block_size)
@@ -126,8 +126,8 @@ def recall_at_k_reranked(
             h = itc_hits[f"{direction}_R@{kk}"].clone()  # a query not re-ranked keeps its ITC rank
             h[sel] = rank < kk
             hits[f"{direction}_R@{kk}"] = h
-    recalls: dict[str, Any] = {f"i2t_R@{kk}": _percent(hits[f"i2t_R@{kk}"][has_text]) for kk in ks}
-    recalls.update({f"t2i_R@{kk}": _percent(hits[f"t2i_R@{kk}"]) for kk in ks})
+    recalls: dict[str, Any] = {f"i2t_R@{kk}": percent(hits[f"i2t_R@{kk}"][has_text]) for kk in ks}
+    recalls.update({f"t2i_R@{kk}": percent(hits[f"t2i_R@{kk}"]) for kk in ks})
     recalls["itm_pairs"] = int(uniq.numel())
     if not return_hits:
         return recalls
@@ -150,7 +150,7 @@ class ItmPairScorer:
         self.device, self.num_workers = torch.device(device), num_workers
 
     def __call__(self, image_idx: torch.Tensor, text_idx: torch.Tensor) -> torch.Tensor:
-        with torch.inference_mode(), _eval_mode(self.model):
+        with torch.inference_mode(), eval_mode(self.model):
             out = self._score(image_idx.cpu().long(), text_idx.cpu().long())
         return out.clone()
 
@@ -158,7 +158,7 @@ class ItmPairScorer:
         from mmcore.data.loading import image_batches
 
         m = unwrap(self.model)
-        dtype = _float_dtype(m)
+        dtype = float_dtype(m)
         out = torch.empty(image_idx.numel())
         needed = torch.unique(text_idx)
         row = torch.full((len(self.texts),), -1, dtype=torch.long)

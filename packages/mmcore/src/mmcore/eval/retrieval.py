@@ -49,7 +49,7 @@ def _device(device: str | torch.device, accelerator: Any) -> torch.device:
 
 
 @contextmanager
-def _eval_mode(model: Any) -> Iterator[None]:
+def eval_mode(model: Any) -> Iterator[None]:
     """model.eval() for the duration, then the previous mode back (evaluation inside a training
     loop must not leave the model in eval mode)."""
     was_training = model.training
@@ -60,7 +60,7 @@ def _eval_mode(model: Any) -> Iterator[None]:
         model.train(was_training)
 
 
-def _float_dtype(model: Any) -> torch.dtype:
+def float_dtype(model: Any) -> torch.dtype:
     for p in model.parameters():
         if p.is_floating_point():
             return p.dtype
@@ -83,7 +83,7 @@ def encode_images(
     Images are decoded and transformed in ``num_workers`` DataLoader workers (None:
     :func:`~mmcore.data.loading.resolve_workers`, from the CPU count; 0: in this process), pinned
     when the features go to a GPU; no image is kept after its batch. ``desc`` labels the progress bar."""
-    with torch.inference_mode(), _eval_mode(model):
+    with torch.inference_mode(), eval_mode(model):
         out = _encode_images(model, records, transform, batch_size, device, accelerator, num_workers, desc)
     return out.clone()  # a normal tensor: inference tensors cannot enter autograd later
 
@@ -105,7 +105,7 @@ def _encode_images(
         raise MMError(f"batch_size must be at least 1, got {batch_size}")
     m = unwrap(model)
     dev = _device(device, accelerator)
-    dtype = _float_dtype(m)
+    dtype = float_dtype(m)
     mine, _ = _shard(len(recs), accelerator)
     plan = [mine[s : s + batch_size] for s in range(0, len(mine), batch_size)]
     feats: list[torch.Tensor] = []
@@ -132,9 +132,9 @@ def encode_image_batches(
     dev = torch.device(device)
     feats: list[torch.Tensor] = []
     rest: dict[str, list[Any]] = {}
-    with torch.inference_mode(), _eval_mode(model), progress_bar(total, desc or "encode images") as advance:
+    with torch.inference_mode(), eval_mode(model), progress_bar(total, desc or "encode images") as advance:
         m = unwrap(model)
-        dtype = _float_dtype(m)
+        dtype = float_dtype(m)
         for batch in batches:
             images = batch["image"].to(dev, dtype, non_blocking=True)
             feats.append(F.normalize(m.encode_image(images).float(), dim=-1))
@@ -161,7 +161,7 @@ def encode_texts(
     several images sharing a caption), and text encoding dominates retrieval time."""
     texts = list(texts)
     unique = list(dict.fromkeys(texts))
-    with torch.inference_mode(), _eval_mode(model):
+    with torch.inference_mode(), eval_mode(model):
         out = _encode_texts(model, tokenizer, unique, batch_size, device, accelerator)
         if len(unique) != len(texts):
             pos = {t: i for i, t in enumerate(unique)}
@@ -221,7 +221,7 @@ def recall_at_k(
     return _recalls(i2t_rank[has_caption], t2i_rank, ks)
 
 
-def _owner_pairs(
+def owner_pairs(
     text_owners: Any, n_img: int, n_txt: int, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(image, text) index pairs of ``text_owners`` (one image index per text, or a sequence of image
@@ -280,7 +280,7 @@ def recall_at_k_blocked(
     dev = img.device
     if block_size < 1:
         raise MMError(f"block_size must be at least 1, got {block_size}")
-    pair_img, pair_txt = _owner_pairs(text_owners, n_img, n_txt, dev)
+    pair_img, pair_txt = owner_pairs(text_owners, n_img, n_txt, dev)
     kmax = max(1, min(max(ks, default=1), n_img))
     neg_inf = float("-inf")
     i2t_rank = torch.zeros(n_img, dtype=torch.long, device=dev)
@@ -317,12 +317,12 @@ def recall_at_k_blocked(
 
 def _recalls(i2t_rank: torch.Tensor, t2i_rank: torch.Tensor, ks: Sequence[int]) -> dict[str, float]:
     """``i2t_R@K`` then ``t2i_R@K`` (percent) from 0-based ranks of the first correct match."""
-    out = {f"i2t_R@{k}": _percent(i2t_rank < k) for k in ks}
-    out.update({f"t2i_R@{k}": _percent(t2i_rank < k) for k in ks})
+    out = {f"i2t_R@{k}": percent(i2t_rank < k) for k in ks}
+    out.update({f"t2i_R@{k}": percent(t2i_rank < k) for k in ks})
     return out
 
 
-def _percent(hits: torch.Tensor) -> float:
+def percent(hits: torch.Tensor) -> float:
     return 100.0 * int(hits.sum()) / hits.numel() if hits.numel() else 0.0
 
 
