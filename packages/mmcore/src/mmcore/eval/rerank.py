@@ -27,12 +27,12 @@ from mmcore.checkpoint import unwrap
 from mmcore.data.records import ImageTextData, ImageTextRecord
 from mmcore.errors import MMError
 from mmcore.eval.retrieval import (
+    encode_images,
+    encode_texts,
     eval_mode,
     float_dtype,
     owner_pairs,
     percent,
-    encode_images,
-    encode_texts,
     recall_at_k_blocked,
     texts_and_owners,
 )
