@@ -121,3 +121,15 @@ def png_path(name: str, out_dir: str | Path | None = None) -> Path:
     out = Path(out_dir) if out_dir is not None else RESULTS
     out.mkdir(parents=True, exist_ok=True)
     return out / f"{name}.png"
+
+
+def publish(name: str, result: dict[str, Any], out_dir: str | Path | None, no_write: bool,
+            plot: Callable[[dict[str, Any], Path], None]) -> None:
+    """Print ``result`` (``no_write``) or draw its PNG with ``plot`` and write OUT_DIR/NAME.json."""
+    if no_write:
+        import json
+
+        print(json.dumps(result, indent=1, default=str))
+    else:
+        plot(result, png_path(name, out_dir))
+        write_result(name, result, out_dir)

@@ -44,7 +44,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks._common import parse_args, png_path, write_result
+from benchmarks._common import parse_args, publish
 from benchmarks.avqa_synth import (
     _correct,
     _run_dir,
@@ -321,11 +321,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     "test questions; diagnostics are of the best epoch's model, medians over seeds "
                     "(sasrnet.diagnostics); static_world rows ran on the static world (its own test questions)",
         }
-        if args.no_write:
-            print(json.dumps(result, indent=1, default=str))
-        else:
-            plot_result(result, png_path(name, args.out))
-            write_result(name, result, args.out)
+        publish(name, result, args.out, args.no_write, plot_result)
         print(json.dumps(result["summary"]), flush=True)
         return result
     finally:

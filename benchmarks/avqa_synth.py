@@ -42,7 +42,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks._common import parse_args, png_path, timed_median, write_result
+from benchmarks._common import parse_args, png_path, publish, timed_median
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "avqa"
 # run name -> (model, recipe file under configs/avqa, TrainConfig keys set on top of the recipe)
@@ -434,11 +434,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     "'avst-sasr-recipe' with SaSR-Net's; the 20-minute bar applies to one training per run "
                     "(single_seed_minutes); the bootstrap gap is of seed-MEAN accuracies, per_template pools the seeds",
         }
-        if args.no_write:
-            print(json.dumps(result, indent=1, default=str))
-        else:
-            plot_result(result, png_path(name, args.out))
-            write_result(name, result, args.out)
+        publish(name, result, args.out, args.no_write, plot_result)
         print(verdict, gaps, flush=True)
         return result
     finally:
