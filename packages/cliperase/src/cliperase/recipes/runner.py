@@ -66,6 +66,7 @@ def load_data(cfg: UnlearnConfig, image_size: int | None = None) -> tuple[ImageT
         same = str(pre.get("dataset", "")).lower() == "shapes"
         seed = cfg.data_seed if cfg.data_seed is not None else int(pre.get("seed", cfg.seed)) if same else cfg.seed
         kw["seed"] = seed
+        kw["classes"] = cfg.shapes_classes or (str(pre.get("shapes_classes") or "shape") if same else "shape")
         if image_size:
             kw["image_size"] = image_size
         n_train = cfg.n_train or (int(pre["n_train"]) if same and pre.get("n_train") else 0)
