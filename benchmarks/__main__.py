@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 # Scripts in this folder that are tools, not benchmarks.
-NOT_BENCHMARKS = {"render_readme", "unlearn_shapes_plot"}
+NOT_BENCHMARKS = {"render_readme", "unlearn_shapes_plot", "unlearn_matrix_plot"}
 
 
 def available() -> list[str]:

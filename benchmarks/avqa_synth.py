@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks._common import parse_args, png_path, publish, timed_median
+from benchmarks._stats import bootstrap_mean
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "avqa"
 # run name -> (model, recipe file under configs/avqa, TrainConfig keys set on top of the recipe)
@@ -163,12 +164,9 @@ def paired_bootstrap(a: list[list[bool]], b: list[list[bool]], n_boot: int = 200
     import numpy as np
 
     ca, cb = np.asarray(a, dtype=float).mean(0), np.asarray(b, dtype=float).mean(0)  # per question, seed-mean
-    d = 100.0 * (ca - cb)
-    rng = np.random.default_rng(seed)
-    boots = d[rng.integers(0, len(d), size=(n_boot, len(d)))].mean(1)
-    lo, hi = np.percentile(boots, [2.5, 97.5])
-    return {"gap": round(float(d.mean()), 3), "ci95": [round(float(lo), 3), round(float(hi), 3)],
-            "questions": len(d), "resamples": n_boot}
+    r = bootstrap_mean(100.0 * (ca - cb), n_boot, seed)
+    return {"gap": round(r["mean"], 3), "ci95": [round(r["ci95"][0], 3), round(r["ci95"][1], 3)],
+            "questions": r["n"], "resamples": n_boot}
 
 
 def per_template(correct: dict[str, list[list[bool]]], templates: list[str], type_keys: dict[str, str]) -> list[dict]:

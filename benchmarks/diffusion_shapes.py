@@ -41,7 +41,9 @@ def _retain_prompts(shapes: list[str], forget: str = FORGET) -> list[str]:
     return [f"a {s}" for s in shapes if s != forget] + [f"a photo of a {s}" for s in shapes if s != forget]
 
 
-def _diffusion(clip_dir: Path, out: Path, quick: bool, fresh: bool) -> dict[str, Any]:
+def _diffusion(clip_dir: Path, out: Path, quick: bool, fresh: bool, preset: str | None = None) -> dict[str, Any]:
+    """The `mm diffusion pretrain` pipeline on ``clip_dir`` in ``out`` (reused when done): its ``preset``
+    (None: "demo" with ``quick``, else "default")."""
     from cliperase.recipes.diffusion_pretrain import PRESETS, DiffusionPretrainConfig, pretrain_diffusion
     from mmcore.config import resolve_config
     from mmcore.io import read_json
@@ -49,7 +51,8 @@ def _diffusion(clip_dir: Path, out: Path, quick: bool, fresh: bool) -> dict[str,
     if not fresh and (out / "model_index.json").is_file() and (out / "metrics.json").is_file():
         print(f"reusing the diffusion pipeline in {out}")
         return read_json(out / "metrics.json")
-    cfg = resolve_config(DiffusionPretrainConfig, None, {**PRESETS["demo" if quick else "default"], "clip": str(clip_dir)})
+    cfg = resolve_config(DiffusionPretrainConfig, None, {**PRESETS[preset or ("demo" if quick else "default")],
+                                                     "clip": str(clip_dir)})
     resume = not fresh and (out / "checkpoint" / "state.json").is_file()
     print(f"training the diffusion pipeline into {out} ({cfg.steps} steps)")
     return pretrain_diffusion(cfg, out, overwrite=not resume, resume=resume)

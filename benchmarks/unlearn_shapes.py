@@ -218,14 +218,14 @@ def tune(world: World, work: Path, grid_lr: tuple[float, ...], grid_steps: tuple
 def _retrain_to_quality(world: World, cls: str, original_retain: float, retain_n: int, cap_factors=(1.0, 1.5, 2.0)):
     """Retrain with the recipe's steps, then x1.5, x2, until retain accuracy is within 1 point of the
     original's; returns (model, seconds, steps, attempts)."""
-    from cliperase.recipes.runner import _retrain, pretrain_config
+    from cliperase.recipes.runner import pretrain_config, retrain_model
 
     recipe_steps = int((pretrain_config(world.cfg.model) or {}).get("steps") or world.cfg.retrain.fallback_steps)
     attempts = []
     for f in cap_factors:
         steps = int(round(recipe_steps * f))
         cfg = world.config(cls, {"method": "retrain", "retrain": dataclasses.replace(world.cfg.retrain, steps=steps)})
-        model, secs, _rc = _retrain(cfg, world.bundle, world.split(cls), world.acc)
+        model, secs, _rc = retrain_model(cfg, world.bundle, world.split(cls), world.acc)
         model.eval()
         scores = _selection_scores(world, model, cls, cfg, retain_n)
         attempts.append({"steps": steps, "seconds": secs, **scores})
@@ -305,7 +305,7 @@ def test_run(world: World, work: Path, settings: dict[str, dict[str, Any]], cls:
         retrain_steps = res["steps"]
         retrain_info = {k: res[k] for k in ("steps", "attempts", "equal_quality")}
     # timing rounds 2..rounds, methods interleaved (round r: every method once, in table order)
-    from cliperase.recipes.runner import _retrain
+    from cliperase.recipes.runner import retrain_model
 
     for r in range(1, rounds):
         for name in list(times):
@@ -313,7 +313,7 @@ def test_run(world: World, work: Path, settings: dict[str, dict[str, Any]], cls:
                 if name == "retrain":
                     cfg = world.config(cls, {"method": "retrain",
                                              "retrain": dataclasses.replace(world.cfg.retrain, steps=retrain_steps)})
-                    return _retrain(cfg, world.bundle, world.split(cls), world.acc)[1]
+                    return retrain_model(cfg, world.bundle, world.split(cls), world.acc)[1]
                 return world.unlearn(world.config(cls, settings[name]), cls)[1]
 
             times[name].append(_cached(work / "timing" / f"round{r}_{name}.json", lambda timed=timed: {"s": timed()})["s"])

@@ -335,3 +335,38 @@ def test_gpu_check_two_process_run_goes_through_torch_distributed_on_the_cpu() -
     assert res["processes"] == 2 and res["images_per_step"] == 16  # the same global batch, split over 2
     assert res["images_per_s"] > 0 and res["timing"]["repeats"] >= 3
     assert res["speedup_vs_one_process_x"] == pytest.approx(res["images_per_s"] / 100.0)
+
+
+@pytest.mark.slow
+def test_unlearn_matrix_quick(tmp_path: Path) -> None:
+    from benchmarks import unlearn_matrix
+    from benchmarks._stats import bootstrap_mean
+
+    res = unlearn_matrix.main(["--quick", "--work", str(tmp_path / "work"), "--out", str(tmp_path)])
+    data = _load(tmp_path, "unlearn_matrix_quick")
+    assert data["methods"] == ["cliperase", "ga", "retrain"] and data["seeds"] == [0, 1]
+    cls = data["classes"]
+    assert cls["units"] == ["seed0/circle", "seed0/triangle", "seed1/circle", "seed1/triangle"]
+    rows = {r["method"]: r for r in cls["rows"]}
+    # the delta and its interval are the paired bootstrap of the per-cell differences
+    d = [cls["cells"][u]["ga"]["retain_accuracy"] - cls["cells"][u]["before"]["retain_accuracy"] for u in cls["units"]]
+    ref = bootstrap_mean(d, 200)
+    got = rows["ga"]["retain_accuracy"]["delta"]
+    assert got["mean"] == pytest.approx(ref["mean"]) and got["ci95"] == pytest.approx(ref["ci95"]) and got["n"] == 4
+    lo, hi = rows["ga"]["retain_accuracy"]["delta"]["ci95"]
+    assert lo <= rows["ga"]["retain_accuracy"]["delta"]["mean"] <= hi
+    assert "minus_cliperase" in rows["ga"]["retain_accuracy"] and "minus_cliperase" not in rows["cliperase"]["retain_accuracy"]
+    assert rows["retrain"]["time_ratio_to_retrain"]["mean"] == pytest.approx(1.0)
+    assert set(data["bar"]) >= {"heldout_forget_le_1 (upper end)", "retain_accuracy_within_1 (worst end)", "all_pass"}
+    # ratio sweep on the 100-class world: 3 % and 10 % of the classes, seeded per model
+    for ratio, k in (("0.03", 3), ("0.1", 10)):
+        cells = data["ratios"][ratio]["cells"]
+        assert all(c["forget"].count(",") == k - 1 for c in cells.values())
+    assert cells["seed0/draw0"]["forget"] != cells["seed1/draw0"]["forget"]
+    con = data["concepts"]["red"]
+    assert con["cells"]["seed0"]["before"]["concept_accuracy"] is not None
+    assert {"concept_accuracy", "concept_caption_t2i_R@1"} <= set(con["rows"][0])
+    assert "forget_detection_after" in con["diffusion"]["cliperase"]
+    wall = data["wall_seconds"]
+    assert wall["total"] >= wall["classes"] + wall["ratios"] + wall["concepts"] > 0
+    assert "Seed x class matrix" in res["markdown"] and "Concept 'red'" in res["markdown"]

@@ -25,7 +25,6 @@ PRIVATE_IMPORTS_LEFT = {
     ("mmcore.avqa.synth", "mmcore.avqa.synth.world", "_sample_world"),
     ("mmcore.encoders.export", "mmcore.encoders.hf_export", "_activation"),
     ("mmcore.encoders.export", "mmcore.encoders.hf_export", "_write_bpe_files"),
-    ("benchmarks.unlearn_shapes", "cliperase.recipes.runner", "_retrain"),
 }
 
 

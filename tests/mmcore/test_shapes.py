@@ -170,3 +170,52 @@ def test_registry_shapes_splits_and_unknown_names():
         load_image_text("flickr30k")
     with pytest.raises(MMError, match="unexpected keyword"):
         load_image_text("shapes", n=2, colour="red")
+
+
+def _digest(data: ImageTextData) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for r in data.records:
+        h.update(r.image.tobytes())
+        h.update(repr((r.id, r.label, r.captions, sorted(r.attrs.items()))).encode())
+    h.update(repr(data.classnames).encode())
+    return h.hexdigest()
+
+
+def test_default_ten_class_world_is_bit_identical_to_before_the_class_option():
+    # digests of the images, ids, labels, captions and attrs drawn by make_shapes before `classes=` existed
+    assert _digest(make_shapes(300, seed=5, image_size=24)) == (
+        "b2046b22f283e5f8a56f4d0920edca0e91fb75f33d443c249dec4db3ed06b410")
+    assert _digest(make_shapes(50, seed=0)) == "e02b9c0bef8a39fee7ad09c1655f41f4f9ffd94aa46e4df14c638c3ebaff66ed"
+    assert _digest(make_shapes(50, seed=0, classes="shape")) == _digest(make_shapes(50, seed=0))
+
+
+def test_shape_color_world_has_100_named_classes():
+    from mmcore.data.shapes import class_names
+
+    data = make_shapes(400, seed=2, classes="shape_color")
+    assert len(data.classnames) == 100 and len(set(data.classnames)) == 100
+    assert data.classnames == class_names(SHAPES, list(COLORS), "shape_color") and data.classnames[0] == "red circle"
+    labels = [r.label for r in data.records]
+    assert sorted(set(labels)) == list(range(100)) and all(labels.count(k) == 4 for k in range(100))  # balanced
+    for r in data.records:
+        name = data.classnames[r.label]
+        assert name == f"{r.attrs['color']} {r.attrs['shape']}"
+        assert any(name in c for c in r.captions)  # "a red circle", "a small red circle on the left", ...
+    assert _digest(make_shapes(400, seed=2, classes="shape_color")) == _digest(data)  # deterministic
+    reg = load_image_text("shapes", split="test", n=200, seed=0, classes="shape_color")
+    assert len(reg.classnames) == 100
+    with pytest.raises(MMError, match="class scheme"):
+        make_shapes(10, 0, classes="colour")
+
+
+def test_attribute_prompts_are_caption_phrasings():
+    from mmcore.data.shapes import ATTRIBUTE_TEMPLATES, CAPTION_TEMPLATES, attribute_prompts
+
+    assert all(t in CAPTION_TEMPLATES for ts in ATTRIBUTE_TEMPLATES.values() for t in ts)
+    assert attribute_prompts("color", "orange", ["circle"]) == ["an orange circle", "a photo of an orange circle"]
+    assert attribute_prompts("position", "left", ["star", "ring"]) == ["a star on the left", "a ring on the left"]
+    caps = set(make_shapes(200, seed=0).records[0].captions)
+    r = make_shapes(200, seed=0).records[0]
+    assert set(attribute_prompts("color", r.attrs["color"], [r.attrs["shape"]])) <= caps

@@ -18,12 +18,12 @@ from cliperase.config import UnlearnConfig
 from cliperase.forget_sets import ForgetSplit
 
 # Bump when evaluate_split / forget_score change what they compute, so older entries stop matching.
-EVAL_VERSION = 2
+EVAL_VERSION = 3
 # UnlearnConfig fields the data, the split and the evaluation depend on (the unlearning settings do not
 # touch the original model's metrics). unlearn_templates: the default evaluation templates are the dataset's
 # templates not chosen for unlearning.
 DATA_FIELDS = ("dataset", "data_root", "caption_file", "n_train", "n_test", "data_seed", "limit", "test_split",
-               "holdout_fraction", "skip_bad", "forget", "seed")
+               "holdout_fraction", "skip_bad", "forget", "seed", "shapes_classes")
 EVAL_FIELDS = ("eval_templates", "unlearn_templates", "eval_batch_size", "retrieval_max_pairs", "mia_max_samples",
                "eval_max_samples")
 _MODEL_FILES = ("model.safetensors", "clip_config.json", "config.json", "open_clip_config.json")

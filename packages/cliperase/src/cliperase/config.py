@@ -116,6 +116,9 @@ class UnlearnConfig:
     n_train: int = 0
     n_test: int = 0
     data_seed: int | None = None
+    # Shapes: what a label names, "shape" | "shape_color" (100 classes "red circle", ...); None → the pretraining
+    # run's value (its config.json), else "shape".
+    shapes_classes: str | None = None
     limit: int = 0  # real datasets: read at most this many records per split (0 = all)
     test_split: str = "auto"  # held-out split name; "auto": "test" where the dataset has one
     holdout_fraction: float = 0.1  # with test_split "none" (auto for cc12m / wds): seeded share of train held out
@@ -223,6 +226,10 @@ class UnlearnConfig:
             ("lr_schedule", self.lr_schedule, ("constant", "cosine")),
             ("relearn.text", self.relearn.text, TEXT_SOURCES),
         ]
+        if self.shapes_classes is not None:
+            from mmcore.data.shapes import CLASS_SCHEMES
+
+            checks.append(("shapes_classes", self.shapes_classes, CLASS_SCHEMES))
         for name, value, allowed in checks:
             if value not in allowed:
                 raise ConfigError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")

@@ -72,9 +72,14 @@ class ForgetSplit:
         return sizes
 
 
+def keyword_words(keyword: str) -> list[str]:
+    """The alternatives of a keyword (commas separate them)."""
+    return [w.strip() for w in keyword.split(",") if w.strip()]
+
+
 def keyword_pattern(keyword: str) -> re.Pattern[str]:
     """Whole-word, case-insensitive regex for a keyword (commas separate alternatives)."""
-    words = [w.strip() for w in keyword.split(",") if w.strip()]
+    words = keyword_words(keyword)
     if not words:
         raise ConfigError(f"forget keyword {keyword!r} is empty")
     return re.compile(r"(?<!\w)(?:" + "|".join(re.escape(w) for w in words) + r")(?!\w)", re.IGNORECASE)

@@ -10,6 +10,10 @@
   with all their captions, identical captions one text owned by all their images. ``forget_*`` are the recalls
   of the forget images' queries and of the texts a forget image owns, ``retain_*`` those of the others; every
   query is ranked against the whole gallery, so forgetting shows as forget queries losing to other classes.
+- Concept forgetting (a keyword forget set, :mod:`cliperase.concepts`): ``concept_caption_t2i_R@K`` /
+  ``other_caption_t2i_R@K`` (the gallery's captions naming the keyword or not) and, where the keyword is an
+  attribute value of the records (shapes: a colour, size or position), ``concept_accuracy`` /
+  ``concept_other_accuracy``: zero-shot accuracy of that attribute on held-out images with / without it.
 - Membership-inference efficacy on D_f with the community protocol (:mod:`cliperase.mia`; SalUn /
   Jia et al. 2023): per-sample loss, confidence and entropy of the zero-shot class distribution (datasets
   without labels: the cosine similarity of the image and its first caption); a logistic-regression attack
@@ -32,9 +36,10 @@ from typing import Any
 import numpy as np
 import torch
 from mmcore.data.records import ImageTextData
-from mmcore.eval.retrieval import encode_images, encode_texts, retrieval_eval
+from mmcore.eval.retrieval import encode_images, encode_texts, retrieval_eval, texts_and_owners
 from mmcore.eval.zeroshot import zero_shot_eval
 
+from cliperase.concepts import caption_recalls, concept_attribute, concept_zero_shot
 from cliperase.config import UnlearnConfig
 from cliperase.forget_sets import ForgetSplit
 from cliperase.mia import FEATURES, membership_inference, sample_features
@@ -91,7 +96,7 @@ def gallery_parts(split: ForgetSplit) -> tuple[ImageTextData, ImageTextData, str
 
 
 def gallery_retrieval(model, bundle, forget: ImageTextData, retain: ImageTextData, cfg: UnlearnConfig,
-                      seed: int, max_pairs: int | None = None) -> dict[str, Any]:
+                      seed: int, max_pairs: int | None = None, keyword: str | None = None) -> dict[str, Any]:
     """Recall@K (percent) of forget and of retain queries, both directions, in ONE gallery: ``forget`` and
     ``retain`` images (each a seeded subsample of at most ``max_pairs``, default ``cfg.retrieval_max_pairs``)
     with all their captions, identical captions one text owned by all their images
@@ -101,7 +106,8 @@ def gallery_retrieval(model, bundle, forget: ImageTextData, retain: ImageTextDat
     forget text→image: a text owned by a forget image is a hit when one of its images is in the top K of ALL
     gallery images. Retain: the other images and texts. Returns ``{"forget": {...}, "retain": {...},
     "gallery": {...}}``; each part has ``n_images`` / ``n_texts`` (its queries) and the recalls (None with no
-    query)."""
+    query). With ``keyword``, also ``"captions"``: the text→image recalls of the texts naming it and of the
+    others (:func:`cliperase.concepts.caption_recalls`)."""
     k = cfg.retrieval_max_pairs if max_pairs is None else max_pairs
     f, r = subsample(forget, k, seed), subsample(retain, k, seed + 1)
     res = retrieval_eval(model, bundle.tokenizer, f.records + r.records, bundle.preprocess_eval, ks=RETRIEVAL_KS,
@@ -119,6 +125,9 @@ def gallery_retrieval(model, bundle, forget: ImageTextData, retain: ImageTextDat
         d.update({f"t2i_R@{k}": _pct_hits(hits[f"t2i_R@{k}"][txt_q]) for k in RETRIEVAL_KS})
         out[part] = d
     out["gallery"] = {**res, "n_forget_images": n_f, "n_retain_images": len(r), "unique_texts": True}
+    if keyword is not None:
+        texts = texts_and_owners([rec.captions for rec in f.records + r.records])[0]  # retrieval_eval's texts
+        out["captions"] = caption_recalls(hits, texts, keyword, RETRIEVAL_KS)
     return out
 
 
@@ -146,9 +155,21 @@ def evaluate_split(model, bundle, split: ForgetSplit, cfg: UnlearnConfig, label:
     k = cfg.retrieval_max_pairs
     n_gallery = min(len(f_part), k if k > 0 else len(f_part)) + min(len(r_part), k if k > 0 else len(r_part))
     zs_sets = {k: d for k, d in sets.items() if is_labelled(d)}
+    keyword = cfg.forget.keyword
+    held_out = split.test_forget.records + split.test_retain.records
+    concept = concept_attribute(held_out, keyword) if keyword is not None else None
+    n_concept = len(sets["forget"]) + len(sets["test"]) if concept else 0
     with stage(f"{label} · " + "".join(f"{_NAMES[k]} {len(d)} + " for k, d in zs_sets.items())
-               + f"gallery {n_gallery} images", sum(map(len, zs_sets.values())) + n_gallery) as advance:
+               + f"gallery {n_gallery} images" + (f" + concept {n_concept}" if concept else ""),
+               sum(map(len, zs_sets.values())) + n_gallery + n_concept) as advance:
         out = _evaluate(model, bundle, split, cfg, sets, templates, (f_part, r_part, f_from, r_from), advance)
+        if concept is not None:
+            attr, values, _words = concept
+            out["concept"] = {"keyword": keyword, **concept_zero_shot(model, bundle, sets["forget"], sets["test"],
+                                                                       attr, values, cfg.eval_batch_size)}
+            out["concept_accuracy"] = out["concept"]["concept_accuracy"]
+            out["concept_other_accuracy"] = out["concept"]["other_accuracy"]
+            advance(n_concept)
     out["n"], out["se"] = precision(out)
     return out
 
@@ -172,11 +193,14 @@ def _evaluate(model, bundle, split, cfg, sets, templates, parts, advance) -> dic
     out["zero_shot_templates"] = list(templates.evaluation)
 
     f_part, r_part, f_from, r_from = parts
-    retrieval = gallery_retrieval(model, bundle, f_part, r_part, cfg, seed + 4)
+    retrieval = gallery_retrieval(model, bundle, f_part, r_part, cfg, seed + 4, keyword=cfg.forget.keyword)
     advance(retrieval["gallery"]["n_forget_images"] + retrieval["gallery"]["n_retain_images"])
     retrieval["gallery"].update(forget_part=f_from, retain_part=r_from)
     for part in ("forget", "retain"):
         out.update({f"{part}_{name}": v for name, v in retrieval[part].items() if "@" in name})
+    for part in ("concept", "other"):
+        out.update({f"{part}_caption_{name}": v for name, v in retrieval.get("captions", {}).get(part, {}).items()
+                    if "@" in name})
     out["retrieval"] = retrieval
 
     # Membership inference on D_f: attack trained on retain (members) vs test-retain (non-members).
@@ -219,6 +243,11 @@ def precision(m: dict[str, Any]) -> tuple[dict[str, int], dict[str, float | None
         r = m["retrieval"][part]
         n.update({f"{part}_{d}_R@{k}": r["n_images" if d == "i2t" else "n_texts"]
                   for d in ("i2t", "t2i") for k in RETRIEVAL_KS})
+    for part in ("concept", "other"):
+        if part in m["retrieval"].get("captions", {}):
+            n.update({f"{part}_caption_t2i_R@{k}": m["retrieval"]["captions"][part]["n_texts"] for k in RETRIEVAL_KS})
+    if m.get("concept"):
+        n["concept_accuracy"], n["concept_other_accuracy"] = m["concept"]["concept_n"], m["concept"]["other_n"]
     if m["mia"]:
         n["mia_efficacy"], n["mia_attack_accuracy"] = m["mia"]["n_target"], m["mia"]["n_attack_holdout"]
     return n, {k: standard_error(m.get(k), v) for k, v in n.items()}

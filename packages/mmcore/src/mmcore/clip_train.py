@@ -36,6 +36,8 @@ class ClipTrainConfig:
     caption_file: str = "auto"  # flickr30k: auto | karpathy | csv (which caption file when both exist)
     skip_bad: bool = False  # real data: skip (and count in metrics.json "skipped") unreadable items instead of failing
     n_train: int = 16000  # shapes: images generated; real data: cap on records used (0 = all)
+    # shapes: what a label names, "shape" (10 classes) or "shape_color" (100: "red circle", ...; mmcore.data.shapes)
+    shapes_classes: str = "shape"
     n_test: int = 1000
     steps: int = 400
     epochs: float = 0.0  # > 0 overrides steps: epochs * (n_train // batch_size)

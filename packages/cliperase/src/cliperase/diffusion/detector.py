@@ -5,6 +5,9 @@
   in ``detector/`` (``model.safetensors`` + ``config.json``).
 * :class:`ClipZeroShotDetector`: the ORIGINAL CLIP's zero-shot classifier over class names (used when a
   pipeline has no trained detector, e.g. Stable Diffusion).
+* :class:`ColorDetector`: the colour of the drawn shape, for colour concepts (no training: the pixels that
+  differ from the background, their median colour, the nearest palette colour of :data:`mmcore.data.shapes.COLORS`;
+  ``other`` where too few pixels differ).
 """
 
 from __future__ import annotations
@@ -118,6 +121,40 @@ def train_detector(
     if val is not None:
         metrics["detector_val_acc"] = float((det.predict(val[0]).argmax(1) == val[1]).mean())
     return det, metrics
+
+
+class ColorDetector:
+    """Which palette colour a generated shape image shows. The background is the median of the border pixels;
+    pixels farther than ``threshold`` (0-255 RGB distance) from it are the shape; their median colour's
+    distances to the palette give the probabilities (softmax of ``-d / temperature``). Fewer than
+    ``min_fraction`` shape pixels: all mass on ``other``. Made for the diffusion demo's rendering (one centred
+    shape on plain grey); not a general colour detector."""
+
+    def __init__(self, colors: Sequence[str], threshold: float = 40.0, min_fraction: float = 0.03,
+                 temperature: float = 10.0):
+        from mmcore.data.shapes import COLORS
+
+        from cliperase.diffusion.data import OTHER_CLASS
+
+        self.classnames = [*colors, OTHER_CLASS]
+        self.palette = np.asarray([COLORS[c] for c in colors], np.float32)
+        self.threshold, self.min_fraction, self.temperature = threshold, min_fraction, temperature
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        arr = np.asarray(images, np.float32)
+        if np.asarray(images).dtype != np.uint8:
+            arr = arr * 255.0
+        out = np.zeros((len(arr), len(self.classnames)), np.float32)
+        for i, im in enumerate(arr):
+            border = np.concatenate([im[0], im[-1], im[:, 0], im[:, -1]])
+            fg = np.linalg.norm(im - np.median(border, 0), axis=-1) > self.threshold
+            if fg.mean() < self.min_fraction:
+                out[i, -1] = 1.0
+                continue
+            d = np.linalg.norm(self.palette - np.median(im[fg], 0), axis=-1)
+            p = np.exp(-(d - d.min()) / self.temperature)
+            out[i, :-1] = p / p.sum()
+        return out
 
 
 class ClipZeroShotDetector:

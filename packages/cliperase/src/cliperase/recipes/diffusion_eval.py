@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from mmcore.config import save_config
 from mmcore.errors import ConfigError
-from mmcore.io import prepare_output_dir, write_json
+from mmcore.io import prepare_output_dir, read_json, write_json
 
 from cliperase.diffusion.data import OTHER_CLASS
 
@@ -36,7 +36,9 @@ class DiffusionEvalConfig:
     guidance_scale: float = 2.0
     height: int = 0  # 0: the pipeline's default (ignored by the shapes pipeline)
     width: int = 0
-    detector: str = "auto"  # "auto" (the pipeline's detector/ if any, else "clip") | "clip" | a detector dir
+    # "auto" (the pipeline's detector/ if any, else "clip") | "clip" | "color" (the shape's colour, for colour
+    # concepts: cliperase.diffusion.detector.ColorDetector over the pipeline's colours) | a detector dir
+    detector: str = "auto"
     classes: list[str] = field(default_factory=list)  # class names for the CLIP zero-shot detector
     grid_images: int = 8  # images per prompt shown in grid.png
     device: str = "cpu"
@@ -55,8 +57,14 @@ def concept_of(prompt: str, classnames: Sequence[str]) -> str:
 
 
 def _load_detector(cfg: DiffusionEvalConfig, original_bundle: Any, prompts: list[str]) -> tuple[Any, str]:
-    from cliperase.diffusion.detector import DETECTOR_DIR, ClipZeroShotDetector, ShapeDetector
+    from cliperase.diffusion.detector import DETECTOR_DIR, ClipZeroShotDetector, ColorDetector, ShapeDetector
 
+    if cfg.detector == "color":
+        from mmcore.data.shapes import COLORS
+
+        pipe_cfg = Path(cfg.pipeline) / "config.json"
+        colors = list(cfg.classes) or (read_json(pipe_cfg).get("colors") if pipe_cfg.is_file() else None) or list(COLORS)
+        return ColorDetector(colors), "color"
     if cfg.detector not in ("auto", "clip"):
         return ShapeDetector.load(cfg.detector), "shape-cnn"
     local = Path(cfg.pipeline) / DETECTOR_DIR

@@ -66,6 +66,7 @@ def load_data(cfg: UnlearnConfig, image_size: int | None = None) -> tuple[ImageT
         same = str(pre.get("dataset", "")).lower() == "shapes"
         seed = cfg.data_seed if cfg.data_seed is not None else int(pre.get("seed", cfg.seed)) if same else cfg.seed
         kw["seed"] = seed
+        kw["classes"] = cfg.shapes_classes or (str(pre.get("shapes_classes") or "shape") if same else "shape")
         if image_size:
             kw["image_size"] = image_size
         n_train = cfg.n_train or (int(pre["n_train"]) if same and pre.get("n_train") else 0)
@@ -171,7 +172,7 @@ def _prepare(cfg: UnlearnConfig, bundle: Any, out_dir: Path | None, resume: bool
     return Prepared(split, before, skipped, hit, time.perf_counter() - t0, t0 - t_split)
 
 
-def _retrain(cfg: UnlearnConfig, bundle: Any, split: ForgetSplit, acc: Any, run: TrainingRun | None = None):
+def retrain_model(cfg: UnlearnConfig, bundle: Any, split: ForgetSplit, acc: Any, run: TrainingRun | None = None):
     """Train the same architecture from random weights on D_r with the pretraining loop (``run``: the
     method's run, whose directory gets its log and checkpoint; None: no files)."""
     from mmcore.clip_train import ClipTrainConfig, train_clip
@@ -259,7 +260,7 @@ def run_unlearning(
     retrain_cfg = None
     info: dict[str, Any] = {}
     if cfg.method == "retrain":
-        model, train_seconds, retrain_cfg = _retrain(cfg, bundle, split, acc, run)
+        model, train_seconds, retrain_cfg = retrain_model(cfg, bundle, split, acc, run)
         last_log: dict[str, float] = {}
     else:
         res = unlearn(bundle, split, cfg, acc, run)

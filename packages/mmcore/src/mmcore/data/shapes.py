@@ -3,7 +3,9 @@
 Each image shows one coloured shape (of :data:`SHAPES`) of a size (small/large) at a position
 (left/right/top/bottom/center, with jitter) on a grey, slightly noisy background. Captions describe
 it in several ways ("a small red circle on the left", "a red circle", "a photo of a circle", ...);
-the label is the shape's index in ``shapes``. Everything is deterministic from the seed.
+the label is the shape's index in ``shapes`` (``classes="shape"``, the default: 10 classes), or with
+``classes="shape_color"`` the index of the (shape, colour) pair (10 x 10 = 100 classes named "red circle",
+..., the world of the forget-ratio sweep; the captions are the same). Everything is deterministic from the seed.
 
 Drawing is vectorised numpy: each shape is a signed distance function (SDF) in unit coordinates,
 and pixel coverage ``clip(0.5 - sdf * radius_px, 0, 1)`` gives anti-aliased edges without
@@ -71,6 +73,9 @@ CAPTION_TEMPLATES: tuple[str, ...] = (
 # Zero-shot prompt templates. Both also occur as training captions, so a model trained on shapes
 # alone sees no out-of-distribution wording at evaluation time; "a photo of a {}" comes first.
 TEMPLATES: list[str] = ["a photo of a {}", "a {}"]
+
+#: What a label names: the shape alone, or the (shape, colour) pair (class "red circle").
+CLASS_SCHEMES: tuple[str, ...] = ("shape", "shape_color")
 
 _CHUNK = 2048  # images drawn per vectorised batch (bounds memory at ~100 MB of float32)
 
@@ -316,17 +321,47 @@ def _article(word: str) -> str:
     return "an" if word[:1] in "aeiou" else "a"
 
 
+def _fields(shape: str, color: str, size: str, position: str) -> dict[str, str]:
+    return {"shape": shape, "color": color, "size": size, "where": POSITION_PHRASES.get(position, ""),
+            "a_size": _article(size), "a_color": _article(color)}
+
+
 def shape_captions(shape: str, color: str, size: str, position: str) -> list[str]:
     """All caption variants for one image (see :data:`CAPTION_TEMPLATES`)."""
-    fields = {
-        "shape": shape,
-        "color": color,
-        "size": size,
-        "where": POSITION_PHRASES.get(position, ""),
-        "a_size": _article(size),
-        "a_color": _article(color),
-    }
+    fields = _fields(shape, color, size, position)
     return [" ".join(t.format(**fields).split()) for t in CAPTION_TEMPLATES]
+
+
+#: The caption templates naming one attribute (and the shape): a concept's zero-shot prompts.
+ATTRIBUTE_TEMPLATES: dict[str, tuple[str, ...]] = {
+    "color": ("{a_color} {color} {shape}", "a photo of {a_color} {color} {shape}"),
+    "size": ("{a_size} {size} {shape}",),
+    "position": ("a {shape} {where}",),
+}
+
+
+def attribute_prompts(attr: str, value: str, shapes: Sequence[str]) -> list[str]:
+    """The captions that name attribute ``attr`` = ``value`` with each of ``shapes`` and nothing else
+    (:data:`ATTRIBUTE_TEMPLATES`: "a red circle", "a circle on the left", ...): a class-agnostic prompt
+    ensemble for the attribute value."""
+    if attr not in ATTRIBUTE_TEMPLATES:
+        raise MMError(f"no caption names attribute {attr!r} alone; attributes: {', '.join(ATTRIBUTE_TEMPLATES)}")
+    out = []
+    for s in shapes:
+        fields = _fields(s, value if attr == "color" else "", value if attr == "size" else "",
+                         value if attr == "position" else "")
+        out += [" ".join(t.format(**fields).split()) for t in ATTRIBUTE_TEMPLATES[attr]]
+    return out
+
+
+def class_names(shapes: Sequence[str], colors: Sequence[str], classes: str = "shape") -> list[str]:
+    """The class names of a shapes world: the shapes, or every "<colour> <shape>" (shape-major order: label
+    ``shape_index * len(colors) + colour_index``)."""
+    if classes not in CLASS_SCHEMES:
+        raise MMError(f"unknown shapes class scheme {classes!r}; choose one of {', '.join(CLASS_SCHEMES)}")
+    if classes == "shape":
+        return list(shapes)
+    return [f"{c} {s}" for s in shapes for c in colors]
 
 
 def make_shapes(
@@ -343,6 +378,7 @@ def make_shapes(
     background: str | Sequence[int] | None = None,
     jitter: float = 0.06,
     name: str = "shapes",
+    classes: str = "shape",
 ) -> ImageTextData:
     """``n`` synthetic shape images with captions, deterministic from ``seed``.
 
@@ -350,7 +386,9 @@ def make_shapes(
     colour, size and position are uniform. ``centred=True`` puts every shape at the centre without
     jitter; ``fixed_size=True`` draws every shape "large"; ``background`` is None/"noise" (default),
     "plain" or an RGB tuple. ``label`` is the index in ``shapes``; ``attrs`` holds
-    shape/color/size/position.
+    shape/color/size/position. ``classes="shape_color"``: the label names the (shape, colour) pair
+    (:func:`class_names`), the pairs balanced instead of the shapes; the default draws the same images as
+    before the option existed.
     """
     shapes = list(shapes)
     if not shapes:
@@ -367,9 +405,13 @@ def make_shapes(
     for sz in sizes:
         _radius(sz, image_size)
 
+    classnames = class_names(shapes, color_names, classes)
     rng = np.random.default_rng(seed)
-    labels = rng.permutation(np.arange(n) % len(shapes))
-    col_idx = rng.integers(0, len(color_names), n)
+    labels = rng.permutation(np.arange(n) % len(classnames))
+    col_idx = rng.integers(0, len(color_names), n)  # drawn in both schemes: the later draws stay the same
+    shape_idx = labels
+    if classes == "shape_color":
+        shape_idx, col_idx = np.divmod(labels, len(color_names))
     size_idx = rng.integers(0, len(sizes), n)
     pos_idx = rng.integers(0, len(positions), n)
     jit = rng.uniform(-jitter, jitter, size=(n, 2)) * image_size if jitter > 0 else np.zeros((n, 2))
@@ -381,7 +423,7 @@ def make_shapes(
         lo, hi = min(radii[k] + 0.5, image_size / 2), max(image_size - radii[k] - 0.5, image_size / 2)
         centres[k] = np.clip((cx + jit[k, 0], cy + jit[k, 1]), lo, hi)
     rgb = np.asarray([COLORS[color_names[i]] for i in col_idx], np.float32)
-    names = [shapes[i] for i in labels]
+    names = [shapes[i] for i in shape_idx]
 
     images = np.empty((n, image_size, image_size, 3), np.uint8)
     for c, start in enumerate(range(0, n, _CHUNK)):
@@ -407,4 +449,4 @@ def make_shapes(
                 attrs=attrs,
             )
         )
-    return ImageTextData(name=name, records=records, classnames=list(shapes), templates=list(TEMPLATES))
+    return ImageTextData(name=name, records=records, classnames=classnames, templates=list(TEMPLATES))

@@ -21,6 +21,7 @@ class ClipEvalConfig:
     split: str = "test"
     n: int | None = None  # shapes: images generated (None: 1000); real data: at most n records (None: all)
     seed: int = 0  # seed of the synthetic data
+    shapes_classes: str = "shape"  # shapes: "shape" (10 classes) | "shape_color" (100, "red circle", ...)
     batch_size: int = 256
     skip_bad: bool = False  # skip (and count) unreadable images and malformed annotation lines
     caption_file: str = "auto"  # flickr30k: auto | karpathy | csv
@@ -36,7 +37,7 @@ def evaluate_clip_config(cfg: ClipEvalConfig) -> dict[str, Any]:
         raise ConfigError("ClipEvalConfig.model is not set: name a saved model dir or an open_clip model")
     return evaluate_clip(cfg.model, cfg.pretrained, cfg.dataset, data_root=cfg.data_root, split=cfg.split, n=cfg.n,
                          seed=cfg.seed, batch_size=cfg.batch_size, skip_bad=cfg.skip_bad, caption_file=cfg.caption_file,
-                         num_workers=cfg.num_workers)
+                         num_workers=cfg.num_workers, shapes_classes=cfg.shapes_classes)
 
 
 #: ``evaluate_clip`` on synthetic shapes: images generated when ``n`` is not given.
@@ -56,6 +57,7 @@ def evaluate_clip(
     templates: Sequence[str] | None = None,
     skip_bad: bool = False,
     caption_file: str = "auto",
+    shapes_classes: str = "shape",
     num_workers: int | None = None,
 ) -> dict[str, Any]:
     """Zero-shot accuracy (datasets with class names) and retrieval Recall@K of a saved dir or a named model.
@@ -89,7 +91,7 @@ def evaluate_clip(
         if n == 0:
             raise MMError("shapes: --n is the number of images to generate; give at least 1")
         data = load_image_text("shapes", split=split, n=SHAPES_EVAL_N if n is None else n, seed=seed,
-                               image_size=bundle.image_size, caption_file=caption_file)
+                               image_size=bundle.image_size, caption_file=caption_file, classes=shapes_classes)
     else:
         kw: dict[str, Any] = {"caption_file": caption_file, "limit": n or None}
         if skip_bad:

@@ -23,7 +23,8 @@ def _load(cfg: ClipTrainConfig, split: str, n: int, image_size: int):
     from mmcore.data.registry import load_image_text
 
     if cfg.dataset.lower() == "shapes":
-        return load_image_text("shapes", split=split, n=n, seed=cfg.seed, image_size=image_size)
+        return load_image_text("shapes", split=split, n=n, seed=cfg.seed, image_size=image_size,
+                               classes=cfg.shapes_classes)
     kw = {"skip_bad": True} if cfg.skip_bad else {}
     data = load_image_text(cfg.dataset, root=cfg.data_root, split=split, caption_file=cfg.caption_file, **kw)
     data = data.subset(range(min(n, len(data)))) if n > 0 else data
