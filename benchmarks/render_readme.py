@@ -95,6 +95,9 @@ def _adapt(name: str, data: dict[str, Any]) -> tuple[dict[str, Any] | None, list
             n_q = next(iter(data["models"].values()))["test"]["n_questions"]
             summary = {"accuracies": f"test % over all {n_q} test questions, median over training seeds {seeds} "
                                      "(per seed in the JSON)", **summary}
+        if sch := data.get("avst_schedule"):
+            summary["AVST StepLR step chosen on validation (seed 1)"] = (
+                f"{sch['chosen_step_size']} ({_fmt(sch['validation_overall_seed1'])})")
         for key, g in data.get("gaps", {}).items():
             b = g["seed_mean_paired_bootstrap"]
             summary[key.replace("_", " ").replace("blind", "question-only")] = (
