@@ -417,6 +417,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         result = {
             "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
             "data": {"summary": summary.get("questions_per_split", summary) if isinstance(summary, dict) else None,
+                     "frames": summary.get("frames", "static") if isinstance(summary, dict) else None,
                      "visual_shape": feats["visual_shape"], "visual_encoder": feats["visual_encoder"],
                      "audio_encoder": feats["audio_encoder"]},
             "models": models,
