@@ -33,6 +33,9 @@ def test_gumbel_noise_is_a_function_of_each_samples_seed_alone():
     flat = big.view(64, -1)
     assert abs(np.corrcoef(flat[0].numpy(), flat[1].numpy())[0, 1]) < 0.02
     assert abs(np.corrcoef(flat[0, :-1].numpy(), flat[0, 1:].numpy())[0, 1]) < 0.02
+    # bf16 batches (autocast) get finite noise: u is drawn in float32, where it never rounds up to 1
+    bf = gumbel_noise(torch.Size([64, 100, 100]), torch.arange(64) * 1_000_003 + 11, torch.zeros((), dtype=torch.bfloat16))
+    assert bf.dtype == torch.bfloat16 and torch.isfinite(bf).all()
 
 
 def test_zero_initialised_gate_starts_sasrnet_as_avst():
