@@ -272,8 +272,7 @@ def _ours_breakdown(bundle, data, bs) -> dict[str, Any]:
 def _find_cached_model() -> Path | None:
     from mmcore.io import default_cache_dir
 
-    root = default_cache_dir()
-    if not root.is_dir():
+    if not (root := default_cache_dir()).is_dir():
         return None
     for cfg in sorted(root.rglob("clip_config.json")):
         return cfg.parent
