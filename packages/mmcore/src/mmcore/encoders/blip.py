@@ -82,9 +82,10 @@ def shapes_tokenizer(model_max_length: int = DEFAULT_CONTEXT_LENGTH) -> Any:
 
     from transformers import BertTokenizerFast  # v4: from a vocab file
 
+    from mmcore.io import atomic_write_text
+
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "vocab.txt"
-        path.write_text("".join(f"{t}\n" for t in vocab))
+        path = atomic_write_text(Path(tmp) / "vocab.txt", "".join(f"{t}\n" for t in vocab))
         return BertTokenizerFast(vocab_file=str(path), do_lower_case=True, model_max_length=model_max_length)
 
 
