@@ -59,16 +59,16 @@ def diagnostics(model: Any, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         out = model(run)
         loss = F.cross_entropy(out["logits"], batch["answer"])
         g_a, g_v = torch.autograd.grad(loss, [audio, visual])
-        with torch.no_grad():
-            a_in = model._audio(batch["audio"])[batch["video_index"]]
-            a2 = out["audio_stream"]
+        with torch.no_grad():  # spatial attention and A'' come per video: weighted per question like the rest
+            rows = batch["video_index"]
+            a_in, a2, spatial = model._audio(batch["audio"])[rows], out["audio_stream"][rows], out["spatial"][rows]
             pos = out["match_pos"].softmax(-1)[..., 1]
             neg = out["match_neg"].softmax(-1)[..., 1]
             d = {
                 "temporal_entropy_v": entropy_ratio(out["temporal_v"]),
                 "temporal_entropy_a": entropy_ratio(out["temporal_a"]),
                 "temporal_max_v": float(out["temporal_v"].max(-1).values.mean()),
-                "spatial_entropy": entropy_ratio(out["spatial"]),
+                "spatial_entropy": entropy_ratio(spatial),
                 "cos_audio_stream_t0": _mean_cos_to_first(a2),
                 "cos_audio_embed_t0": _mean_cos_to_first(a_in),
                 "norm_audio_stream": float(a2.norm(dim=-1).mean()),

@@ -143,7 +143,8 @@ class AVQAModel(nn.Module):
 
     def _grounding(self, a: torch.Tensor, v: torch.Tensor, f: torch.Tensor, out: dict | None = None) -> torch.Tensor:
         """Audio-guided spatial attention: a [B,T,D] weighs the N cells of f [B,T,N,D] (the grid with each
-        cell's feature L2-normalised: F_t) per segment. ``out``: the weights are kept there as "spatial" [B,T,N]."""
+        cell's feature L2-normalised: F_t) per segment. ``out``: the weights are kept there as "spatial" [B,T,N]
+        (B: the rows of ``a``, one per video in :meth:`forward`)."""
         alpha = torch.softmax(f @ F.normalize(a, dim=-1)[..., None], dim=2)  # [B, T, N, 1]
         if out is not None:
             out["spatial"] = alpha.squeeze(-1)
@@ -234,9 +235,8 @@ class AVQAModel(nn.Module):
             if s:
                 out.update({k: s[k][rows] for k in ("a_prob", "v_prob", "assign_a", "assign_v")})
                 out["cls_logits"] = s["cls_logits"]
-            v_star = self._grounding(a2, v2, cells, out)
-            out["spatial"] = out["spatial"][rows]
-            out["audio_stream"] = a2[rows]  # A'' (AVST: A), for diagnostics
+            v_star = self._grounding(a2, v2, cells, out)  # out["spatial"]: per video, as A'' below
+            out["audio_stream"] = a2  # A'' (AVST: A) per video [U, T, D], for sasrnet.diagnostics
             if "visual_neg" in batch:
                 # negatives: other videos' frames with this video's audio. "full" (published): the whole
                 # network, the SaSR module included, runs again on them; "reuse_audio" keeps the positive
