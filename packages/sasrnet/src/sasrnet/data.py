@@ -123,6 +123,9 @@ def collate(items: list[dict], noise_seeds: list[int] | None = None, visual_neg:
     return batch
 
 
+NEGATIVE_KINDS = ("shuffled", "coherent")  # TrainConfig.negatives
+
+
 def negative_frames(ds: Any, row_keys: list[str], videos: list[str], draw_seeds: list[int],
                     kind: str = "shuffled") -> Any:
     """The match loss's negatives for each video of a batch (its feature key in ``row_keys``), from the
@@ -135,8 +138,8 @@ def negative_frames(ds: Any, row_keys: list[str], videos: list[str], draw_seeds:
     import numpy as np
     import torch
 
-    if kind not in ("shuffled", "coherent"):
-        raise MMError(f"unknown negatives {kind!r} (shuffled | coherent)")
+    if kind not in NEGATIVE_KINDS:
+        raise MMError(f"unknown negatives {kind!r} ({' | '.join(NEGATIVE_KINDS)})")
     if len(videos) < 2:
         raise MMError("the match loss needs at least 2 training videos (negatives come from other videos)")
     number = {v: i for i, v in enumerate(videos)}

@@ -28,14 +28,18 @@ def entropy_ratio(w: torch.Tensor) -> float:
 
 
 def module_grad_norms(model: torch.nn.Module) -> dict[str, float]:
-    """L2 norm of the gradients per block: each top-level module, and each part of the SaSR module."""
-    sq: dict[str, float] = {}
+    """L2 norm of the gradients per block: each top-level module, and each part of the SaSR module (one host
+    transfer for all of them, not one per parameter)."""
+    keys, squares = [], []
     for name, p in model.named_parameters():
         if p.grad is None:
             continue
         parts = name.split(".")
-        key = ".".join(parts[:2]) if parts[0] == "sasr" and len(parts) > 2 else parts[0]
-        sq[key] = sq.get(key, 0.0) + float(p.grad.detach().float().pow(2).sum())
+        keys.append(".".join(parts[:2]) if parts[0] == "sasr" and len(parts) > 2 else parts[0])
+        squares.append(p.grad.detach().float().pow(2).sum())
+    sq: dict[str, float] = {}
+    for k, v in zip(keys, torch.stack(squares).tolist() if squares else [], strict=True):
+        sq[k] = sq.get(k, 0.0) + v
     return {k: math.sqrt(v) for k, v in sorted(sq.items())}
 
 

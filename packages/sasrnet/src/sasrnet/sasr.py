@@ -133,8 +133,8 @@ def gumbel_noise(shape: torch.Size, seeds: torch.Tensor | None, like: torch.Tens
         s = seeds.to(device=like.device, dtype=torch.int64)[:, None]
         idx = torch.arange(shape[1:].numel(), device=like.device, dtype=torch.int64)[None]
         h = _mix32((idx + _mix32((s & _M32) ^ _mix32((s >> 32) & _M32))) & _M32)
-        # in float32, then cast: a bf16 u would round up to 1.0 near the top and give infinite noise
-        u = ((h.double() + 0.5) / 2.0**32).float().view(shape)
+        # in float32 at least, then cast: a bf16 u would round up to 1.0 near the top and give infinite noise
+        u = ((h.double() + 0.5) / 2.0**32).to(torch.promote_types(like.dtype, torch.float32)).view(shape)
         return (-torch.log(-torch.log(u.clamp(1e-10, 1 - 1e-7)))).to(like.dtype)
     return -torch.log(-torch.log(u.clamp(1e-10, 1 - 1e-7)))
 

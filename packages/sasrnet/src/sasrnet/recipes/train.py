@@ -38,6 +38,7 @@ from mmcore.run import CONFIG_FILE, TrainingRun
 
 from sasrnet.config import ModelConfig, TrainConfig, model_config
 from sasrnet.data import (
+    NEGATIVE_KINDS,
     DataPaths,
     build_vocabs,
     collate,
@@ -241,8 +242,8 @@ def train(
     use_negatives = mcfg.kind != "blind" and mcfg.w_match > 0  # no match loss: no negatives to build
     if use_negatives and len(videos) < 2:
         raise DataError(paths.train_ann, "the match loss needs at least 2 training videos")
-    if cfg.negatives not in ("shuffled", "coherent"):
-        raise MMError(f"unknown negatives {cfg.negatives!r} (shuffled | coherent)")
+    if cfg.negatives not in NEGATIVE_KINDS:  # before any work, not at the first batch
+        raise MMError(f"unknown negatives {cfg.negatives!r} ({' | '.join(NEGATIVE_KINDS)})")
     diag_batch = _diagnostics_batch(val_ds or train_ds, cfg.diagnostics_questions, mcfg.kind)
     if max_steps is not None and state["step"] >= max_steps:
         checkpoint(state["epoch"], state["batch"])
