@@ -61,3 +61,14 @@ def test_readme_names_the_reproducing_command_of_every_result():
     text = render_readme.render()
     for name in README_BENCHMARKS:
         assert f"uv run python -m benchmarks {name} --config configs/benchmarks/{name}.yaml" in text, name
+
+
+def test_benchmarks_readme_is_rendered_from_the_committed_results():
+    # a committed JSON whose table was not regenerated leaves benchmarks/README.md stale
+    assert render_readme.main(["--check"]) == 0, "run: uv run python benchmarks/render_readme.py"
+
+
+def test_top_level_readme_stays_short():
+    # issue #31: what it is, the two commands, install, the commands, library use, the departures in short
+    lines = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8").count("\n")
+    assert lines <= 250, f"README.md has {lines} lines; results go to benchmarks/README.md, details to docs/"

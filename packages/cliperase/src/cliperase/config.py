@@ -134,7 +134,7 @@ class UnlearnConfig:
     # default ("auto" -> "text") keeps the image tower (weights and BatchNorm statistics) as it was: updating it
     # moved neighbouring classes' images along with the forgotten ones, and a text-to-image model given the
     # unlearned text encoder still drew the forgotten shape (benchmarks unlearn_defaults and diffusion_shapes; the
-    # figures are in the README). It also halves the step (no image backward; the original's image features are
+    # figures are in docs/departures.md). It also halves the step (no image backward; the original's image features are
     # the model's own).
     # "auto" (default) is "text" for CLIPErase and the other baselines and "both" for MultiDelete (its published
     # setting, METHOD_TOWERS); see :meth:`resolved_towers`.

@@ -141,7 +141,7 @@ class GroundingConfig:
     It trains the audio embedding, the visual stem, the spatial grounding and the match head; the
     weights it writes are meant for ``TrainConfig.init_from`` of AVST and SaSR-Net alike. The defaults
     are ST-AVQA's. The CPU benchmark does not use it: on the small synthetic world it did not help
-    (README, SaSR-Net notes)."""
+    (docs/departures.md)."""
 
     size: str = "paper"  # a key of PRESETS (use the size of the later training run)
     arch: dict[str, Any] = field(default_factory=dict)  # ModelConfig field overrides, as in TrainConfig
