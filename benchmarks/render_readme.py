@@ -257,12 +257,17 @@ def render_section(name: str, title: str, data: dict[str, Any]) -> list[str]:
         lines += _table([_unlearn_row(r) for r in lk["rows"]])
         lines.append("")
     if name == "avqa_synth" and data.get("per_template"):
-        rows = sorted(data["per_template"], key=lambda r: r.get("sasrnet", 0) - r.get("avst", 0))
+        ref = "avst-sasr-recipe" if "avst-sasr-recipe" in data["per_template"][0] else "avst"  # same recipe first
+        rows = sorted(data["per_template"], key=lambda r: r.get("sasrnet", 0) - r.get(ref, 0))
         runs = [k for k in data["models"] if k in rows[0]]
-        lines += ["Per question template (test accuracy %, pooled over the training seeds), sorted by SaSR-Net − AVST:", ""]
-        lines += _table([{"template": r["template"], "type": r["type"], "questions": r["questions"],
+        head = "SaSR-Net − AVST (same recipe)" if ref == "avst-sasr-recipe" else "SaSR-Net − AVST"
+        lines += ["Per question template (test accuracy %, pooled over the training seeds"
+                  + ("; needs: what the template needs in this world, `mmcore.avqa.synth.questions.template_needs`"
+                     if "needs" in rows[0] else "") + f"), sorted by {head}:", ""]
+        lines += _table([{"template": r["template"], "type": r["type"],
+                          **({"needs": r["needs"]} if "needs" in r else {}), "questions": r["questions"],
                           **{k: r[k] for k in runs},
-                          **({"SaSR-Net − AVST": round(r["sasrnet"] - r["avst"], 2)} if {"sasrnet", "avst"} <= set(r) else {})}
+                          **({head: round(r["sasrnet"] - r[ref], 2)} if {"sasrnet", ref} <= set(r) else {})}
                          for r in rows])
         lines.append("")
     if name == "avqa_ablations" and data.get("per_template"):
@@ -277,7 +282,7 @@ def render_section(name: str, title: str, data: dict[str, Any]) -> list[str]:
         lines.append("")
     png = RESULTS / f"{name}.png"
     if png.exists():
-        lines += [f"![{name}](benchmarks/results/{png.name})", ""]
+        lines += [f"![{name}](results/{png.name})", ""]  # relative to benchmarks/README.md
     return lines
 
 
