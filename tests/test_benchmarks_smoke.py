@@ -281,7 +281,12 @@ def test_data_scale_remeasure_replaces_rows_and_keeps_the_old_ones(tmp_path: Pat
 def test_gpu_check_tiny_on_the_cpu_reports_throughput_and_memory(tmp_path: Path, capsys) -> None:
     from benchmarks import gpu_check
 
-    res = gpu_check.main(["--device", "cpu", "--tiny", "--out", str(tmp_path)])
+    try:
+        res = gpu_check.main(["--device", "cpu", "--tiny", "--out", str(tmp_path)])
+    except RuntimeError as e:  # some CPUs' oneDNN has no bf16 LSTM kernel (seen on a fresh-clone run, 2026-12-07)
+        if "primitive descriptor for the LSTM" in str(e):
+            pytest.skip(f"this CPU's oneDNN cannot run the bf16 LSTM of the AVQA workload: {e}")
+        raise
     data = _load(tmp_path, "gpu_check")
     assert data["summary"] == json.loads(json.dumps(res["summary"]))
     s = data["summary"]
