@@ -18,7 +18,7 @@ sizes in well under a minute (the smoke test).
 What is measured (each figure: the median of ``--steps`` >= 3 timed repeats after ``--warmup`` untimed ones):
 - CLIPErase: open_clip ``ViT-B-32`` with random weights (``pretrained=None``; ``--tiny``: ``mm-micro-clip``)
   unlearning one shapes class (``mmcore.data.shapes.make_shapes`` at the model's image size) with
-  :func:`cliperase.trainer.unlearn`, the loop ``cliperase.unlearn`` and ``mm unlearn run`` use, under
+  :func:`cliperase.methods.unlearn`, the loop ``cliperase.unlearn`` and ``mm unlearn run`` use, under
   ``UnlearnConfig`` defaults except steps and batch sizes; once with the default towers (``text``: image tower
   frozen) and once with both towers trained (the paper's setting). A step's time is the wall time between two
   consecutive step ends (the loop reads the loss to a Python float every step, which synchronises the GPU), so
@@ -338,7 +338,7 @@ def _run(args: argparse.Namespace, device: str) -> dict[str, Any]:
                      "two_process": args.two_process, "two_process_precision": args.two_process_precision,
                      "precisions": PRECISIONS,
                      "timing": "median of --steps timed repeats after --warmup (CLIPErase: per-step wall time between "
-                               "consecutive step ends of cliperase.trainer.unlearn; SaSR-Net: _common.timed_median)"},
+                               "consecutive step ends of cliperase.methods.unlearn; SaSR-Net: _common.timed_median)"},
     }
     png = png_path(NAME, args.out)
     _plot(rows, png, f"gpu_check on {gpu['name'] if gpu else 'cpu'} ({'tiny' if args.tiny else 'full'} sizes; "

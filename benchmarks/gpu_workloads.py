@@ -86,12 +86,12 @@ def clip_setup(tiny: bool, batch: int, seed: int) -> tuple[Any, Any]:
 
 def cliperase_steps(bundle: Any, data: Any, *, towers: str, precision: str, device: str, batch: int, steps: int,
                     warmup: int, seed: int, time_input: bool = False) -> dict[str, Any]:
-    """Unlearning steps of ``cliperase.trainer.unlearn`` timed one by one (see the module docstring)."""
+    """Unlearning steps of ``cliperase.methods.unlearn`` timed one by one (see the module docstring)."""
     import copy
 
     from cliperase.config import ForgetSpec, UnlearnConfig
     from cliperase.forget_sets import split_forget_retain
-    from cliperase.trainer import unlearn
+    from cliperase.methods import get_method, unlearn
     from mmcore.distributed import AcceleratorConfig, StepBatches
     from mmcore.run import TrainingRun
 
@@ -132,7 +132,7 @@ def cliperase_steps(bundle: Any, data: Any, *, towers: str, precision: str, devi
     durations = [b - a for a, b in zip(ends, ends[1:], strict=False)][warmup:]  # the first end only starts the clock
     st = _stats(durations)
     out: dict[str, Any] = {
-        "towers": cfg.resolved_towers(), "precision": precision, "mixed_precision": PRECISIONS[precision],
+        "towers": get_method(cfg.method).towers_for(cfg), "precision": precision, "mixed_precision": PRECISIONS[precision],
         "processes": world, "device": str(dev), "forget_batch": per_step["forget"], "retain_batch": per_step["retain"],
         "images_per_step": images, "steps_run": cfg.steps, "warmup_steps": warmup + 1, "timing": st,
         "steps_per_s": 1.0 / st["median_s"], "images_per_s": images / st["median_s"],

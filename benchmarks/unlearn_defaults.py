@@ -84,9 +84,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     from cliperase.config import ForgetSpec, UnlearnConfig
     from cliperase.forget_sets import split_forget_retain
+    from cliperase.methods import unlearn
     from cliperase.metrics import evaluate_split
     from cliperase.recipes.runner import load_data
-    from cliperase.trainer import unlearn
     from mmcore.distributed import AcceleratorConfig, build_accelerator, seed_everything
     from mmcore.encoders.clip import load_clip
     from mmcore.errors import MMError

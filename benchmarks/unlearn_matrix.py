@@ -101,8 +101,8 @@ def run_cell(world: SpecWorld, key: str, methods: dict[str, dict[str, Any]], wor
              save_dir: Path | None = None) -> dict[str, Any]:
     """The original's metrics and each method's on one forget set (cached per method under ``work``); with
     ``save_dir``, each unlearned model is saved there too (``save_dir/<method>``, for the diffusion evaluation)."""
+    from cliperase.methods.retrain import retrain_model
     from cliperase.metrics import evaluate_split
-    from cliperase.recipes.runner import retrain_model
     from mmcore.encoders.clip import save_clip
 
     split = world.split(key)

@@ -125,7 +125,7 @@ class World:
 
     def unlearn(self, cfg: Any, cls: str) -> tuple[Any, float]:
         """The unlearned model and the seconds of the unlearning loop."""
-        from cliperase.trainer import unlearn
+        from cliperase.methods import unlearn
         from mmcore.checkpoint import unwrap
         from mmcore.distributed import seed_everything
 
@@ -218,7 +218,8 @@ def tune(world: World, work: Path, grid_lr: tuple[float, ...], grid_steps: tuple
 def _retrain_to_quality(world: World, cls: str, original_retain: float, retain_n: int, cap_factors=(1.0, 1.5, 2.0)):
     """Retrain with the recipe's steps, then x1.5, x2, until retain accuracy is within 1 point of the
     original's; returns (model, seconds, steps, attempts)."""
-    from cliperase.recipes.runner import pretrain_config, retrain_model
+    from cliperase.methods.retrain import retrain_model
+    from cliperase.recipes.runner import pretrain_config
 
     recipe_steps = int((pretrain_config(world.cfg.model) or {}).get("steps") or world.cfg.retrain.fallback_steps)
     attempts = []
@@ -305,7 +306,7 @@ def test_run(world: World, work: Path, settings: dict[str, dict[str, Any]], cls:
         retrain_steps = res["steps"]
         retrain_info = {k: res[k] for k in ("steps", "attempts", "equal_quality")}
     # timing rounds 2..rounds, methods interleaved (round r: every method once, in table order)
-    from cliperase.recipes.runner import retrain_model
+    from cliperase.methods.retrain import retrain_model
 
     for r in range(1, rounds):
         for name in list(times):

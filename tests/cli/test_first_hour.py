@@ -345,11 +345,15 @@ def test_user_mistakes_are_reported_before_torch_is_imported(tmp_path):
     assert not Path(o).exists()
 
 
-def test_the_cli_knows_the_registry_dataset_names():
-    from mm_cli.common import IMAGE_TEXT_DATASETS
-    from mmcore.data.registry import IMAGE_TEXT_DATASETS as REGISTRY
+def test_the_cli_dataset_help_and_check_come_from_the_registry():
+    from mm_cli.common import check_image_text_dataset, dataset_help
+    from mmcore.data.registry import image_text_datasets
+    from mmcore.errors import MMError
 
-    assert IMAGE_TEXT_DATASETS == REGISTRY
+    assert dataset_help() == " | ".join(image_text_datasets()) + "."
+    check_image_text_dataset("Flickr-30K")  # the registry's spelling rules: case, - and _ ignored
+    with pytest.raises(MMError, match="did you mean 'cifar100'"):
+        check_image_text_dataset("cifar10")
 
 
 # ---------------------------------------------------------------- 6. proportionate, self-describing unlearning runs

@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 from cliperase import losses
 from cliperase.forget_sets import split_forget_retain
+from cliperase.methods import unlearn
 from cliperase.recipes.runner import load_data
 from cliperase.templates import config_templates
-from cliperase.trainer import unlearn
 from cliperase.training import ImageBank, pair_text
 from cliperase_testutil import tiny_config
 from mmcore.distributed import AcceleratorConfig, StepBatches, build_accelerator

@@ -100,8 +100,8 @@ def test_compare_runs_every_method(tmp_path):
 
 def test_unlearning_is_deterministic(tmp_path):
     from cliperase.forget_sets import split_forget_retain
+    from cliperase.methods import unlearn
     from cliperase.recipes.runner import load_data
-    from cliperase.trainer import unlearn
     from mmcore.distributed import AcceleratorConfig, build_accelerator, seed_everything
 
     cfg = tiny_config(steps=3)

@@ -118,17 +118,20 @@ def test_slug_text_tower_only_searches_language_layers(easy_world):
     model_dir, split = easy_world
     cfg = easy_config(model_dir, method="slug", towers="text", slug=dataclasses.replace(
         easy_config(model_dir).slug, max_layers=1, search_iters=2))
-    res = slug_unlearn(load_clip(model_dir), split, cfg, build_accelerator(AcceleratorConfig(log_with="none")))
+    from cliperase.methods import unlearn
+
+    res = unlearn(load_clip(model_dir), split, cfg, build_accelerator(AcceleratorConfig(log_with="none")))
     assert res.info["towers"] == ["language"] and res.info["tower"] == "language"
     assert len(res.info["searched"]) == 1
 
 
 def test_slug_is_a_method_of_run_unlearning(tmp_path):
-    from cliperase.recipes.runner import parse_method, run_unlearning
+    from cliperase.methods import get_method, parse_method
+    from cliperase.recipes.runner import run_unlearning
 
     assert parse_method("slug") == {"method": "slug"}
     cfg = tiny_config(method="slug", slug=dataclasses.replace(tiny_config().slug, search_iters=2, max_layers=2))
-    assert cfg.resolved_towers() == "both"
+    assert get_method(cfg.method).towers_for(cfg) == "both"
     m = run_unlearning(cfg, tmp_path / "slug")
     saved = json.loads((tmp_path / "slug" / "metrics.json").read_text())
     assert saved["steps"] == 1 and saved["slug"]["layer"] == m["slug"]["layer"]

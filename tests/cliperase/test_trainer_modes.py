@@ -6,8 +6,8 @@ import dataclasses
 import pytest
 import torch
 from cliperase.forget_sets import split_forget_retain
+from cliperase.methods import unlearn
 from cliperase.recipes.runner import load_data
-from cliperase.trainer import unlearn
 from cliperase.training import train_mode
 from cliperase_testutil import tiny_config
 from mmcore.distributed import AcceleratorConfig, build_accelerator
@@ -120,7 +120,7 @@ def test_forget_text_overrides_text_for_forget_pairs_only():
 
 def test_paper_setting_is_a_valid_config_and_a_listed_variant():
     from cliperase.config import PAPER_SETTING, UnlearnConfig
-    from cliperase.recipes.runner import parse_method
+    from cliperase.methods import parse_method
 
     cfg = dataclasses.replace(tiny_config(), **PAPER_SETTING)
     cfg.validate()

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 from mmcore.data.records import ImageTextData, ImageTextDataset, ImageTextRecord
-from mmcore.data.registry import IMAGE_TEXT_DATASETS, load_image_text
+from mmcore.data.registry import image_text_datasets, load_image_text
 from mmcore.data.shapes import COLORS, POSITIONS, SHAPES, make_shapes, render_shape
 from mmcore.errors import DataError, MMError
 
@@ -157,7 +157,7 @@ def test_load_image_errors_name_the_file(tmp_path):
 
 
 def test_registry_shapes_splits_and_unknown_names():
-    assert set(IMAGE_TEXT_DATASETS) == {"shapes", "cifar100", "flickr30k", "cc12m", "wds"}
+    assert set(image_text_datasets()) == {"shapes", "cifar100", "flickr30k", "cc12m", "wds"}
     train = load_image_text("shapes", split="train", n=20, seed=0)
     test = load_image_text("shapes", split="test", n=20, seed=0)
     assert isinstance(train, ImageTextData) and len(train) == 20

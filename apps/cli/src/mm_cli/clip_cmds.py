@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from mm_cli import common
-from mm_cli.common import check_image_text_dataset, choose_clip_model, print_table, user_errors
+from mm_cli.common import check_image_text_dataset, choose_clip_model, dataset_help, print_table, user_errors
 
 app = typer.Typer(help="CLIP models: pretrain the offline tiny CLIP on synthetic shapes; evaluate any CLIP.",
                   no_args_is_help=True)
@@ -32,7 +32,7 @@ def pretrain_cmd(
                                "blip: a transformers BLIP, ITC + ITM with hard negatives (mmcore.blip_train.BlipTrainConfig; "
                                "the offline default mm-tiny-blip)."),
     seed: int | None = typer.Option(None, "--seed", help="Random seed (data, init, order).", show_default="0"),
-    dataset: str | None = typer.Option(None, "--dataset", help="shapes | cifar100 | flickr30k | cc12m | wds.", show_default="shapes"),
+    dataset: str | None = typer.Option(None, "--dataset", help=dataset_help(), show_default="shapes"),
     data_root: Path | None = typer.Option(None, "--data-root", help="Dataset root (real datasets)."),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Real data: skip (and count in metrics.json) unreadable items instead of failing."),
     preset: str | None = common.preset_option("clip", PRETRAIN_PRESETS, "pretrain-<preset>"),
@@ -81,7 +81,7 @@ def pretrain_cmd(
 def eval_cmd(
     model: str | None = typer.Option(None, "--model", help="A saved model directory (from `mm clip pretrain`), or an open_clip model name with --pretrained (or --random-init).", show_default="the tiny CLIP cached by `mm demo`"),
     pretrained: str | None = typer.Option(None, "--pretrained", help="open_clip pretrained tag or a local checkpoint (with a model name)."),
-    dataset: str | None = typer.Option(None, "--dataset", help="shapes | cifar100 | flickr30k | cc12m | wds.", show_default="shapes"),
+    dataset: str | None = typer.Option(None, "--dataset", help=dataset_help(), show_default="shapes"),
     data_root: Path | None = typer.Option(None, "--data-root", help="Dataset root (real datasets)."),
     split: str | None = typer.Option(None, "--split", help="Dataset split.", show_default="test"),
     n: int | None = typer.Option(None, "--n", help="shapes: images to generate (1000 when not given); real data: evaluate at most N records (the whole split when not given)."),

@@ -16,9 +16,6 @@ import typer
 F = TypeVar("F", bound=Callable[..., Any])
 
 DEBUG_ENV = "MM_DEBUG"
-# mmcore.data.registry.IMAGE_TEXT_DATASETS, spelt out here: importing mmcore.data imports torch, and a
-# misspelt name must be reported in a moment (tests/cli/test_first_hour.py checks that both agree).
-IMAGE_TEXT_DATASETS = ("shapes", "cifar100", "flickr30k", "cc12m", "wds")
 
 
 def _created_top(out: Any) -> Path | None:
@@ -97,13 +94,18 @@ def eprint(msg: str) -> None:
 
 
 def check_image_text_dataset(name: str) -> None:
-    """A misspelt dataset name is an MMError before any heavy import (the registry's spelling rules)."""
-    from mmcore.errors import MMError
+    """A misspelt dataset name is an MMError with a spelling hint before any heavy import (the registry is
+    torch-free)."""
+    from mmcore.data.registry import dataset_spec
 
-    if name.lower().replace("-", "").replace("_", "") not in IMAGE_TEXT_DATASETS:
-        close = difflib.get_close_matches(name.lower(), IMAGE_TEXT_DATASETS, n=1, cutoff=0.6)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise MMError(f"unknown image-text dataset {name!r}{hint} (known: {', '.join(IMAGE_TEXT_DATASETS)})")
+    dataset_spec(name)
+
+
+def dataset_help() -> str:
+    """``--dataset``'s help: the registered image-text datasets."""
+    from mmcore.data.registry import image_text_datasets
+
+    return " | ".join(image_text_datasets()) + "."
 
 
 # The files of a finished pretraining run, per model family (mmcore.encoders.family): what a cached tiny model needs.

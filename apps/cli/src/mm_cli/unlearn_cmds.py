@@ -9,11 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from cliperase.methods import get_method, method_names, method_variants
 
 from mm_cli.common import (
     check_image_text_dataset,
     choose_clip_model,
     config_option,
+    dataset_help,
     preset_file,
     preset_option,
     print_config_option,
@@ -23,8 +25,10 @@ from mm_cli.common import (
     user_errors,
 )
 
-app = typer.Typer(help="CLIP unlearning (CLIPErase, GA, GradDiff, FT, MultiDelete, SLUG, Retrain): run, evaluate, compare.",
+app = typer.Typer(help="CLIP unlearning (CLIPErase and the baselines of `mm unlearn methods`): run, evaluate, compare.",
                   no_args_is_help=True)
+# The method registry (cliperase.methods, torch-free): the choices and help texts below come from it.
+_COMPARE_DEFAULT = [n for n in method_names() if get_method(n).in_compare_default]
 
 # forget_accuracy: held-out forget images (zero-shot templates unlearning never used); forget_train_accuracy: D_f.
 # Recalls: forget / retain queries against the whole held-out gallery.
@@ -36,7 +40,7 @@ SUMMARY = ("forget_accuracy", "forget_train_accuracy", "retain_accuracy", "test_
 _MODEL = typer.Option(None, "--model", help="Saved model dir (mm clip pretrain), or an open_clip name with --pretrained "
                       "(or --random-init).", show_default="the tiny CLIP cached by `mm demo`")
 _PRETRAINED = typer.Option(None, "--pretrained", help="open_clip pretrained tag or local checkpoint file.")
-_DATASET = typer.Option(None, "--dataset", help="shapes | cifar100 | flickr30k | cc12m | wds.", show_default="shapes")
+_DATASET = typer.Option(None, "--dataset", help=dataset_help(), show_default="shapes")
 _DATA_ROOT = typer.Option(None, "--data-root", help="Dataset root folder (real datasets).")
 _CLASSES = typer.Option(None, "--forget-classes", help="Comma-separated class names to forget.")
 _KEYWORD = typer.Option(None, "--forget-keyword", help="Forget images with a caption containing this word (commas: alternatives).")
@@ -164,11 +168,23 @@ def _cache(no_cache: bool) -> Path | None:
     return None if no_cache else default_cache_dir().expanduser()
 
 
+@app.command("methods")
+@user_errors
+def methods_cmd() -> None:
+    """List the registered unlearning methods and `compare` variants (cliperase.methods)."""
+    rows = []
+    for name in method_names():
+        m = get_method(name)
+        rows.append({"method": name, "towers (auto)": m.towers, "steps": "yes" if m.uses_steps else "no",
+                     "variants": ", ".join(m.variants) or "-", "what": m.help})
+    print_table("unlearning methods (`--method`, `compare --methods`)", rows)
+
+
 @app.command("run")
 @user_errors
 def run(
     out: Path = typer.Option(..., "--out", help="Output directory."),
-    method: str = typer.Option(None, "--method", help="cliperase | ga | graddiff | ft | multidelete | slug | retrain.",
+    method: str = typer.Option(None, "--method", help=f"{' | '.join(method_names())} (`mm unlearn methods`).",
                                show_default="cliperase"),
     model: str = _MODEL,
     pretrained: str = _PRETRAINED,
@@ -260,9 +276,11 @@ def evaluate(
 def compare(
     out: Path = typer.Option(..., "--out", help="Output directory (one sub-directory per method)."),
     methods: str = typer.Option(
-        "cliperase,ga,graddiff,ft,multidelete", "--methods",
-        help="Comma-separated methods (cliperase, ga, graddiff, ft, multidelete, slug, retrain); also cliperase-fm, cliperase-fm+rm, cliperase-negce, cliperase-dot, cliperase-paper (the paper's setting: both encoders trained, forget pairs with captions). "
-        "Retrain is added (time ratios) where it can run: not for weights pretrained elsewhere (--pretrained).",
+        ",".join(_COMPARE_DEFAULT), "--methods",
+        help=f"Comma-separated methods ({', '.join(method_names())}) and variants ({', '.join(method_variants())}; "
+        "cliperase-paper: the paper's setting, both encoders trained, forget pairs with captions); "
+        "`mm unlearn methods` lists them. Retrain is added (time ratios) where it can run: not for weights "
+        "pretrained elsewhere (--pretrained).",
     ),
     model: str = _MODEL,
     pretrained: str = _PRETRAINED,

@@ -13,10 +13,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from cliperase.config import METHODS, ForgetSpec, RelearnConfig, RetrainConfig, SlugConfig, UnlearnConfig
+from cliperase.config import ForgetSpec, RelearnConfig, RetrainConfig, SlugConfig, UnlearnConfig
 
 __all__ = [
-    "METHODS",
     "ForgetSpec",
     "RelearnConfig",
     "RetrainConfig",
@@ -24,6 +23,9 @@ __all__ = [
     "UnlearnConfig",
     "compare_methods",
     "evaluate_model",
+    "get_method",
+    "method_names",
+    "register_method",
     "run_demo_unlearning",
     "run_unlearning",
     "split_forget_retain",
@@ -36,6 +38,10 @@ def __getattr__(name: str) -> Any:
         from cliperase.recipes import runner
 
         return getattr(runner, name)
+    if name in ("get_method", "method_names", "register_method"):
+        from cliperase import methods
+
+        return getattr(methods, name)
     if name == "unlearn":
         from cliperase.api import unlearn
 

@@ -3,7 +3,7 @@
     model = cliperase.unlearn(bundle, forget, retain, UnlearnConfig(steps=50))
 
 No Accelerator, output directory or :class:`~cliperase.forget_sets.ForgetSplit` is needed from the caller;
-this wraps :func:`cliperase.trainer.unlearn`, the loop `mm unlearn run` uses, so the numbers are the same.
+this wraps :func:`cliperase.methods.unlearn`, the call `mm unlearn run` makes, so the numbers are the same.
 """
 
 from __future__ import annotations
@@ -60,12 +60,13 @@ def unlearn(model: Any, forget: ImageTextData | Sequence[ImageTextRecord],
     method and its settings (its data and forget-set fields are not used: the data are given). The input model
     is left as it was unless ``inplace`` (then no copy of the weights is made and the input is changed)."""
     from cliperase.forget_sets import ForgetSplit
-    from cliperase.trainer import unlearn as run
+    from cliperase.methods import get_method
+    from cliperase.methods import unlearn as run
 
     cfg = config or UnlearnConfig()
-    if cfg.method == "retrain":
-        raise ConfigError("method 'retrain' trains a new model from random weights on D_r: use "
-                          "cliperase.run_unlearning (or `mm unlearn run --method retrain`)")
+    if not get_method(cfg.method).in_memory:
+        raise ConfigError(f"method {cfg.method!r} needs the model's recorded training, not only given data: use "
+                          f"cliperase.run_unlearning (or `mm unlearn run --method {cfg.method}`)")
     # validate() also checks that exactly one forget set is named; here the data name it.
     dataclasses.replace(cfg, forget=ForgetSpec(keyword="given")).validate()
     bundle = as_bundle(model)

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from mmcore.distributed import AcceleratorConfig
 from mmcore.errors import ConfigError
 
-METHODS = ("cliperase", "ga", "graddiff", "ft", "multidelete", "slug", "retrain")
 MODULES = ("fm", "fm+rm", "fm+rm+cm")
 FM_VARIANTS = ("similarity", "negated_ce")
 SIMILARITIES = ("cosine", "dot")
@@ -92,12 +91,6 @@ class RetrainConfig:
 # test keeps equal, because an installed cliperase has no configs/ directory to read it from.
 PAPER_SETTING: dict[str, object] = {"towers": "both", "forget_text": "caption"}
 TOWERS = ("auto", "text", "both")
-# "auto": each method's own setting. MultiDelete's public code (CLU-UML/MultiDelete, vl_unlearn/runner_unlearn.py)
-# fine-tunes every parameter of the model (AdamW over all requires_grad parameters), so it trains both towers;
-# with the image tower frozen its unimodal image term would be identically zero. The others: CLIPErase's default.
-# SLUG's public code ranks the layers of both towers (a Pareto front for the vision and one for the language
-# layers) and may update a layer of either.
-METHOD_TOWERS: dict[str, str] = {"multidelete": "both", "slug": "both"}
 MULTIDELETE_UNIMODAL = ("image+text", "image")
 
 
@@ -105,7 +98,7 @@ MULTIDELETE_UNIMODAL = ("image+text", "image")
 class UnlearnConfig:
     """One unlearning run. The total CLIPErase loss is L = λ_retain·L_RM + λ_forget·L_FM + λ_consistency·L_CM."""
 
-    method: str = "cliperase"  # cliperase | ga | graddiff | ft | multidelete | slug | retrain
+    method: str = "cliperase"  # a registered method (cliperase.methods; `mm unlearn methods` lists them)
     model: str = "mm-tiny-clip"  # saved model dir (mm clip pretrain / mm unlearn run) or open_clip name
     pretrained: str | None = None  # open_clip pretrained tag or local checkpoint file
     dataset: str = "shapes"  # mmcore.data.registry name: shapes | cifar100 | flickr30k | cc12m | wds
@@ -136,8 +129,8 @@ class UnlearnConfig:
     # unlearned text encoder still drew the forgotten shape (benchmarks unlearn_defaults and diffusion_shapes; the
     # figures are in docs/departures.md). It also halves the step (no image backward; the original's image features are
     # the model's own).
-    # "auto" (default) is "text" for CLIPErase and the other baselines and "both" for MultiDelete (its published
-    # setting, METHOD_TOWERS); see :meth:`resolved_towers`.
+    # "auto" (default): each method's own setting (its class's ``towers``: "text" for CLIPErase and most
+    # baselines, "both" for MultiDelete and SLUG, as published); see UnlearningMethod.towers_for.
     towers: str = "auto"
     # FM hinge at m: mean relu(sim - m) (pushed "to zero or below", then left alone); None: the plain mean
     # similarity of the paper's description, pushed on towards -1.
@@ -202,19 +195,12 @@ class UnlearnConfig:
     retrain: RetrainConfig = field(default_factory=RetrainConfig)
     accelerator: AcceleratorConfig = field(default_factory=lambda: AcceleratorConfig(log_with="none"))
 
-    def resolved_towers(self) -> str:
-        """The towers unlearning updates: ``towers``, or the method's own setting when it is "auto"."""
-        if self.towers != "auto":
-            return self.towers
-        return METHOD_TOWERS.get(self.method, "text")
-
     def validate(self) -> None:
         """Raise :class:`ConfigError` for an invalid combination."""
         from mmcore.data.image_text import FLICKR_CAPTION_FILES
 
         checks = [
             ("caption_file", self.caption_file, FLICKR_CAPTION_FILES),
-            ("method", self.method, METHODS),
             ("modules", self.modules, MODULES),
             ("fm_variant", self.fm_variant, FM_VARIANTS),
             ("similarity", self.similarity, SIMILARITIES),
@@ -233,8 +219,11 @@ class UnlearnConfig:
         for name, value, allowed in checks:
             if value not in allowed:
                 raise ConfigError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
-        for name in ("steps", "batch_size", "forget_batch_size"):
-            if getattr(self, name) <= 0 and not (name == "steps" and self.method == "retrain"):
+        # the method itself is checked by its registry entry (cliperase.methods: name, steps > 0 where it uses steps)
+        if self.steps < 0:
+            raise ConfigError(f"steps must be >= 0; got {self.steps}")
+        for name in ("batch_size", "forget_batch_size"):
+            if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive; got {getattr(self, name)}")
         if self.lr <= 0:
             raise ConfigError(f"lr must be positive; got {self.lr}")

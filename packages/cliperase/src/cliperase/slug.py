@@ -202,11 +202,12 @@ def _validation(model: nn.Module, bundle: Any, split: ForgetSplit, cfg: UnlearnC
 
 
 def slug_unlearn(bundle: Any, split: ForgetSplit, cfg: UnlearnConfig, accelerator: Any,
-                 run: TrainingRun | None = None) -> Any:
+                 run: TrainingRun | None = None, towers: str = "both") -> Any:
     """Run SLUG on ``bundle.model`` (modified in place: one layer updated once) and return an
     :class:`~cliperase.training.UnlearnResult` whose ``info`` records the scores, fronts, searches and choice.
     Every process computes the same thing (no data is sharded: one gradient pass is cheap). ``run``: where
-    the search and the choice are logged (None: nowhere)."""
+    the search and the choice are logged (None: nowhere). ``towers``: "text" searches the language layers only,
+    "both" both towers' fronts (SLUG's published setting)."""
     t0 = time.perf_counter()
     sc = cfg.slug
     model = bundle.model
@@ -215,8 +216,8 @@ def slug_unlearn(bundle: Any, split: ForgetSplit, cfg: UnlearnConfig, accelerato
     g_f, g_r, seen = slug_gradients(model, bundle, split, cfg, templates, device)
     params = {n: p.detach() for n, p in model.named_parameters()}
     scores = layer_scores(params, g_f, g_r)
-    towers = ("language",) if cfg.resolved_towers() == "text" else TOWERS
-    fronts = pareto_layers(scores, towers)
+    searched_towers = ("language",) if towers == "text" else TOWERS
+    fronts = pareto_layers(scores, searched_towers)
     candidates = sorted({n for names in fronts.values() for n in names}, key=lambda n: -scores[n]["importance"])
     if sc.max_layers > 0:
         candidates = candidates[:sc.max_layers]
@@ -256,7 +257,7 @@ def slug_unlearn(bundle: Any, split: ForgetSplit, cfg: UnlearnConfig, accelerato
         "validation_before": {"forget": base_forget, "retain": base_retain},
         "meets_target": chosen["meets_target"], "target_accuracy": sc.target_accuracy,
         "pareto_layers": fronts, "searched": searched, "scores": scores,
-        "gradient_pairs": seen, "validation": val_info, "towers": list(towers),
+        "gradient_pairs": seen, "validation": val_info, "towers": list(searched_towers),
     }
     last = {"forget_val": chosen["forget_val"], "retain_val": chosen["retain_val"], "step_size": chosen["step_size"]}
     run.log({"phase": "unlearn", "method": "slug", "layer": layer, **last}, step=1)

@@ -1,5 +1,5 @@
-"""One training loop for every unlearning method (all but Retrain, which is the pretraining recipe, and
-SLUG, a single gradient step: :mod:`cliperase.slug`).
+"""One training loop for every unlearning method that trains by steps (:mod:`cliperase.methods`: a method
+gives its loss and what the loss needs; Retrain and SLUG, which do not train by steps, have their own).
 
 Each step draws one global forget batch and one global retain batch. Batches depend only on
 (seed, step) (:class:`mmcore.distributed.StepBatches`), each process encodes its round-robin
@@ -28,10 +28,9 @@ from torch import nn
 
 from cliperase.config import UnlearnConfig
 from cliperase.forget_sets import ForgetSplit
-from cliperase.methods import Feats, method_loss, needs
 from cliperase.step_batches import MergedSteps, StepBatch, StreamSteps, TextOf
 from cliperase.templates import config_templates
-from cliperase.training import UnlearnResult, pair_text, train_mode
+from cliperase.training import Feats, UnlearnResult, pair_text, train_mode
 
 
 class DualEncoder(nn.Module):
@@ -160,20 +159,17 @@ def _retain_stream(split: ForgetSplit, cfg: UnlearnConfig, world: int) -> dict[s
                   "local_batch": local, "data": split.retain, "n_classes": st.n_classes}}
 
 
-def unlearn(bundle: Any, split: ForgetSplit, cfg: UnlearnConfig, accelerator: Any, run: TrainingRun | None = None,
-            desc: str | None = None) -> UnlearnResult:
-    """Run ``cfg.steps`` steps of ``cfg.method`` on ``bundle.model`` (modified in place and returned).
+def unlearning_loop(method: Any, bundle: Any, split: ForgetSplit, cfg: UnlearnConfig, accelerator: Any,
+                    run: TrainingRun | None = None, desc: str | None = None) -> UnlearnResult:
+    """Run ``cfg.steps`` steps of ``method`` (a :class:`cliperase.methods.UnlearningMethod`: its ``needs``,
+    ``loss``, ``frozen_keys`` and ``towers_for``) on ``bundle.model`` (modified in place and returned).
+    Callers go through :func:`cliperase.methods.unlearn`, which picks ``cfg.method``'s method.
 
     With a ``run`` that has a directory (prepared by the caller): logs to its ``log.jsonl`` and checkpoints
     every ``cfg.checkpoint_every`` steps to its ``checkpoint/``, from which a resuming run continues.
-    None: no files. SLUG (one gradient computation and one update, no steps) runs
-    :func:`cliperase.slug.slug_unlearn` instead."""
+    None: no files."""
     run = run or TrainingRun(None, accelerator)
-    if cfg.method == "slug":
-        from cliperase.slug import slug_unlearn
-
-        return slug_unlearn(bundle, split, cfg, accelerator, run)
-    use = needs(cfg)
+    use = method.needs(cfg)
     world = accelerator.num_processes
     rank = accelerator.process_index
     device = accelerator.device
@@ -185,7 +181,7 @@ def unlearn(bundle: Any, split: ForgetSplit, cfg: UnlearnConfig, accelerator: An
         frozen = copy.deepcopy(model).to(device).eval().requires_grad_(False)
     model.logit_scale.requires_grad_(cfg.train_logit_scale)
     train_mode(model, cfg.freeze_norm_stats)
-    image_frozen = cfg.resolved_towers() == "text"
+    image_frozen = method.towers_for(cfg) == "text"
     if image_frozen:  # eval mode too: BatchNorm statistics must not drift either
         model.visual.requires_grad_(False).eval()
     text_mode = {"f": cfg.forget_text or cfg.text, "r": cfg.text}
@@ -238,8 +234,8 @@ def unlearn(bundle: Any, split: ForgetSplit, cfg: UnlearnConfig, accelerator: An
         with torch.no_grad(), accelerator.autocast():
             return fn(x, normalize=False).float()
 
-    # The frozen original is only needed where a loss compares with it: CM uses retain batches only.
-    frozen_keys = {"r"} if cfg.method == "cliperase" else {"f", "r"}
+    # The frozen original encodes only the batches a loss compares with it (CLIPErase's CM: retain only).
+    frozen_keys = method.frozen_keys(cfg)
     start, extra = run.resume(wrapper, optimizer, scheduler)
     elapsed_before = float(extra.get("train_seconds", 0.0))
     last: dict[str, float] = {}
@@ -277,8 +273,9 @@ def unlearn(bundle: Any, split: ForgetSplit, cfg: UnlearnConfig, accelerator: An
                         o_txt = frozen_encode(frozen.encode_text, tokens[sl])
                     orig[key] = Feats(_gathered(o_img, back), _gathered(o_txt, back), texts)
             orig_scale = frozen.logit_scale.exp() if frozen is not None else None  # float32, like ``scale``
-            loss, parts = method_loss(cfg, scale, feats.get("f"), feats.get("r"), orig.get("f"), orig.get("r"), orig_scale,
-                                      step=step)
+            loss, terms = method.loss(cfg, scale, feats.get("f"), feats.get("r"), orig.get("f"), orig.get("r"),
+                                      orig_scale, step=step)
+            parts = {k: float(v.detach()) for k, v in terms.items()}
             accelerator.backward(loss)
             if cfg.grad_clip > 0:
                 accelerator.clip_grad_norm_(params, cfg.grad_clip)

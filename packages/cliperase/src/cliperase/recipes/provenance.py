@@ -64,7 +64,8 @@ def retrain_unavailable(cfg: UnlearnConfig) -> str | None:
     return None
 
 
-def _retrain_error(reason: str) -> MMError:
+def retrain_error(reason: str) -> MMError:
+    """The error of a Retrain that cannot run, with ``reason`` (from :func:`retrain_unavailable`)."""
     return MMError(
         f"Retrain is unavailable for {reason}. Retrain means the original model trained again, with its own "
         "recipe, on its training data without the forget set D_f (the reference that unlearning approximates). "

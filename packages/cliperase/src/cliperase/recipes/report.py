@@ -45,7 +45,7 @@ def run_report(metrics: dict[str, Any]) -> str:
     """report.md of one `mm unlearn run`."""
     b, a = metrics["before"], metrics["after"]
     cfg = metrics.get("settings", {})
-    retrain = metrics["method"] == "retrain"
+    retrain = "retrain_config" in metrics  # a run that trained from scratch (the reference method's record)
     steps = metrics.get("steps")
     lr = (metrics.get("retrain_config") or {}).get("lr") if retrain else cfg.get("lr")
     lines = [

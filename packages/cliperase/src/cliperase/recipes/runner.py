@@ -26,27 +26,16 @@ from typing import Any
 from mmcore.config import config_to_dict
 from mmcore.data.records import ImageTextData
 from mmcore.encoders.clip import random_init_marks
-from mmcore.errors import ConfigError, MMError
+from mmcore.errors import ConfigError
 from mmcore.io import atomic_write_text, read_json, write_json
 from mmcore.run import TrainingRun
 
-from cliperase.config import METHODS, PAPER_SETTING, UnlearnConfig
+from cliperase.config import UnlearnConfig
 from cliperase.forget_sets import ForgetSplit, run_forget_ids, split_forget_retain
-from cliperase.recipes.provenance import _retrain_error, pretrain_config, retrain_unavailable
+from cliperase.methods import get_method, parse_method, reference_method
+from cliperase.recipes.provenance import pretrain_config, retrain_error, retrain_unavailable
 from cliperase.recipes.report import SUMMARY_KEYS, comparison_markdown, plot_comparison, run_report
 from cliperase.streamed_split import load_streamed_split, streams_apply
-
-# `mm unlearn compare` method variants: the ablations of the paper as named entries.
-VARIANTS: dict[str, dict[str, Any]] = {
-    "cliperase-fm": {"method": "cliperase", "modules": "fm"},
-    "cliperase-fm+rm": {"method": "cliperase", "modules": "fm+rm"},
-    "cliperase-fm+rm+cm": {"method": "cliperase", "modules": "fm+rm+cm"},
-    "cliperase-negce": {"method": "cliperase", "fm_variant": "negated_ce"},
-    "cliperase-dot": {"method": "cliperase", "similarity": "dot"},
-    "cliperase-paper": {"method": "cliperase", **PAPER_SETTING},  # both encoders trained, forget captions
-}
-_ROOTLESS_TEST = {"shapes": "test", "cifar100": "test", "flickr30k": "test"}
-
 
 # --------------------------------------------------------------------------- data
 
@@ -54,16 +43,16 @@ _ROOTLESS_TEST = {"shapes": "test", "cifar100": "test", "flickr30k": "test"}
 def load_data(cfg: UnlearnConfig, image_size: int | None = None) -> tuple[ImageTextData, ImageTextData]:
     """Training and held-out data for ``cfg.dataset`` (see ``test_split`` / ``holdout_fraction``).
 
-    Shapes are drawn at ``image_size`` with the pretraining run's seed and size unless the config
-    sets ``data_seed`` / ``n_train``, so the training split is the data the model was trained on."""
-    from mmcore.data.registry import load_image_text
+    A synthetic dataset (shapes) is drawn at ``image_size`` with the pretraining run's seed and size unless the
+    config sets ``data_seed`` / ``n_train``, so the training split is the data the model was trained on."""
+    from mmcore.data.registry import dataset_spec, load_image_text
 
-    name = cfg.dataset.lower()
+    spec = dataset_spec(cfg.dataset)
     kw: dict[str, Any] = {"caption_file": cfg.caption_file}
     n_kw: dict[str, dict[str, Any]] = {"train": {}, "test": {}}
-    if name == "shapes":
+    if spec.synthetic:
         pre = pretrain_config(cfg.model) or {}
-        same = str(pre.get("dataset", "")).lower() == "shapes"
+        same = dataset_spec(str(pre["dataset"])).name == spec.name if pre.get("dataset") else False
         seed = cfg.data_seed if cfg.data_seed is not None else int(pre.get("seed", cfg.seed)) if same else cfg.seed
         kw["seed"] = seed
         kw["classes"] = cfg.shapes_classes or (str(pre.get("shapes_classes") or "shape") if same else "shape")
@@ -72,17 +61,15 @@ def load_data(cfg: UnlearnConfig, image_size: int | None = None) -> tuple[ImageT
         n_train = cfg.n_train or (int(pre["n_train"]) if same and pre.get("n_train") else 0)
         n_test = cfg.n_test or (int(pre["n_test"]) if same and pre.get("n_test") else 0)
         n_kw = {"train": {"n": n_train} if n_train else {}, "test": {"n": n_test} if n_test else {}}
-    if cfg.limit and name != "shapes":
+    elif cfg.limit:
         kw["limit"] = cfg.limit
     if cfg.skip_bad:
         kw["skip_bad"] = True  # the registry ignores it for datasets held in memory
-    test_split = cfg.test_split if cfg.test_split != "auto" else _ROOTLESS_TEST.get(name, "none")
-    if test_split == "none" and name == "wds" and 0.0 < cfg.holdout_fraction < 1.0:
-        # held out by shard names (reproducible), not by sampling the loaded records
-        from mmcore.data.wds.records import load_wds_holdout
-
-        return load_wds_holdout(cfg.data_root, cfg.holdout_fraction, cfg.seed, skip_bad=cfg.skip_bad,
-                                limit=cfg.limit or None)
+    test_split = cfg.test_split if cfg.test_split != "auto" else spec.test_split
+    if test_split == "none" and spec.holdout is not None and 0.0 < cfg.holdout_fraction < 1.0:
+        # held out by file names (reproducible), not by sampling the loaded records
+        return spec.holdout(cfg.data_root, cfg.holdout_fraction, cfg.seed, skip_bad=cfg.skip_bad,
+                            limit=cfg.limit or None)
     train = load_image_text(cfg.dataset, cfg.data_root, split="train", **kw, **n_kw["train"])
     if test_split != "none":
         test = load_image_text(cfg.dataset, cfg.data_root, split=test_split, **kw, **n_kw["test"])
@@ -172,47 +159,6 @@ def _prepare(cfg: UnlearnConfig, bundle: Any, out_dir: Path | None, resume: bool
     return Prepared(split, before, skipped, hit, time.perf_counter() - t0, t0 - t_split)
 
 
-def retrain_model(cfg: UnlearnConfig, bundle: Any, split: ForgetSplit, acc: Any, run: TrainingRun | None = None):
-    """Train the same architecture from random weights on D_r with the pretraining loop (``run``: the
-    method's run, whose directory gets its log and checkpoint; None: no files)."""
-    from mmcore.clip_train import ClipTrainConfig, train_clip
-    from mmcore.config import resolve_config
-    from mmcore.encoders.clip import create_clip
-
-    raw = pretrain_config(cfg.model)
-    train_cfg = None
-    if raw is not None:
-        known = {f.name for f in dataclasses.fields(ClipTrainConfig)}
-        try:
-            train_cfg = resolve_config(ClipTrainConfig, None, {k: v for k, v in raw.items()
-                                                                if k in known and not isinstance(v, dict)})
-        except MMError:
-            train_cfg = None
-    recorded = train_cfg is not None
-    train_cfg = train_cfg or ClipTrainConfig()
-    rc = cfg.retrain
-    updates: dict[str, Any] = {"seed": cfg.seed}
-    if rc.steps or not recorded:
-        updates["steps"] = rc.steps or rc.fallback_steps
-        updates["epochs"] = 0.0
-    if rc.lr:
-        updates["lr"] = rc.lr
-    if rc.batch_size:
-        updates["batch_size"] = rc.batch_size
-    updates["checkpoint_every"] = cfg.checkpoint_every * 10 if cfg.checkpoint_every else 0
-    updates["accelerator"] = cfg.accelerator
-    train_cfg = dataclasses.replace(train_cfg, **updates)
-    fresh = create_clip(bundle.model_name, None, device=str(acc.device))
-    t0 = time.perf_counter()
-    # its log and checkpoint in OUT/retrain/ (kept: they are Retrain's own record)
-    run = run or TrainingRun(None, acc)
-    sub = TrainingRun(run.out / "retrain" if run.out is not None else None, acc, resume=run.resuming)
-    model = train_clip(fresh, split.retain.records, train_cfg, sub, desc="retrain")
-    from mmcore.checkpoint import unwrap
-
-    return unwrap(model), time.perf_counter() - t0, config_to_dict(train_cfg)
-
-
 # --------------------------------------------------------------------------- public API
 
 
@@ -236,15 +182,10 @@ def run_unlearning(
     from cliperase.metrics import evaluate_split
     from cliperase.relearn import plot_relearn, relearn_steps
     from cliperase.templates import config_templates
-    from cliperase.trainer import unlearn
 
     cfg.validate()
-    if cfg.method == "retrain" and (why := retrain_unavailable(cfg)):
-        raise _retrain_error(why)  # before the output directory is touched or any weights are loaded
-    if cfg.method == "retrain" and streams_apply(cfg):
-        raise MMError("--method retrain trains a CLIP from scratch on all of D_r, which on webdataset shards with a "
-                      "keyword forget set is a stream, not a record list; pretrain on the retain shards with "
-                      "`mm clip pretrain` instead, or name the forget set with --forget-ids")
+    method = get_method(cfg.method)
+    method.check(cfg)  # before the output directory is touched or any weights are loaded
     out = Path(out_dir)
     acc = _accelerator(cfg, accelerator)
     run = TrainingRun.create(out, acc, overwrite=overwrite, resume=resume)
@@ -257,14 +198,8 @@ def run_unlearning(
     run.save_config(cfg)
     split = prep.split
 
-    retrain_cfg = None
-    info: dict[str, Any] = {}
-    if cfg.method == "retrain":
-        model, train_seconds, retrain_cfg = retrain_model(cfg, bundle, split, acc, run)
-        last_log: dict[str, float] = {}
-    else:
-        res = unlearn(bundle, split, cfg, acc, run)
-        model, train_seconds, last_log, info = res.model, res.train_seconds, res.last_log, res.info
+    res = method.unlearn(bundle, split, cfg, acc, run)
+    model, train_seconds, last_log = res.model, res.train_seconds, res.last_log
     model = unwrap(model).eval()
     t_after = time.perf_counter()
     after = evaluate_split(model, bundle, split, cfg, label=f"eval after {cfg.method}")
@@ -299,13 +234,10 @@ def run_unlearning(
         "relearn": relearn,
         "final_losses": last_log,
         "world_size": acc.num_processes,
-        "steps": {"retrain": (retrain_cfg or {}).get("steps"), "slug": 1}.get(cfg.method, cfg.steps),
+        "steps": res.steps,
         "templates": config_templates(split.retain, cfg).to_dict(),
+        **method.result_metrics(res),
     }
-    if retrain_cfg is not None:
-        metrics["retrain_config"] = retrain_cfg
-    if cfg.method == "slug":
-        metrics["slug"] = info
     if run.writes:
         save_clip(model, out, bundle.model_name, bundle.model_cfg)
     run.write_metrics(metrics)
@@ -354,15 +286,6 @@ def _default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def parse_method(name: str) -> dict[str, Any]:
-    """A method name of :data:`METHODS` or a variant of :data:`VARIANTS` → config updates."""
-    if name in VARIANTS:
-        return dict(VARIANTS[name])
-    if name in METHODS:
-        return {"method": name}
-    raise ConfigError(f"unknown method {name!r}; choose from {', '.join(METHODS + tuple(VARIANTS))}")
-
-
 def compare_methods(
     methods: list[str],
     cfg: UnlearnConfig,
@@ -379,17 +302,20 @@ def compare_methods(
     if not names:
         raise ConfigError("compare: give at least one method")
     updates = {n: parse_method(n) for n in names}
-    retrain_missing = retrain_unavailable(cfg)
-    if retrain_missing and any(u["method"] == "retrain" for u in updates.values()):
-        raise _retrain_error(retrain_missing)
-    if include_retrain and "retrain" not in names and not retrain_missing:
-        names.append("retrain")  # added for the time ratios; left out (and said so) where it cannot run
-        updates["retrain"] = {"method": "retrain"}
+    ref = reference_method()  # Retrain: every wall time gets its ratio to the reference's
+    ref_missing = retrain_unavailable(cfg) if ref is not None else "no reference method is registered"
+    if ref_missing and any(u["method"] == ref for u in updates.values()):
+        raise retrain_error(ref_missing)
+    if include_retrain and ref is not None and ref not in names and not ref_missing:
+        names.append(ref)  # added for the time ratios; left out (and said so) where it cannot run
+        updates[ref] = {"method": ref}
     out = Path(out_dir)
     acc = _accelerator(cfg)
     TrainingRun.create(out, acc, overwrite=overwrite, resume=resume)  # each method's run goes in out/<method>/
     for n in names:
-        dataclasses.replace(cfg, **updates[n]).validate()
+        mcfg = dataclasses.replace(cfg, **updates[n])
+        mcfg.validate()
+        get_method(mcfg.method).check(mcfg)
     bundle = _load_model(cfg, acc.device)
     prep = _prepare(cfg, bundle, out, resume, acc, cache_dir)
     del bundle
@@ -401,7 +327,7 @@ def compare_methods(
             results[n] = read_json(done)
             continue
         results[n] = run_unlearning(mcfg, out / n, resume=resume, overwrite=True, accelerator=acc, prepared=prep)
-    retrain_s = results.get("retrain", {}).get("wall_seconds")
+    retrain_s = results.get(ref, {}).get("wall_seconds") if ref is not None else None
     rows = []
     for n, m in results.items():
         row: dict[str, Any] = {"method": n}
@@ -417,7 +343,7 @@ def compare_methods(
     curves = {n: m["relearn"]["curve"] for n, m in results.items() if m.get("relearn")}
     if curves:
         original["relearn_steps"] = 0  # its score is the original score: at or above half of it at step 0
-    rl_retrain = results.get("retrain", {}).get("relearn")
+    rl_retrain = results.get(ref, {}).get("relearn") if ref is not None else None
     comparison = {
         "methods": names,
         "original": original,
@@ -425,10 +351,10 @@ def compare_methods(
         "sizes": prep.split.sizes(),
         "forget": prep.split.description,
         "retrain_seconds": retrain_s,
-        "retrain_unavailable": _retrain_error(retrain_missing).args[0] if retrain_missing else None,
+        "retrain_unavailable": retrain_error(ref_missing).args[0] if ref_missing else None,
         # Retrain never saw D_f: its relearn steps are the reference for "never learned" (cap hit: None steps).
         "relearn_reference": None if not rl_retrain else {
-            "method": "retrain", "steps": rl_retrain["steps"], "cap_hit": rl_retrain["cap_hit"],
+            "method": ref, "steps": rl_retrain["steps"], "cap_hit": rl_retrain["cap_hit"],
             "max_steps": rl_retrain["max_steps"], "target_score": rl_retrain["target_score"]},
         "relearn_plot": "relearn.png" if curves else None,  # every method's relearn curve
         "config": config_to_dict(cfg),

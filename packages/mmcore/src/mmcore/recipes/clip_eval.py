@@ -69,7 +69,7 @@ def evaluate_clip(
     ``caption_file``: flickr30k's caption file (auto | karpathy | csv). ``num_workers``: image
     decoding workers (None: from the CPU count). Streamed datasets (wds) are read once as a stream
     of shards, never as a list of records."""
-    from mmcore.data.registry import STREAMED_DATASETS, load_image_text, open_image_text_stream
+    from mmcore.data.registry import dataset_spec, load_image_text, open_image_text_stream
     from mmcore.encoders.clip import load_clip
     from mmcore.errors import ImageReadError, MMError
     from mmcore.eval.retrieval import retrieval_eval
@@ -77,8 +77,9 @@ def evaluate_clip(
 
     if n is not None and n < 0:
         raise MMError(f"--n must be positive (or 0 for the whole split), got {n}")
+    spec = dataset_spec(dataset)  # an unknown name fails before the model loads
     bundle = load_clip(model, pretrained)
-    if dataset.lower() in STREAMED_DATASETS:
+    if spec.streamed:
         from mmcore.eval.stream import stream_eval
 
         stream = open_image_text_stream(dataset, data_root, split, skip_bad=skip_bad, limit=n or None,
@@ -87,10 +88,10 @@ def evaluate_clip(
                           batch_size=batch_size, device=next(bundle.model.parameters()).device,
                           num_workers=num_workers)
         return {"model": bundle.model_name, "dataset": stream.name, **res}
-    if dataset.lower() == "shapes":
+    if spec.synthetic:
         if n == 0:
-            raise MMError("shapes: --n is the number of images to generate; give at least 1")
-        data = load_image_text("shapes", split=split, n=SHAPES_EVAL_N if n is None else n, seed=seed,
+            raise MMError(f"{spec.name}: --n is the number of images to generate; give at least 1")
+        data = load_image_text(spec.name, split=split, n=SHAPES_EVAL_N if n is None else n, seed=seed,
                                image_size=bundle.image_size, caption_file=caption_file, classes=shapes_classes)
     else:
         kw: dict[str, Any] = {"caption_file": caption_file, "limit": n or None}
