@@ -6,7 +6,7 @@ bootstrap intervals against SaSR-Net's default and the test questions split by w
 
 Everything below was written before any run on the lit world. The world is ``mmcore.avqa.synth`` with
 ``frames="lit"``: an instrument's plate lights up in every frame during which it sounds. Each row is SaSR-Net's
-CPU-benchmark recipe (configs/avqa/sasrnet-cpu-benchmark.yaml) with one change:
+CPU-benchmark recipe (sasrnet/configs/avqa/sasrnet-cpu-benchmark.yaml) with one change:
 
     sasrnet        the published module and loss: the reference row
     no-match       arch.w_match = 0: no match loss (and no negatives)

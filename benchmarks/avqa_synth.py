@@ -7,7 +7,7 @@ Pipeline: ``mmcore.avqa.synth.synthesize`` (mp4 + AAC, real Music-AVQA JSON) →
 ``mmcore.avqa.feature_extraction.extract_features`` (default mmcore encoders: ``pixels`` grid + ``logmel`` audio) →
 ``sasrnet.recipes.train.train`` per run → per-type test accuracy, training samples/s, single-question latency.
 
-Recipes are the committed files under configs/avqa/: each model's PUBLISHED recipe scaled by one rule
+Recipes are the committed presets under packages/sasrnet/src/sasrnet/configs/avqa/: each model's PUBLISHED recipe scaled by one rule
 (epochs and StepLR steps x 15/80, batch x 2, lr x 5, plus the same warm-up, clipping, batching by video and
 input standardisation for all): SaSR-Net and the question-only model from SaSR-Net's recipe
 (sasrnet-cpu-benchmark.yaml), AVST from ST-AVQA's (avst-cpu-benchmark.yaml). ``avst-sasr-recipe`` is AVST
@@ -45,14 +45,14 @@ from typing import Any
 from benchmarks._common import parse_args, png_path, publish, timed_median
 from benchmarks._stats import bootstrap_mean
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "avqa"
-# run name -> (model, recipe file under configs/avqa, TrainConfig keys set on top of the recipe)
+# run name -> (model, recipe: a preset file of sasrnet/configs/avqa (mmcore.presets), TrainConfig keys set on top)
 RUNS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "sasrnet": ("sasrnet", "sasrnet-cpu-benchmark.yaml", {}),
     "avst": ("avst", "avst-cpu-benchmark.yaml", {}),
     "avst-sasr-recipe": ("avst", "sasrnet-cpu-benchmark.yaml", {}),
     "blind": ("blind", "sasrnet-cpu-benchmark.yaml", {}),
 }
+RECIPE_DIR = "packages/sasrnet/src/sasrnet/configs/avqa"  # as the JSON names the recipe files
 QUICK = {"epochs": 1, "size": "cpu-tiny", "warmup_steps": 0, "batch_size": 8}
 
 
@@ -88,7 +88,9 @@ def train_config(name: str, overrides: dict[str, Any], runs: dict[str, tuple[str
     merged = {**extra, **overrides, "model": kind}
     if "arch" in extra and "arch" in overrides:
         merged["arch"] = {**extra["arch"], **overrides["arch"]}
-    return resolve_config(TrainConfig, CONFIGS / recipe, merged)
+    from mmcore.presets import preset_path
+
+    return resolve_config(TrainConfig, preset_path("sasrnet", "avqa", Path(recipe).stem), merged)
 
 
 def _train_one(cfg: Any, data: Path, out: Path, threads: int) -> tuple[dict, float]:
@@ -366,7 +368,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             cfg = train_config(run, overrides, specs)
             models[run] = {
                 "model": RUNS[run][0],
-                "recipe": f"configs/avqa/{RUNS[run][1]}",
+                "recipe": f"{RECIPE_DIR}/{RUNS[run][1]}",
                 "recipe_resolved": {k: getattr(cfg, k) for k in ("size", "epochs", "batch_size", "lr", "step_size",
                                                                   "gamma", "warmup_steps", "grad_clip",
                                                                   "questions_per_video", "standardize_inputs")},

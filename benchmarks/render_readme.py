@@ -25,7 +25,7 @@ SECTIONS = [
     ("unlearn_default_run", "The default `mm unlearn run`: wall time and the share spent in evaluation"),
     ("data_scale", "The real data path at growing sizes: webdataset JPEG shards, peak RSS and images/s"),
     ("diffusion_shapes", "Diffusion evaluation of the unlearned text encoder"),
-    ("avqa_synth", "Audio-visual QA on the synthetic Music-AVQA world (`configs/avqa/*-cpu-benchmark.yaml`)"),
+    ("avqa_synth", "Audio-visual QA on the synthetic Music-AVQA world (`sasrnet/configs/avqa/*-cpu-benchmark.yaml`)"),
     ("avqa_ablations", "Does SaSR-Net learn from the video? Ablations on the lit world (`python -m benchmarks avqa_ablations`)"),
     ("sasr_public_speed", "SaSR-Net: our module vs the authors' public code (paper sizes, identical shapes)"),
     ("clip_eval_peers", "CLIP evaluation vs clip_benchmark"),

@@ -140,7 +140,7 @@ def test_avqa_synth_quick_reports_medians_over_training_seeds(tmp_path: Path) ->
     boot = gap["seed_mean_paired_bootstrap"]
     assert boot["ci95"][0] <= boot["gap"] <= boot["ci95"][1] and boot["questions"] == data["models"]["avst"]["test"]["n_questions"]
     assert set(data["models"]) == {"sasrnet", "avst", "avst-sasr-recipe", "blind"}
-    assert data["models"]["avst"]["recipe"] == "configs/avqa/avst-cpu-benchmark.yaml"
+    assert data["models"]["avst"]["recipe"] == "packages/sasrnet/src/sasrnet/configs/avqa/avst-cpu-benchmark.yaml"
     # AVST's step size: the best seed-1 validation accuracy among the candidates (a tie keeps the committed 2)
     sch = data["avst_schedule"]
     val = {int(k): v for k, v in sch["validation_overall_seed1"].items()}

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from mmcore.presets import preset_path
 from typer.testing import CliRunner
 
 runner = CliRunner()
@@ -188,7 +189,7 @@ def test_train_preset_selects_the_committed_recipe(world, tmp_path):
                             "--size", "cpu-tiny", "--epochs", "1", "--set", "batch_size=8", "--set", "warmup_steps=2"])
     assert r.exit_code == 0, r.output
     cfg = json.loads((out / "config.json").read_text())
-    recipe = yaml.safe_load((Path(__file__).parents[2] / "configs/avqa/avst-cpu-benchmark.yaml").read_text())
+    recipe = yaml.safe_load((preset_path("sasrnet", "avqa", "avst-cpu-benchmark")).read_text())
     for k in ("lr", "step_size", "gamma", "grad_clip", "questions_per_video", "standardize_inputs"):
         assert cfg[k] == recipe[k], k
     # explicit options and --set win over the preset
@@ -199,7 +200,7 @@ def test_train_preset_selects_the_committed_recipe(world, tmp_path):
                             "--data", str(world), "--out", str(tmp_path / "o2"), "--print-config"])
     assert r.exit_code == 0, r.output
     layered = json.loads(r.output)
-    sasr_recipe = yaml.safe_load((Path(__file__).parents[2] / "configs/avqa/sasrnet-cpu-benchmark.yaml").read_text())
+    sasr_recipe = yaml.safe_load((preset_path("sasrnet", "avqa", "sasrnet-cpu-benchmark")).read_text())
     assert layered["lr"] == 0.5 and layered["step_size"] == sasr_recipe["step_size"] != 16
     r = runner.invoke(app, ["train", "--preset", "fast", "--data", str(world), "--out", str(tmp_path / "o3")])
     assert r.exit_code == 2 and "cpu-benchmark" in r.output

@@ -1,6 +1,7 @@
-"""Committed recipes under configs/: every YAML (configs/benchmarks/ aside: tests/test_benchmark_configs.py)
-resolves into the dataclass of the command that reads it with no unknown key, each `--preset` name has its
-file and each file its name, and `--preset` applies under `--config FILE` and explicit options."""
+"""Committed recipes, shipped as package data (<package>/configs/<group>/, found by mmcore.presets; the
+benchmarks' settings in configs/benchmarks/ are tests/test_benchmark_configs.py's): every YAML resolves into the
+dataclass of the command that reads it with no unknown key, each `--preset` name has its file and each file its
+name, a built wheel carries them, and `--preset` applies under `--config FILE` and explicit options."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from mm_cli.common import CONFIGS_DIR
+from mm_cli.common import PRESET_PACKAGES
 from mm_cli.main import app
+from mmcore.presets import preset_dir
 from typer.testing import CliRunner
 
 runner = CliRunner()
@@ -19,24 +21,37 @@ ROOT = Path(__file__).resolve().parents[2]
 # configs/<group>/<file name prefix> -> the dataclass its command resolves (import path)
 DATACLASSES = {("avqa", ""): "sasrnet.config.TrainConfig", ("unlearn", ""): "cliperase.config.UnlearnConfig",
                ("clip", "pretrain-"): "mmcore.clip_train.ClipTrainConfig"}
-FILES = sorted(p for p in CONFIGS_DIR.rglob("*.yaml") if p.parent.name != "benchmarks")
+GROUP_DIRS = {group: preset_dir(package, group) for group, package in PRESET_PACKAGES.items()}
+FILES = sorted(p for d in GROUP_DIRS.values() for p in d.glob("*.yaml"))
 
 
 def _dataclass(path: Path) -> type:
     import importlib
 
-    group = path.parent.relative_to(CONFIGS_DIR).as_posix()
+    group = path.parent.name
     names = [v for (g, prefix), v in DATACLASSES.items() if g == group and path.name.startswith(prefix)]
     assert len(names) == 1, f"{path}: no command reads it; map it in DATACLASSES"
     module, cls = names[0].rsplit(".", 1)
     return getattr(importlib.import_module(module), cls)
 
 
-def test_configs_is_the_repository_folder():
-    assert CONFIGS_DIR == ROOT / "configs" and FILES
+def test_presets_live_in_their_packages_not_in_a_checkout_folder():
+    for group, package in PRESET_PACKAGES.items():
+        assert GROUP_DIRS[group] == ROOT / "packages" / package / "src" / package / "configs" / group
+    assert FILES and not (ROOT / "configs" / "unlearn").exists()
+    # the packages' builds take them along: hatchling ships every file under the package folder
+    for package in set(PRESET_PACKAGES.values()):
+        text = (ROOT / "packages" / package / "pyproject.toml").read_text()
+        assert "exclude" not in text and 'build-backend = "hatchling.build"' in text, package
 
 
-@pytest.mark.parametrize("path", FILES, ids=[p.relative_to(CONFIGS_DIR).as_posix() for p in FILES])
+def test_paper_setting_is_read_from_its_preset():
+    from cliperase.config import PAPER_SETTING
+
+    assert PAPER_SETTING == yaml.safe_load((GROUP_DIRS["unlearn"] / "paper.yaml").read_text()) != {}
+
+
+@pytest.mark.parametrize("path", FILES, ids=[f"{p.parent.name}/{p.name}" for p in FILES])
 def test_committed_yaml_resolves_into_its_dataclass(path: Path):
     from mmcore.config import resolve_config
 
@@ -48,7 +63,7 @@ def test_committed_yaml_resolves_into_its_dataclass(path: Path):
 
 
 def _names(group: str, prefix: str = "") -> list[str]:
-    return sorted(p.stem.removeprefix(prefix) for p in (CONFIGS_DIR / group).glob(f"{prefix}*.yaml"))
+    return sorted(p.stem.removeprefix(prefix) for p in GROUP_DIRS[group].glob(f"{prefix}*.yaml"))
 
 
 def test_preset_names_and_files_agree():
@@ -60,24 +75,23 @@ def test_preset_names_and_files_agree():
 
 
 def test_default_presets_are_the_defaults_and_paper_is_the_paper_setting():
-    from cliperase.config import PAPER_SETTING, UnlearnConfig
+    from cliperase.config import UnlearnConfig
     from mmcore.clip_train import ClipTrainConfig
     from mmcore.config import resolve_config
 
-    assert resolve_config(UnlearnConfig, CONFIGS_DIR / "unlearn/default.yaml", {}) == UnlearnConfig()
+    assert resolve_config(UnlearnConfig, GROUP_DIRS["unlearn"] / "default.yaml", {}) == UnlearnConfig()
     # every field but `model` (a model named nowhere is the cached tiny CLIP)
-    assert set(yaml.safe_load((CONFIGS_DIR / "unlearn/default.yaml").read_text())) == \
+    assert set(yaml.safe_load((GROUP_DIRS["unlearn"] / "default.yaml").read_text())) == \
         {f.name for f in dataclasses.fields(UnlearnConfig)} - {"model"}
-    assert resolve_config(ClipTrainConfig, CONFIGS_DIR / "clip/pretrain-default.yaml", {}) == ClipTrainConfig()
-    assert yaml.safe_load((CONFIGS_DIR / "unlearn/paper.yaml").read_text()) == PAPER_SETTING
+    assert resolve_config(ClipTrainConfig, GROUP_DIRS["clip"] / "pretrain-default.yaml", {}) == ClipTrainConfig()
 
 
 def test_cpu_benchmark_presets_are_the_recorded_benchmark_settings():
     shapes = json.loads((ROOT / "benchmarks/results/unlearn_shapes.json").read_text())
-    preset = yaml.safe_load((CONFIGS_DIR / "unlearn/cpu-benchmark.yaml").read_text())
+    preset = yaml.safe_load((GROUP_DIRS["unlearn"] / "cpu-benchmark.yaml").read_text())
     assert {k: preset[k] for k in ("method", "lr", "steps")} == shapes["settings"]["cliperase"]
     assert preset["forget"] == {"classes": ["circle"]}
-    leak = yaml.safe_load((CONFIGS_DIR / "clip/pretrain-membership-leak.yaml").read_text())
+    leak = yaml.safe_load((GROUP_DIRS["clip"] / "pretrain-membership-leak.yaml").read_text())
     assert leak == {k: shapes["leaking_membership"]["pretrain"][k] for k in ("n_train", "steps", "eval_every")}
 
 

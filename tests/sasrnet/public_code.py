@@ -129,11 +129,12 @@ def worst(d: dict[str, tuple[float, float]]) -> tuple[float, float, str]:
 
 
 def recipe(name: str):
-    """The TrainConfig of the committed recipe configs/avqa/NAME.yaml."""
+    """The TrainConfig of the committed preset sasrnet/configs/avqa/NAME.yaml."""
     from mmcore.config import resolve_config
+    from mmcore.presets import preset_path
     from sasrnet.config import TrainConfig
 
-    return resolve_config(TrainConfig, ROOT / "configs/avqa" / f"{name}.yaml", {})
+    return resolve_config(TrainConfig, preset_path("sasrnet", "avqa", name), {})
 
 
 def one_public_and_one_own_step(ref, ours, public_loss, public_inputs, batch, cfg, lr: float, key=None,

@@ -23,13 +23,13 @@ def _paths(data: Path | None, train_ann: Path | None, val_ann: Path | None, test
     return data_paths(data, train_ann=train_ann, val_ann=val_ann, test_ann=test_ann, features=features)
 
 
-# committed recipes, configs/avqa/<model>-<preset>.yaml (the question-only model uses SaSR-Net's)
+# committed recipes, sasrnet/configs/avqa/<model>-<preset>.yaml (the question-only model uses SaSR-Net's)
 PRESETS = {"paper": "the published recipe (SaSR-Net: 80 epochs, batch 16, StepLR(16, 0.3); AVST: ST-AVQA's)",
            "cpu-benchmark": "the recipe of benchmarks/avqa_synth (cpu-small, 15 epochs; see the YAML)"}
 
 
 def _preset_file(preset: str, model: str | None) -> Path:
-    """configs/avqa/<model>-<preset>.yaml of this checkout."""
+    """sasrnet/configs/avqa/<model>-<preset>.yaml (package data)."""
     return common.preset_file("avqa", preset, PRESETS, stem=f"{'avst' if model == 'avst' else 'sasrnet'}-{preset}")
 
 

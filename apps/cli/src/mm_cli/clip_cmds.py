@@ -13,7 +13,7 @@ app = typer.Typer(help="CLIP models: pretrain the offline tiny CLIP on synthetic
                   no_args_is_help=True)
 
 
-# committed recipes, configs/clip/pretrain-<preset>.yaml (tests/cli/test_presets.py checks names and files agree)
+# committed recipes, mmcore/configs/clip/pretrain-<preset>.yaml (tests/cli/test_presets.py checks names and files agree)
 PRETRAIN_PRESETS = {"default": "the ClipTrainConfig defaults written out (the tiny CLIP `mm demo` trains)",
                     "membership-leak": "the overfit tiny CLIP of benchmarks/unlearn_shapes' leaking-membership world"}
 
@@ -52,7 +52,7 @@ def pretrain_cmd(
     if fam not in PRETRAIN_FAMILIES:
         raise ConfigError(f"--family must be one of {', '.join(PRETRAIN_FAMILIES)}; got {family!r}")
     if preset and fam != "clip":
-        raise ConfigError(f"--preset names a CLIP recipe (configs/clip/pretrain-*.yaml); with --family {fam} pass "
+        raise ConfigError(f"--preset names a CLIP recipe (mmcore/configs/clip/pretrain-*.yaml); with --family {fam} pass "
                           "--config FILE")
     cls_path, recipe_path = PRETRAIN_FAMILIES[fam]
     import importlib

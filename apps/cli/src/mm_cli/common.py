@@ -214,26 +214,23 @@ SET_HELP = "Override a config field: key=value (repeatable, dotted keys); applie
 PRINT_CONFIG_HELP = "Print the resolved config as JSON and exit (nothing is loaded or written)."
 
 
-# The repository's committed run recipes (configs/<group>/<name>.yaml); present in a checkout only.
-CONFIGS_DIR = Path(__file__).resolve().parents[4] / "configs"
+# The committed run recipes, package data: group -> the package whose configs/<group>/ holds them (mmcore.presets).
+PRESET_PACKAGES = {"unlearn": "cliperase", "clip": "mmcore", "avqa": "sasrnet"}
 
 
 def preset_file(group: str, preset: str, presets: dict[str, str], stem: str | None = None) -> Path:
-    """configs/<group>/<stem or preset>.yaml of this checkout, for ``--preset`` (``presets``: name -> help)."""
+    """The file of ``--preset`` ``preset`` (``presets``: name -> help): <package>/configs/<group>/<stem>.yaml."""
     from mmcore.errors import ConfigError
+    from mmcore.presets import preset_path
 
     if preset not in presets:
         raise ConfigError(f"unknown --preset {preset!r}; choose one of {', '.join(presets)}")
-    path = CONFIGS_DIR / group / f"{stem or preset}.yaml"
-    if not path.is_file():
-        raise ConfigError(f"preset file {path} not found (presets live in the repository's configs/{group}/; "
-                          "outside a checkout pass --config FILE)")
-    return path
+    return preset_path(PRESET_PACKAGES[group], group, stem or preset)
 
 
 def preset_option(group: str, presets: dict[str, str], pattern: str = "<preset>") -> Any:
-    """``--preset NAME``: a committed recipe configs/<group>/<pattern>.yaml, under --config FILE."""
-    return typer.Option(None, "--preset", help=f"A committed recipe, configs/{group}/{pattern}.yaml: "
+    """``--preset NAME``: a committed recipe <package>/configs/<group>/<pattern>.yaml, under --config FILE."""
+    return typer.Option(None, "--preset", help=f"A committed recipe, {PRESET_PACKAGES[group]}/configs/{group}/{pattern}.yaml: "
                         + "; ".join(f"{k}: {v}" for k, v in presets.items())
                         + ". A --config file on top overrides its keys.")
 

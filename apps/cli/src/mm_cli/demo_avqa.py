@@ -25,7 +25,7 @@ from typing import Any
 
 from mm_cli.common import print_table
 
-RECIPE = Path(__file__).resolve().parents[4] / "configs" / "avqa" / "sasrnet-cpu-benchmark.yaml"
+RECIPE = ("sasrnet", "avqa", "sasrnet-cpu-benchmark")  # the committed preset (mmcore.presets)
 SPARKS = "▁▂▃▄▅▆▇█"
 
 
@@ -78,6 +78,7 @@ def _world(root: Path, sz: AvqaDemoSize, seed: int) -> tuple[Path, bool]:
 def _train(world: Path, run: Path, kind: str, sz: AvqaDemoSize, seed: int, tiny: bool) -> dict:
     from mmcore.config import resolve_config
     from mmcore.io import read_json
+    from mmcore.presets import preset_path
     from sasrnet import TrainConfig, train
 
     if (run / "metrics.json").is_file() and (run / "model.safetensors").is_file():
@@ -86,7 +87,7 @@ def _train(world: Path, run: Path, kind: str, sz: AvqaDemoSize, seed: int, tiny:
                             "step_size": sz.step_size, "seed": seed + 1}
     if tiny:
         over["batch_size"] = 8
-    cfg = resolve_config(TrainConfig, RECIPE, over)
+    cfg = resolve_config(TrainConfig, preset_path(*RECIPE), over)
     metrics = train(cfg, world, run, overwrite=True)
     shutil.rmtree(run / "checkpoint", ignore_errors=True)  # resumable state: the cache keeps only the model
     return metrics

@@ -47,7 +47,7 @@ _KEYWORD = typer.Option(None, "--forget-keyword", help="Forget images with a cap
 _RATIO = typer.Option(None, "--forget-ratio", help="Forget a seeded random fraction of the classes.")
 _IDS = typer.Option(None, "--forget-ids", help="File of record ids to forget, one per line.")
 _CONFIG = config_option("cliperase.config.UnlearnConfig")
-# committed recipes, configs/unlearn/<preset>.yaml (tests/cli/test_presets.py checks names and files agree)
+# committed recipes, cliperase/configs/unlearn/<preset>.yaml (tests/cli/test_presets.py checks names and files agree)
 PRESETS = {"default": "the UnlearnConfig defaults written out",
            "paper": "the paper's setting (both encoders, forget captions; cliperase.config.PAPER_SETTING)",
            "cpu-benchmark": "the CLIPErase row of benchmarks/unlearn_shapes (forget circle, lr 1e-4, 60 steps)"}

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from mmcore.distributed import AcceleratorConfig
 from mmcore.errors import ConfigError
+from mmcore.presets import load_preset
 
 MODULES = ("fm", "fm+rm", "fm+rm+cm")
 FM_VARIANTS = ("similarity", "negated_ce")
@@ -87,9 +88,8 @@ class RetrainConfig:
 
 # `mm unlearn compare` variant "cliperase-paper": the paper's setting where it differs from the defaults
 # (both encoders fine-tuned, forget pairs with their captions); see the comment block in UnlearnConfig.
-# The single source of truth: configs/unlearn/paper.yaml (`mm unlearn run --preset paper`) is a copy that a
-# test keeps equal, because an installed cliperase has no configs/ directory to read it from.
-PAPER_SETTING: dict[str, object] = {"towers": "both", "forget_text": "caption"}
+# Read from its committed preset, cliperase/configs/unlearn/paper.yaml (package data; `mm unlearn run --preset paper`).
+PAPER_SETTING: dict[str, object] = load_preset("cliperase", "unlearn", "paper")
 TOWERS = ("auto", "text", "both")
 MULTIDELETE_UNIMODAL = ("image+text", "image")
 
