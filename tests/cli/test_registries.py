@@ -1,6 +1,6 @@
-"""Extending `mm` without editing it (issue #31): a toy unlearning method and a toy image-text dataset are
-registered from this test module alone — no other file of the repository changes — and each runs through the
-`mm` CLI end to end (CliRunner on the real app, so the registrations are seen)."""
+"""Extending `mm` without editing it (issue #31): a toy unlearning method, a toy image-text dataset and a toy
+AVQA model are registered from this test module alone — no other file of the repository changes — and each runs
+through the `mm` CLI end to end (CliRunner on the real app, so the registrations are seen)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from mmcore.data.registry import (
     register_image_text_dataset,
     unregister_image_text_dataset,
 )
+from sasrnet.registry import AVQAModelSpec, register_avqa_model, unregister_avqa_model
 from typer.testing import CliRunner
 
 TINY = ["--model", "mm-micro-clip", "--random-init", "--set", "n_train=80", "--set", "n_test=40",
@@ -111,3 +112,58 @@ def test_unknown_names_still_fail_with_the_choices(toys):
     res = CliRunner().invoke(app, ["unlearn", "run", "--method", "nope", "--forget-classes", "circle", *TINY,
                                    "--out", "/tmp/never-written"])
     assert res.exit_code == 2 and "toy-forget-cosine" in res.output
+
+
+class BagOfWords:
+    """Toy AVQA model: mean question-word embedding plus the video's mean audio feature, one linear answer head
+    (the ModelConfig's vocabulary, answer count and audio width, filled in by the training recipe)."""
+
+    def __new__(cls, cfg):
+        import torch
+        from torch import nn
+
+        class Net(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.cfg = cfg
+                self.words = nn.Embedding(cfg.word_vocab, 16)
+                self.audio = nn.Linear(cfg.audio_dim, 16)
+                self.answer = nn.Linear(16, cfg.n_answers)
+
+            def forward(self, batch):
+                q = self.words(batch["question"]).mean(1)
+                rows = batch.get("video_index")
+                a = self.audio(batch["audio"].mean(1))
+                a = a if rows is None else a[rows]
+                return {"logits": self.answer(torch.tanh(q + a))}
+
+        return Net()
+
+
+@pytest.fixture
+def toy_avqa():
+    register_avqa_model(AVQAModelSpec("toy-bow", BagOfWords, "toy model of tests/cli/test_registries.py"))
+    yield
+    unregister_avqa_model("toy-bow")
+
+
+@pytest.mark.slow
+def test_a_toy_avqa_model_trains_and_evaluates_through_mm_avqa(tmp_path, toy_avqa):
+    import torch
+    from mmcore.avqa.feature_extraction import extract_features
+    from mmcore.avqa.synth import synthesize
+
+    torch.set_num_threads(1)
+    world = tmp_path / "world"
+    synthesize(world, 6, 0, progress=False)
+    extract_features(world / "videos", world / "features", progress=False)
+    assert "toy-bow" in invoke("avqa", "models").output
+    run = tmp_path / "toy"
+    invoke("avqa", "train", "--model", "toy-bow", "--data", world, "--out", run, "--size", "cpu-tiny",
+           "--epochs", "2", "--set", "batch_size=4")
+    m = json.loads((run / "metrics.json").read_text())
+    assert m["model"] == "toy-bow" and 0.0 <= m["test"]["overall"] <= 100.0
+    assert json.loads((run / "model.json").read_text())["kind"] == "toy-bow"
+    invoke("avqa", "eval", "--checkpoint", run, "--data", world, "--out", tmp_path / "ev")
+    ev = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert ev["model"] == "toy-bow" and ev["overall"] == pytest.approx(m["test"]["overall"])

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import typer
+from sasrnet.registry import avqa_model_names, avqa_model_spec
 
 from mm_cli import common
 from mm_cli.common import config_option, print_config_option, print_table, run_config, set_option, user_errors
@@ -44,7 +45,8 @@ def _type_table(title: str, results: dict[str, dict]) -> None:
 
 @user_errors
 def train(
-    model: str | None = typer.Option(None, "--model", help="sasrnet | avst | blind (question only).", show_default="sasrnet"),
+    model: str | None = typer.Option(None, "--model", help=f"{' | '.join(avqa_model_names())} (`mm avqa models`).",
+                                     show_default="sasrnet"),
     data: Path | None = typer.Option(None, "--data", help=_DATA_HELP),
     out: Path = typer.Option(..., "--out", help="Output dir (weights, vocabularies, config.json, metrics.json, log.jsonl)."),
     train_ann: Path | None = typer.Option(None, "--train-ann", help="Training annotations (real Music-AVQA)."),
@@ -193,8 +195,21 @@ def import_official(
     typer.echo(f"wrote {out}: SaSR-Net (paper sizes), {cfg['word_vocab']} question words, {cfg['n_answers']} answers")
 
 
+@user_errors
+def models() -> None:
+    """List the registered AVQA models (sasrnet.registry)."""
+    rows = []
+    for name in avqa_model_names():
+        s = avqa_model_spec(name)
+        rows.append({"model": name, "video": "yes" if s.uses_video else "no",
+                     "source tokens": "yes" if s.source_tokens else "no",
+                     "grounding": "yes" if s.grounding else "no", "what": s.help})
+    print_table("AVQA models (`mm avqa train --model`)", rows)
+
+
 def register(app: typer.Typer) -> None:
-    """Add `pretrain-grounding`, `train`, `eval`, `predict` and `import-official` to the `mm avqa` group."""
+    """Add `models`, `pretrain-grounding`, `train`, `eval`, `predict` and `import-official` to `mm avqa`."""
+    app.command("models")(models)
     app.command("pretrain-grounding")(pretrain_grounding)
     app.command("train")(train)
     app.command("eval")(eval_cmd)

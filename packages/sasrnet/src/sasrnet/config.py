@@ -14,12 +14,10 @@ from typing import Any
 from mmcore.distributed import AcceleratorConfig
 from mmcore.errors import ConfigError
 
-MODEL_KINDS = ("sasrnet", "avst", "blind")
-
 
 @dataclass
 class ModelConfig:
-    kind: str = "sasrnet"  # sasrnet | avst (ST-AVQA: no source tokens) | blind (question only)
+    kind: str = "sasrnet"  # a registered model (sasrnet.registry): sasrnet | avst (no source tokens) | blind
     dim: int = 512
     n_sources: int = 22  # one learnable token per Music-AVQA instrument
     depth: int = 3  # pre-norm transformer blocks per modality in the SaSR module
@@ -73,8 +71,9 @@ def model_config(kind: str, size: str = "paper", overrides: dict[str, Any] | Non
     from, ``sources["arch.KEY"]`` (``"run.yaml:4"``, ``"--set arch.dim=8"``; default ``arch.KEY=VALUE``)."""
     from mmcore.config import resolve_config
 
-    if kind not in MODEL_KINDS:
-        raise ConfigError(f"unknown model {kind!r}; choose one of {', '.join(MODEL_KINDS)}")
+    from sasrnet.registry import avqa_model_spec
+
+    avqa_model_spec(kind)  # a ConfigError naming the registered models
     if size not in PRESETS:
         raise ConfigError(f"unknown model size {size!r}; choose one of {', '.join(PRESETS)}")
     labels = {k: (sources or {}).get(f"arch.{k}") or f"arch.{k}={v}" for k, v in (overrides or {}).items()}
@@ -89,7 +88,7 @@ def model_config_from_dict(d: dict[str, Any]) -> ModelConfig:
 
 @dataclass
 class TrainConfig:
-    model: str = "sasrnet"  # sasrnet | avst | blind
+    model: str = "sasrnet"  # a registered model (sasrnet.registry; `mm avqa models`)
     size: str = "paper"  # a key of PRESETS
     arch: dict[str, Any] = field(default_factory=dict)  # ModelConfig field overrides, e.g. arch.dim=64
     epochs: int = 80

@@ -51,7 +51,7 @@ def _mean_cos_to_first(x: torch.Tensor) -> float:
 def diagnostics(model: Any, batch: dict[str, torch.Tensor]) -> dict[str, float]:
     """The measurements above on ``batch`` (collated, on the model's device, >= 2 distinct videos).
     The model is put back in the mode it was in; nothing in it changes."""
-    if model.cfg.kind == "blind":
+    if not getattr(model, "uses_video", True):
         return {}
     was_training = model.training
     model.eval()

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from mmcore.checkpoint import count_parameters  # noqa: F401  (re-exported for the recipes)
 
 from sasrnet.config import ModelConfig
+from sasrnet.registry import avqa_model_spec
 from sasrnet.sasr import SaSRModule
 
 # ---------------------------------------------------------------------------------------------
@@ -108,9 +109,11 @@ class AVQAModel(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
+        spec = avqa_model_spec(cfg.kind)  # which parts this kind has: video streams, source tokens
+        self.uses_video = spec.uses_video
         d = cfg.dim
         self.question = QuestionEncoder(cfg.word_vocab, d)
-        if cfg.kind != "blind":
+        if self.uses_video:
             self.audio = AudioEmbed(cfg.audio_dim, d)
             self.register_buffer("audio_mean", torch.zeros(cfg.audio_dim))
             self.register_buffer("audio_std", torch.ones(cfg.audio_dim))
@@ -129,7 +132,7 @@ class AVQAModel(nn.Module):
                 raise ValueError(f"unknown negative_pass {cfg.negative_pass!r} (full | reuse_audio)")
             self.sasr = SaSRModule(d, cfg.n_sources, cfg.n_segments, cfg.depth, cfg.heads, cfg.mlp_ratio,
                                    cfg.drop_path, cfg.token_mlp_hidden, cfg.gumbel_tau,
-                                   gate=cfg.sasr_gate) if cfg.kind == "sasrnet" else None
+                                   gate=cfg.sasr_gate) if spec.source_tokens else None
             self.ground = nn.Linear(2 * d, d)  # v*_t = fc(tanh([V''_t ; g_t]))
             self.match = nn.Sequential(nn.Linear(2 * d, d), nn.ReLU(), nn.Linear(d, d // 2), nn.ReLU(),
                                        nn.Linear(d // 2, d // 4), nn.ReLU(), nn.Linear(d // 4, 2))
@@ -165,7 +168,7 @@ class AVQAModel(nn.Module):
     def _update_standardize(self) -> None:
         """Standardise only where the statistics are not the identity: (x - 0) / 1 over the paper-size
         visual grid cost ~10 % of an evaluation forward."""
-        if self.cfg.kind != "blind":
+        if self.uses_video:
             self._standardize = bool((self.audio_mean != 0).any() or (self.audio_std != 1).any()
                                      or (self.visual_mean != 0).any() or (self.visual_std != 1).any())
 
@@ -206,7 +209,7 @@ class AVQAModel(nn.Module):
     def grounding_forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """ST-AVQA's grounding pre-training path: match logits of positive and negative frames, computed
         as in :meth:`forward` without the question, the temporal attention and the SaSR module."""
-        if self.cfg.kind == "blind":
+        if not self.uses_video:
             raise ValueError("the question-only model has no audio-visual grounding")
         a = self._audio(batch["audio"])
         out = {}
@@ -220,7 +223,7 @@ class AVQAModel(nn.Module):
             return self.grounding_forward(batch)
         q = self.question(batch["question"])
         out: dict[str, torch.Tensor] = {}
-        if self.cfg.kind == "blind":
+        if not self.uses_video:
             z = torch.tanh(q)
         else:
             # everything up to the question-guided temporal attention depends only on the video: it runs
@@ -289,6 +292,7 @@ def compute_loss(cfg: ModelConfig, out: dict[str, torch.Tensor], batch: dict[str
     return terms
 
 
-def build_model(cfg: ModelConfig) -> AVQAModel:
-    return AVQAModel(cfg)
+def build_model(cfg: ModelConfig) -> nn.Module:
+    """The registered model ``cfg.kind`` (:mod:`sasrnet.registry`) built from ``cfg``."""
+    return avqa_model_spec(cfg.kind).build(cfg)
 

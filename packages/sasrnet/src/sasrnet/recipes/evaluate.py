@@ -30,6 +30,7 @@ from sasrnet.data import (
 )
 from sasrnet.metrics import majority_answer_accuracy, plot_type_accuracies, type_accuracies
 from sasrnet.model import AVQAModel, build_model
+from sasrnet.registry import avqa_model_spec
 
 MODEL_FILE = "model.safetensors"
 
@@ -195,7 +196,7 @@ def predict(checkpoint_dir: str | Path, video: str | Path, question: str, *, top
     words = [w for w in question.strip().rstrip("?？").split() if w]
     if not words:
         raise MMError("the question is empty")
-    item = video_item(video, info, needs_av=info["kind"] != "blind")
+    item = video_item(video, info, needs_av=avqa_model_spec(info["kind"]).uses_video)
     unknown = [w for w in words if w not in qv]
     batch = {"question": torch.tensor([qv.encode(words, info["max_question_len"])])}
     if "audio" in item:

@@ -60,6 +60,7 @@ from sasrnet.recipes.evaluate import (
     predict_split,
     write_predictions,
 )
+from sasrnet.registry import avqa_model_spec
 
 
 def _init_from(model: AVQAModel, path: Path) -> int:
@@ -205,11 +206,12 @@ def train(
                                               "audio_dim": a_dim, "n_segments": cfg.n_segments,
                                               "word_vocab": len(qv), "n_answers": len(av),
                                               "multiple_choice": cfg.multiple_choice})
+    spec = avqa_model_spec(mcfg.kind)
     model = build_model(mcfg)
-    if mcfg.kind != "blind" and cfg.standardize_inputs:  # TRAIN statistics, saved with the weights
+    if spec.uses_video and cfg.standardize_inputs and hasattr(model, "set_input_stats"):  # TRAIN statistics, saved with the weights
         stats = input_statistics(train_ds)
         model.set_input_stats(stats["audio_mean"], stats["audio_std"], stats["visual_mean"], stats["visual_std"])
-    if cfg.answer_bias_init == "prior" and not cfg.multiple_choice:
+    if cfg.answer_bias_init == "prior" and not cfg.multiple_choice and hasattr(model, "set_answer_prior"):
         counts = Counter(int(train_ds[i]["answer"]) for i in range(len(train_ds)))
         model.set_answer_prior(torch.tensor([counts.get(i, 0) for i in range(len(av))]))
     elif cfg.answer_bias_init not in ("default", "prior"):
@@ -239,12 +241,12 @@ def train(
 
     steps_per_epoch = n // cfg.batch_size
     total = steps_per_epoch * cfg.epochs
-    use_negatives = mcfg.kind != "blind" and mcfg.w_match > 0  # no match loss: no negatives to build
+    use_negatives = spec.grounding and mcfg.w_match > 0  # no match loss: no negatives to build
     if use_negatives and len(videos) < 2:
         raise DataError(paths.train_ann, "the match loss needs at least 2 training videos")
     if cfg.negatives not in NEGATIVE_KINDS:  # before any work, not at the first batch
         raise MMError(f"unknown negatives {cfg.negatives!r} ({' | '.join(NEGATIVE_KINDS)})")
-    diag_batch = _diagnostics_batch(val_ds or train_ds, cfg.diagnostics_questions, mcfg.kind)
+    diag_batch = _diagnostics_batch(val_ds or train_ds, cfg.diagnostics_questions, spec.diagnostics)
     if max_steps is not None and state["step"] >= max_steps:
         checkpoint(state["epoch"], state["batch"])
         return {"interrupted": True, "step": state["step"], "epoch": state["epoch"]}
@@ -378,10 +380,11 @@ def batch_with_negatives(ds: Any, local: list[int], videos: list[str] | None, se
     return collate(items, seeds, negative_frames(ds, list(rows), videos, [s + 1 for s in rows.values()], negatives))
 
 
-def _diagnostics_batch(ds: Any, n_questions: int, kind: str) -> dict | None:
+def _diagnostics_batch(ds: Any, n_questions: int, measurable: bool) -> dict | None:
     """The first ``n_questions`` questions of ``ds`` collated once (the per-epoch diagnostics' fixed batch),
-    or None where there is nothing to measure (none asked, the question-only model, fewer than 2 videos)."""
-    if n_questions <= 0 or kind == "blind" or len(ds) == 0:
+    or None where there is nothing to measure (none asked, a model without the diagnosed outputs such as the
+    question-only one, fewer than 2 videos)."""
+    if n_questions <= 0 or not measurable or len(ds) == 0:
         return None
     batch = collate([ds[i] for i in range(min(n_questions, len(ds)))])
     return batch if len(batch["audio"]) >= 2 else None
