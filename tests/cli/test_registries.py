@@ -28,17 +28,13 @@ TINY = ["--model", "mm-micro-clip", "--random-init", "--set", "n_train=80", "--s
 class ForgetCosine(UnlearningMethod):
     """Toy: push the forget pairs' image-text cosine down, nothing else."""
 
-    name = "toy-forget-cosine"
+    name, uses = "toy-forget-cosine", ("forget",)
     help = "toy method of tests/cli/test_registries.py"
 
-    def needs(self, cfg):
-        return {"forget": True, "retain": False, "frozen": False}
-
-    def loss(self, cfg, scale, f, r, orig_f=None, orig_r=None, orig_scale=None, step=0):
+    def loss(self, cfg, s):
         import torch.nn.functional as F
 
-        cos = (F.normalize(f.img, dim=-1) * F.normalize(f.txt, dim=-1)).sum(-1).mean()
-        return cos, {"toy_cos": cos}
+        return self.total(toy_cos=(F.normalize(s.f.img, dim=-1) * F.normalize(s.f.txt, dim=-1)).sum(-1).mean())
 
 
 BARS = ["horizontal bars", "vertical bars"]

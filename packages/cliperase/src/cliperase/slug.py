@@ -40,8 +40,9 @@ from cliperase import losses
 from cliperase.config import UnlearnConfig
 from cliperase.forget_sets import ForgetSplit
 from cliperase.metrics import gallery_retrieval, is_labelled, subsample
+from cliperase.step_types import UnlearnResult
 from cliperase.templates import Templates, config_templates
-from cliperase.training import UnlearnResult, pair_text, train_mode
+from cliperase.training import pair_text, train_mode
 
 EXCLUDED_NAME_PARTS = ("bias", "logit_scale", "position", "embedding")  # never candidates (published filter)
 TOWERS = ("vision", "language")

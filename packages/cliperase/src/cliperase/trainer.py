@@ -29,8 +29,9 @@ from torch import nn
 from cliperase.config import UnlearnConfig
 from cliperase.forget_sets import ForgetSplit
 from cliperase.step_batches import MergedSteps, StepBatch, StreamSteps, TextOf
+from cliperase.step_types import Feats, StepFeats, UnlearnResult
 from cliperase.templates import config_templates
-from cliperase.training import Feats, UnlearnResult, pair_text, train_mode
+from cliperase.training import pair_text, train_mode
 
 
 class DualEncoder(nn.Module):
@@ -273,8 +274,8 @@ def unlearning_loop(method: Any, bundle: Any, split: ForgetSplit, cfg: UnlearnCo
                         o_txt = frozen_encode(frozen.encode_text, tokens[sl])
                     orig[key] = Feats(_gathered(o_img, back), _gathered(o_txt, back), texts)
             orig_scale = frozen.logit_scale.exp() if frozen is not None else None  # float32, like ``scale``
-            loss, terms = method.loss(cfg, scale, feats.get("f"), feats.get("r"), orig.get("f"), orig.get("r"),
-                                      orig_scale, step=step)
+            loss, terms = method.loss(cfg, StepFeats(scale, feats.get("f"), feats.get("r"), orig.get("f"),
+                                                     orig.get("r"), orig_scale, step))
             parts = {k: float(v.detach()) for k, v in terms.items()}
             accelerator.backward(loss)
             if cfg.grad_clip > 0:

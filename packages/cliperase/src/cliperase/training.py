@@ -1,12 +1,11 @@
 """What every CLIPErase training pass shares: the unlearning loop (:mod:`cliperase.trainer`), SLUG's gradient
 pass (:mod:`cliperase.slug`) and relearning (:mod:`cliperase.relearn`): the text paired with an image at a step
-(:func:`pair_text`), a batch's features (:class:`Feats`), the preprocessed images of a record list (:class:`ImageBank`), train mode with frozen
-BatchNorm statistics (:func:`train_mode`) and what an unlearning run returns (:class:`UnlearnResult`)."""
+(:func:`pair_text`), the preprocessed images of a record list (:class:`ImageBank`), train mode with frozen
+BatchNorm statistics (:func:`train_mode`)."""
 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -66,22 +65,3 @@ def pair_text(rec: ImageTextRecord, data: ImageTextData, mode: str, key: tuple[i
                           "no unlearning template to build a class prompt from; set unlearn_templates")
         raise MMError(f"record {rec.id!r} of {data.name!r} has no captions")
     return captions[rng.randrange(len(captions))]
-
-
-@dataclass
-class Feats:
-    """Features of a global batch of pairs (rows matched) and their caption texts."""
-
-    img: torch.Tensor
-    txt: torch.Tensor
-    texts: list[str]
-
-
-@dataclass
-class UnlearnResult:
-    model: nn.Module
-    train_seconds: float
-    steps: int
-    resumed_from: int = 0
-    last_log: dict[str, float] = field(default_factory=dict)
-    info: dict[str, Any] = field(default_factory=dict)  # method-specific record (SLUG: layer, step, search)

@@ -17,13 +17,15 @@ from cliperase.methods.base import (
     register_method,
     unregister_method,
 )
+from cliperase.step_types import Feats, StepFeats, UnlearnResult
 
 if TYPE_CHECKING:
     import torch
 
-    from cliperase.training import Feats, UnlearnResult
-
 __all__ = [
+    "Feats",
+    "StepFeats",
+    "UnlearnResult",
     "UnlearningMethod",
     "get_method",
     "method_loss",
@@ -53,24 +55,9 @@ def needs(cfg: UnlearnConfig) -> dict[str, bool]:
     return get_method(cfg.method).needs(cfg)
 
 
-def method_loss(
-    cfg: UnlearnConfig,
-    scale: torch.Tensor,
-    f: Feats | None,
-    r: Feats | None,
-    orig_f: Feats | None = None,
-    orig_r: Feats | None = None,
-    orig_scale: torch.Tensor | None = None,
-    step: int = 0,
-) -> tuple[torch.Tensor, dict[str, float]]:
+def method_loss(cfg: UnlearnConfig, scale: torch.Tensor, f: Feats | None, r: Feats | None,
+                orig_f: Feats | None = None, orig_r: Feats | None = None, orig_scale: torch.Tensor | None = None,
+                step: int = 0) -> tuple[torch.Tensor, dict[str, float]]:
     """``cfg.method``'s total loss of one step and its named parts as floats (for logging)."""
-    total, parts = get_method(cfg.method).loss(cfg, scale, f, r, orig_f, orig_r, orig_scale, step)
+    total, parts = get_method(cfg.method).loss(cfg, StepFeats(scale, f, r, orig_f, orig_r, orig_scale, step))
     return total, {k: float(v.detach()) for k, v in parts.items()}
-
-
-def __getattr__(name: str) -> Any:
-    if name == "Feats":  # where the loss tests and callers found it before the registry
-        from cliperase.training import Feats
-
-        return Feats
-    raise AttributeError(f"module 'cliperase.methods' has no attribute {name!r}")

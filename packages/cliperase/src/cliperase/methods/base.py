@@ -15,11 +15,15 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from mmcore.errors import ConfigError
 
 from cliperase.config import UnlearnConfig
+from cliperase.step_types import StepFeats
 
 if TYPE_CHECKING:  # the registry itself stays torch-free: the CLI lists methods without loading torch
     import torch
 
-    from cliperase.training import Feats, UnlearnResult
+    from cliperase.step_types import UnlearnResult
+
+# a step's total loss and its named parts
+Objective = tuple["torch.Tensor", dict[str, "torch.Tensor"]]
 
 _REGISTRY: dict[str, type[UnlearningMethod]] = {}
 
@@ -30,6 +34,8 @@ class UnlearningMethod:
     name: ClassVar[str] = ""
     help: ClassVar[str] = ""  # one line for `mm unlearn methods` and the CLI help
     order: ClassVar[int] = 100  # position in listings (the paper's method first)
+    # the inputs of its loss: "forget" / "retain" batches, the "frozen" original (see :meth:`needs`)
+    uses: ClassVar[tuple[str, ...]] = ()
     towers: ClassVar[str] = "text"  # the towers it updates under ``towers: auto`` ("text" | "both")
     uses_steps: ClassVar[bool] = True  # trains for ``cfg.steps`` steps (False: SLUG, Retrain)
     in_memory: ClassVar[bool] = True  # runs as a library call on given data (`cliperase.unlearn`)
@@ -48,36 +54,25 @@ class UnlearningMethod:
         return self.towers if cfg.towers == "auto" else cfg.towers
 
     def needs(self, cfg: UnlearnConfig) -> dict[str, bool]:
-        """Which inputs the loss uses: forget batch, retain batch, frozen original model."""
-        raise NotImplementedError(f"method {self.name!r} has no step objective")
+        """Which inputs the loss uses: forget batch, retain batch, frozen original (default: ``uses``)."""
+        return {k: k in self.uses for k in ("forget", "retain", "frozen")}
 
     def frozen_keys(self, cfg: UnlearnConfig) -> set[str]:
         """The batches ("f" forget, "r" retain) whose features the frozen original must encode."""
         return {"f", "r"}
 
-    def loss(
-        self,
-        cfg: UnlearnConfig,
-        scale: torch.Tensor,
-        f: Feats | None,
-        r: Feats | None,
-        orig_f: Feats | None = None,
-        orig_r: Feats | None = None,
-        orig_scale: torch.Tensor | None = None,
-        step: int = 0,
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """The total loss of one step and its named parts (tensors). ``step`` seeds per-step randomness."""
+    def loss(self, cfg: UnlearnConfig, s: StepFeats) -> Objective:
+        """One step's total loss and its named parts (tensors), from the step's features ``s``."""
         raise NotImplementedError(f"method {self.name!r} has no step objective")
 
-    def unlearn(
-        self,
-        bundle: Any,
-        split: Any,
-        cfg: UnlearnConfig,
-        accelerator: Any,
-        run: Any = None,
-        desc: str | None = None,
-    ) -> UnlearnResult:
+    @staticmethod
+    def total(weights: dict[str, float] | None = None, **parts: torch.Tensor) -> Objective:
+        """``(sum of weights[k] * part_k, parts)``, weight 1 where ``weights`` gives none."""
+        w = weights or {}
+        return sum(w.get(k, 1.0) * v for k, v in parts.items()), parts  # type: ignore[return-value]
+
+    def unlearn(self, bundle: Any, split: Any, cfg: UnlearnConfig, accelerator: Any, run: Any = None,
+                desc: str | None = None) -> UnlearnResult:
         """Unlearn ``split``'s forget set from ``bundle.model`` (changed in place) by the shared step loop."""
         from cliperase.trainer import unlearning_loop
 

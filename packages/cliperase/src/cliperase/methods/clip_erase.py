@@ -3,22 +3,14 @@ L = λ_retain·L_RM + λ_forget·L_FM + λ_consistency·L_CM; ``cfg.modules`` se
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from cliperase.config import PAPER_SETTING, UnlearnConfig
-from cliperase.methods.base import UnlearningMethod, register_method
-
-if TYPE_CHECKING:
-    import torch
-
-    from cliperase.training import Feats
+from cliperase.config import PAPER_SETTING
+from cliperase.methods.base import Objective, StepFeats, UnlearnConfig, UnlearningMethod, register_method
 
 
 @register_method
 class CLIPErase(UnlearningMethod):
-    name = "cliperase"
+    name, order = "cliperase", 0
     help = "CLIPErase: forgetting + retention + consistency modules (the paper)"
-    order = 0
     variants = {
         "cliperase-fm": {"modules": "fm"},
         "cliperase-fm+rm": {"modules": "fm+rm"},
@@ -35,33 +27,18 @@ class CLIPErase(UnlearningMethod):
     def frozen_keys(self, cfg: UnlearnConfig) -> set[str]:
         return {"r"}  # CM compares with the original on retain batches only
 
-    def loss(
-        self,
-        cfg: UnlearnConfig,
-        scale: torch.Tensor,
-        f: Feats | None,
-        r: Feats | None,
-        orig_f: Feats | None = None,
-        orig_r: Feats | None = None,
-        orig_scale: torch.Tensor | None = None,
-        step: int = 0,
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def loss(self, cfg: UnlearnConfig, s: StepFeats) -> Objective:
         from cliperase import losses
 
-        assert f is not None
-        mods = cfg.modules.split("+")
+        f, r, mods = s.f, s.r, cfg.modules.split("+")
         if cfg.fm_variant == "similarity":
-            fm = losses.forget_loss(f.img, f.txt, cfg.similarity, cfg.fm_margin)
+            parts = {"fm": losses.forget_loss(f.img, f.txt, cfg.similarity, cfg.fm_margin)}
         else:
-            fm = losses.negated_ce_forget_loss(f.img, f.txt, scale)
-        parts = {"fm": fm}
-        total = cfg.lambda_forget * fm
+            parts = {"fm": losses.negated_ce_forget_loss(f.img, f.txt, s.scale)}
+        weights = {"fm": cfg.lambda_forget, "rm": cfg.lambda_retain, "cm": cfg.lambda_consistency}
         if "rm" in mods:
-            assert r is not None
-            parts["rm"] = losses.retain_loss(r.img, r.txt, scale, r.texts)
-            total = total + cfg.lambda_retain * parts["rm"]
+            parts["rm"] = losses.retain_loss(r.img, r.txt, s.scale, r.texts)
         if "cm" in mods:
-            assert r is not None and orig_r is not None and orig_scale is not None
-            parts["cm"] = losses.consistency_loss(r.img, r.txt, scale, orig_r.img, orig_r.txt, orig_scale)
-            total = total + cfg.lambda_consistency * parts["cm"]
-        return total, parts
+            o = s.orig_r
+            parts["cm"] = losses.consistency_loss(r.img, r.txt, s.scale, o.img, o.txt, s.orig_scale)
+        return self.total(weights, **parts)

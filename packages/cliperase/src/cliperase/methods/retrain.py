@@ -14,7 +14,7 @@ from cliperase.config import UnlearnConfig
 from cliperase.methods.base import UnlearningMethod, register_method
 
 if TYPE_CHECKING:
-    from cliperase.training import UnlearnResult
+    from cliperase.step_types import UnlearnResult
 
 
 def retrain_model(
@@ -90,19 +90,13 @@ class Retrain(UnlearningMethod):
                 "with `mm clip pretrain` instead, or name the forget set with --forget-ids"
             )
 
-    def unlearn(
-        self,
-        bundle: Any,
-        split: Any,
-        cfg: UnlearnConfig,
-        accelerator: Any,
-        run: Any = None,
-        desc: str | None = None,
-    ) -> UnlearnResult:
-        from cliperase.training import UnlearnResult
+    def unlearn(self, bundle: Any, split: Any, cfg: UnlearnConfig, accelerator: Any, run: Any = None,
+                desc: str | None = None) -> UnlearnResult:
+        from cliperase.step_types import UnlearnResult
 
         model, seconds, train_cfg = retrain_model(cfg, bundle, split, accelerator, run)
-        return UnlearnResult(model, seconds, int(train_cfg.get("steps") or 0), info=train_cfg)
+        steps = train_cfg.get("steps")  # the recipe's steps, as recorded in its config
+        return UnlearnResult(model, seconds, steps, info=train_cfg)
 
     def result_metrics(self, result: UnlearnResult) -> dict[str, Any]:
         return {"retrain_config": result.info}

@@ -9,7 +9,7 @@ from cliperase.config import UnlearnConfig
 from cliperase.methods.base import UnlearningMethod, register_method
 
 if TYPE_CHECKING:
-    from cliperase.training import UnlearnResult
+    from cliperase.step_types import UnlearnResult
 
 
 @register_method
@@ -22,17 +22,11 @@ class Slug(UnlearningMethod):
     uses_steps = False
     in_compare_default = False
 
-    def unlearn(
-        self,
-        bundle: Any,
-        split: Any,
-        cfg: UnlearnConfig,
-        accelerator: Any,
-        run: Any = None,
-        desc: str | None = None,
-    ) -> UnlearnResult:
+    def unlearn(self, bundle: Any, split: Any, cfg: UnlearnConfig, accelerator: Any, run: Any = None,
+                desc: str | None = None) -> UnlearnResult:
         from cliperase.slug import slug_unlearn
 
+        # the towers whose layers the search ranks: SLUG's own (both) unless the config says otherwise
         return slug_unlearn(bundle, split, cfg, accelerator, run, towers=self.towers_for(cfg))
 
     def result_metrics(self, result: UnlearnResult) -> dict[str, Any]:
