@@ -281,35 +281,38 @@ def test_data_scale_remeasure_replaces_rows_and_keeps_the_old_ones(tmp_path: Pat
 def test_gpu_check_tiny_on_the_cpu_reports_throughput_and_memory(tmp_path: Path, capsys) -> None:
     from benchmarks import gpu_check
 
-    try:
-        res = gpu_check.main(["--device", "cpu", "--tiny", "--out", str(tmp_path)])
-    except RuntimeError as e:  # some CPUs' oneDNN has no bf16 LSTM kernel (seen on a fresh-clone run, 2026-12-07)
-        if "primitive descriptor for the LSTM" in str(e):
-            pytest.skip(f"this CPU's oneDNN cannot run the bf16 LSTM of the AVQA workload: {e}")
-        raise
+    res = gpu_check.main(["--device", "cpu", "--tiny", "--out", str(tmp_path)])
     data = _load(tmp_path, "gpu_check")
     assert data["summary"] == json.loads(json.dumps(res["summary"]))
     s = data["summary"]
     assert s["device"] == "cpu" and s["gpu"] is None and data["gpu"] is None
-    for key, unit in (("cliperase_text", "images"), ("cliperase_both", "images"), ("sasrnet_train", "samples"),
-                      ("sasrnet_eval", "samples")):
-        for precision in ("fp32", "bf16"):
+    # bf16 SaSR-Net is left out, with the error, only where this CPU's oneDNN lacks the bf16 LSTM primitive
+    assert set(data["unsupported"]) <= {"sasrnet_bf16"}
+    assert all("primitive descriptor" in why for why in data["unsupported"].values())
+    assert (s["unsupported"] == "none") == (not data["unsupported"])
+    sasr_precisions = ("fp32",) if data["unsupported"] else ("fp32", "bf16")
+    for key, unit, precisions in (("cliperase_text", "images", ("fp32", "bf16")),
+                                  ("cliperase_both", "images", ("fp32", "bf16")),
+                                  ("sasrnet_train", "samples", sasr_precisions),
+                                  ("sasrnet_eval", "samples", sasr_precisions)):
+        for precision in precisions:
             for metric in ("steps_per_s", f"{unit}_per_s", "peak_memory_mb"):
                 v = s[f"{key}_{precision}_{metric}"]
                 assert math.isfinite(v) and v > 0, (key, precision, metric)
-        assert s[f"{key}_bf16_speedup_x"] > 0
+        assert s[f"{key}_bf16_speedup_x"] > 0 if "bf16" in precisions else s[f"{key}_bf16_speedup_x"] is None
     for towers in ("text", "both"):
         for precision in ("fp32", "bf16"):
             run = data["cliperase"][towers][precision]
             assert run["towers"] == towers and run["processes"] == 1 and run["timing"]["repeats"] >= 3
             assert run["images_per_step"] == 16  # --tiny: 8 forget + 8 retain pairs
             assert run["images_per_s"] == pytest.approx(16 / run["timing"]["median_s"])
-    train = data["sasrnet"]["train"]["bf16"]
+    train = data["sasrnet"]["train"][sasr_precisions[-1]]
     assert train["timing"]["repeats"] >= 3 and train["negatives"] == [4, 10, 6, 14, 14]
     assert data["sasrnet"]["input_shapes"]["visual"] == [10, 6, 14, 14]
     assert s["cliperase_input_ms_per_step"] > 0
     assert s["two_process"] == "skipped" and "device cpu" in data["two_process"]["reason"]
-    assert len(data["table"]) == 8 and all(r["throughput"] > 0 and r["peak_memory_mb"] > 0 for r in data["table"])
+    assert len(data["table"]) == 4 + 2 * len(sasr_precisions)
+    assert all(r["throughput"] > 0 and r["peak_memory_mb"] > 0 for r in data["table"])
     out = capsys.readouterr().out
     assert out.count("gpu_check: ") >= 12  # a line per section for a person watching a remote run
 
@@ -375,3 +378,29 @@ def test_unlearn_matrix_quick(tmp_path: Path) -> None:
     wall = data["wall_seconds"]
     assert wall["total"] >= wall["classes"] + wall["ratios"] + wall["concepts"] > 0
     assert "Seed x class matrix" in res["markdown"] and "Concept 'red'" in res["markdown"]
+
+
+@pytest.mark.slow
+def test_gpu_check_records_a_cpu_without_the_bf16_lstm_and_keeps_going(tmp_path: Path, monkeypatch) -> None:
+    from benchmarks import gpu_check
+
+    real = gpu_check.sasrnet_measure
+
+    def no_bf16_lstm(*a, precision, **k):  # what oneDNN raised on the CI machine of 2026-12-07
+        if precision == "bf16":
+            raise RuntimeError("could not create a primitive descriptor for the LSTM forward propagation primitive")
+        return real(*a, precision=precision, **k)
+
+    monkeypatch.setattr(gpu_check, "sasrnet_measure", no_bf16_lstm)
+    gpu_check.main(["--device", "cpu", "--tiny", "--out", str(tmp_path), "--towers", "text"])
+    data = _load(tmp_path, "gpu_check")
+    assert list(data["unsupported"]) == ["sasrnet_bf16"] and "LSTM" in data["summary"]["unsupported"]
+    assert data["summary"]["sasrnet_train_bf16_speedup_x"] is None and data["summary"]["sasrnet_train_fp32_steps_per_s"] > 0
+    assert "bf16" not in data["sasrnet"]["train"] and data["summary"]["cliperase_text_bf16_steps_per_s"] > 0
+
+    def other_error(*a, precision, **k):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(gpu_check, "sasrnet_measure", other_error)
+    with pytest.raises(RuntimeError, match="out of memory"):  # anything else still fails the check
+        gpu_check.main(["--device", "cpu", "--tiny", "--out", str(tmp_path / "x"), "--towers", "text"])
