@@ -59,6 +59,17 @@ def tables(result: dict[str, Any]) -> str:
         lines += _table(result["classes"], MATRIX_KEYS)
         lines += ["", "CLIPErase bars on the intervals: " + ", ".join(
             f"{k} {'pass' if v['pass'] else 'FAIL'}" for k, v in result.get("bar", {}).items() if k != "all_pass"), ""]
+        by = result.get("bars_by_method") or {}
+        if by:
+            names = [k for k in next(iter(by.values())) if k != "all_pass"]
+            lines += ["The same bars for every method (value: the interval end the bar reads; the original's forget "
+                      "accuracy is the same for all):", "",
+                      "| method | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+            for m, b in by.items():
+                cells = [f"{b[k]['value']:.2f} {'pass' if b[k]['pass'] else 'FAIL'}" if b.get(k, {}).get("value")
+                         is not None else "–" for k in names]
+                lines.append(f"| {m} | " + " | ".join(cells) + " |")
+            lines.append("")
     for ratio, sec in result.get("ratios", {}).items():
         lines += [f"Forget ratio {float(ratio):.0%} of the 100 shape x colour classes:", ""]
         lines += _table(sec, MATRIX_KEYS, extra=False) + [""]

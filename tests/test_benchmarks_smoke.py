@@ -366,6 +366,12 @@ def test_unlearn_matrix_quick(tmp_path: Path) -> None:
     assert "minus_cliperase" in rows["ga"]["retain_accuracy"] and "minus_cliperase" not in rows["cliperase"]["retain_accuracy"]
     assert rows["retrain"]["time_ratio_to_retrain"]["mean"] == pytest.approx(1.0)
     assert set(data["bar"]) >= {"heldout_forget_le_1 (upper end)", "retain_accuracy_within_1 (worst end)", "all_pass"}
+    # every method's bars on its own intervals; CLIPErase's are the headline's
+    assert set(data["bars_by_method"]) == set(data["methods"]) and data["bars_by_method"]["cliperase"] == data["bar"]
+    ga_hi = rows["ga"]["forget_accuracy"]["after"]["ci95"][1]
+    assert data["bars_by_method"]["ga"]["heldout_forget_le_1 (upper end)"]["value"] == pytest.approx(ga_hi)
+    assert data["bars_by_method"]["retrain"]["wall_time_le_5pct_of_retrain (upper end)"]["pass"] is False
+    assert "The same bars for every method" in data["markdown"]
     # ratio sweep on the 100-class world: 3 % and 10 % of the classes, seeded per model
     for ratio, k in (("0.03", 3), ("0.1", 10)):
         cells = data["ratios"][ratio]["cells"]

@@ -95,3 +95,31 @@ def test_format_decided_or_insisted_on(tmp_path):
     with pytest.raises(DataError, match=r"junk\.json: entry 0: missing key"):
         load_avqa_annotations(junk)
     assert load_avqa_annotations(junk, skip_bad=True)[1].skipped == 1
+
+
+def toy_loader(path, skip_bad=False):  # the toy format's loader: one question per entry's "q"
+    import json
+
+    return [e["q"] for e in json.loads(path.read_text())]
+
+
+def test_a_registered_format_is_detected_loaded_and_named_in_errors(tmp_path):
+    from mmcore.avqa.format import (
+        AnnotationFormat,
+        annotation_formats,
+        register_annotation_format,
+        unregister_annotation_format,
+    )
+
+    register_annotation_format(AnnotationFormat("toy", "Toy-QA", "a", frozenset({"toy_q"}),
+                                                f"{__name__}:toy_loader"))
+    try:
+        assert annotation_formats()[-1] == "toy"
+        p = _write(tmp_path, [{"toy_q": 1, "q": "why?"}, {"toy_q": 2, "q": "how?"}], "toy.json")
+        assert load_avqa_annotations(p) == ("toy", ["why?", "how?"])
+        mixed = _write(tmp_path, [{"toy_q": 1, "q": "why?"}, MUSIC, MUSIC], "mixed.json")
+        with pytest.raises(DataError, match=r"mixes Music-AVQA and Toy-QA entries: entry 0 is a Toy-QA entry"):
+            load_avqa_annotations(mixed)
+    finally:
+        unregister_annotation_format("toy")
+    assert "toy" not in annotation_formats()

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import typer
+from mmcore.avqa.format import annotation_formats
 
 from mm_cli.common import config_option, print_config_option, print_table, run_config, set_option, user_errors
 
@@ -19,17 +20,16 @@ def stats(
     as_json: bool = typer.Option(False, "--json", help="Print the counts as JSON instead of a table."),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip and count malformed entries instead of stopping."),
     annotation_format: str | None = typer.Option(
-        None, "--format", help="music-avqa | avqa-yang (a file mixing both is an error).",
+        None, "--format", help=f"{' | '.join(annotation_formats())} (a file mixing formats is an error).",
         show_default="decided from all entries",
     ),
 ) -> None:
     """Questions, videos, distinct answers and questions per type of an annotation file."""
     from mmcore.avqa.annotations import load_avqa_annotations
-    from mmcore.avqa.format import AVQA_FORMATS
     from mmcore.errors import MMError
 
-    if annotation_format is not None and annotation_format not in AVQA_FORMATS:
-        raise MMError(f"--format must be one of {', '.join(AVQA_FORMATS)}; got {annotation_format!r}")
+    if annotation_format is not None and annotation_format not in annotation_formats():
+        raise MMError(f"--format must be one of {', '.join(annotation_formats())}; got {annotation_format!r}")
     fmt, qs = load_avqa_annotations(file, format=annotation_format, skip_bad=skip_bad)
     if fmt == "avqa-yang":
         from mmcore.avqa import avqa_yang

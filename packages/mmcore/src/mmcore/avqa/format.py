@@ -3,7 +3,8 @@
 The format is decided from EVERY entry, not the first: an entry is Music-AVQA when it has one of
 Music-AVQA's own keys (``question_content``, ``templ_values``, ``question_deleted``, ``anser``),
 AVQA-Yang when it has one of AVQA-Yang's (``question_text``, ``multi_choice``, ``video_name``,
-``question_type``, ``question_relation``), and neither when it has none (a malformed entry, left to
+``question_type``, ``question_relation``) — each format a registered :class:`AnnotationFormat`, so a new one
+is one :func:`register_annotation_format` call — and neither when it has none (a malformed entry, left to
 the loader's per-entry validation). A file holding entries of both formats, or an entry with keys of
 both, is a :class:`~mmcore.errors.DataError` naming the file and an offending entry.
 
@@ -14,7 +15,9 @@ parser); :func:`mmcore.avqa.annotations.load_avqa_annotations` loads a file of e
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,22 +26,72 @@ from mmcore.io import read_json
 
 MUSIC_AVQA = "music-avqa"
 AVQA_YANG = "avqa-yang"
-#: The annotation formats, as ``mm avqa stats --format`` names them.
-AVQA_FORMATS: tuple[str, ...] = (MUSIC_AVQA, AVQA_YANG)
 
-_OWN_KEYS: dict[str, frozenset[str]] = {
-    MUSIC_AVQA: frozenset({"question_content", "templ_values", "question_deleted", "anser"}),
-    AVQA_YANG: frozenset({"question_text", "multi_choice", "video_name", "question_type", "question_relation"}),
-}
-_TITLE = {MUSIC_AVQA: "Music-AVQA", AVQA_YANG: "AVQA-Yang"}
-_A = {MUSIC_AVQA: "a Music-AVQA", AVQA_YANG: "an AVQA-Yang"}
+
+@dataclass(frozen=True)
+class AnnotationFormat:
+    """One AVQA annotation format: the keys only its entries have, and its loader (``"module:function"``, called
+    as ``load(path, skip_bad=...)``, imported when used)."""
+
+    name: str
+    title: str  # as messages name it: "Music-AVQA"
+    article: str  # "a" | "an", before the title
+    own_keys: frozenset[str]
+    loader: str
+
+    def load(self, path: str | Path, *, skip_bad: bool = False) -> Any:
+        module, attr = self.loader.split(":")
+        return getattr(importlib.import_module(module), attr)(path, skip_bad=skip_bad)
+
+
+_FORMATS: dict[str, AnnotationFormat] = {}
+
+
+def register_annotation_format(fmt: AnnotationFormat) -> AnnotationFormat:
+    """Make ``fmt`` detectable and loadable (``load_avqa_annotations``, ``mm avqa stats --format``)."""
+    if fmt.name in _FORMATS and _FORMATS[fmt.name] != fmt:
+        raise ValueError(f"annotation format {fmt.name!r} is already registered")
+    _FORMATS[fmt.name] = fmt
+    return fmt
+
+
+def unregister_annotation_format(name: str) -> None:
+    """Remove format ``name`` (a test's or a plugin's cleanup)."""
+    _FORMATS.pop(name, None)
+
+
+def annotation_formats() -> tuple[str, ...]:
+    """The registered annotation formats, as ``mm avqa stats --format`` names them."""
+    return tuple(_FORMATS)
+
+
+def annotation_format(name: str) -> AnnotationFormat:
+    """The registered format ``name``; a KeyError naming the choices otherwise."""
+    if name not in _FORMATS:
+        raise KeyError(f"unknown annotation format {name!r}; choose one of {', '.join(_FORMATS)}")
+    return _FORMATS[name]
+
+
+register_annotation_format(AnnotationFormat(
+    MUSIC_AVQA, "Music-AVQA", "a", frozenset({"question_content", "templ_values", "question_deleted", "anser"}),
+    "mmcore.avqa.music_avqa:load_music_avqa"))
+register_annotation_format(AnnotationFormat(
+    AVQA_YANG, "AVQA-Yang", "an",
+    frozenset({"question_text", "multi_choice", "video_name", "question_type", "question_relation"}),
+    "mmcore.avqa.avqa_yang:load_avqa_yang"))
+
+
+def _a(name: str) -> str:
+    f = _FORMATS[name]
+    return f"{f.article} {f.title}"
 
 
 def entry_format(entry: Any) -> str | None:
-    """``"music-avqa"``, ``"avqa-yang"``, ``"both"`` (keys of both formats) or None (neither)."""
+    """The registered format whose own keys ``entry`` has (``"music-avqa"``, ``"avqa-yang"``), ``"both"`` (keys
+    of more than one format) or None (none)."""
     if not isinstance(entry, dict):
         return None
-    found = [f for f, keys in _OWN_KEYS.items() if keys & entry.keys()]
+    found = [f.name for f in _FORMATS.values() if f.own_keys & entry.keys()]
     return "both" if len(found) > 1 else (found[0] if found else None)
 
 
@@ -52,23 +105,24 @@ def detect_format(entries: Sequence[Any], path: str | Path | None) -> str | None
     for i, entry in enumerate(entries):
         fmt = entry_format(entry)
         if fmt == "both":
-            keys = {f: sorted(_OWN_KEYS[f] & entry.keys()) for f in AVQA_FORMATS}
+            keys = {f.title: sorted(f.own_keys & entry.keys()) for f in _FORMATS.values() if f.own_keys & entry.keys()}
             raise DataError(
                 path,
-                f"entry {i} mixes the two annotation formats: it has Music-AVQA keys {keys[MUSIC_AVQA]} "
-                f"and AVQA-Yang keys {keys[AVQA_YANG]}",
+                f"entry {i} mixes the {'two' if len(keys) == 2 else len(keys)} annotation formats: it has "
+                + " and ".join(f"{title} keys {k}" for title, k in keys.items()),
             )
         if fmt is not None:
             first.setdefault(fmt, i)
             count[fmt] = count.get(fmt, 0) + 1
     if len(count) < 2:
         return next(iter(count), None)
-    major, minor = sorted(AVQA_FORMATS, key=lambda f: (-count[f], first[f]))
+    major, minor = sorted(count, key=lambda f: (-count[f], first[f]))[:2]
+    titles = " and ".join(_FORMATS[f].title for f in _FORMATS if f in count)
     raise DataError(
         path,
-        f"mixes Music-AVQA and AVQA-Yang entries: entry {first[minor]} is {_A[minor]} entry "
+        f"mixes {titles} entries: entry {first[minor]} is {_a(minor)} entry "
         f"({count[minor]} such) while {count[major]} entries, from entry {first[major]} on, are "
-        f"{_TITLE[major]}; give one format per file",
+        f"{_FORMATS[major].title}; give one format per file",
     )
 
 
@@ -78,7 +132,7 @@ def check_format(entries: Sequence[Any], path: str | Path | None, expected: str)
     if found is not None and found != expected:
         i = next(i for i, e in enumerate(entries) if entry_format(e) == found)
         raise DataError(
-            path, f"is {_A[found]} file (entry {i} and every other recognisable one), not {_A[expected]} file"
+            path, f"is {_a(found)} file (entry {i} and every other recognisable one), not {_a(expected)} file"
         )
 
 
