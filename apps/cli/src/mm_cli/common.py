@@ -192,6 +192,12 @@ def choose_clip_model(model: str | None, pretrained: str | None, random_init: bo
         typer.echo(f"using the cached tiny CLIP {cached} (--model DIR to choose another)", err=True)
         return str(cached)
     model = default_arch if model is None else model
+    from mmcore.encoders.family import detect_family
+
+    if detect_family(model) not in (None, "clip"):  # a saved model of another family (a BLIP run): trained weights
+        if random_init:
+            raise MMError(f"--random-init is for an architecture name; {model!r} is a saved model directory")
+        return model
     if check_model_source(model, pretrained) == "name" and not pretrained:
         if not random_init:
             close = [] if model in project_model_names() else difflib.get_close_matches(model, project_model_names(), 1)

@@ -230,7 +230,7 @@ def run(
         typer.echo(f"time: unlearning {t['unlearn_s']:.1f} s, evaluation {t['eval_before_s'] + t['eval_after_s']:.1f} s"
                    + (" (original model's metrics reused from the cache)" if t["before_cached"] else "")
                    + (f", relearn {t['relearn_s']:.1f} s" if m.get("relearn") else "") + f", total {t['total_s']:.1f} s")
-        typer.echo(f"wrote {out}/metrics.json, model.safetensors, report.md")
+        typer.echo(f"wrote {out}/metrics.json, the unlearned model, report.md")
 
 
 @app.command("eval")

@@ -31,12 +31,14 @@ def _as_data(data: ImageTextData | Sequence[ImageTextRecord], name: str) -> Imag
 def as_bundle(model: Any) -> Any:
     """A :class:`~mmcore.encoders.clip.ClipBundle` from a bundle, a model dir / open_clip name (loaded), or an
     open_clip model (its tokenizer and eval preprocessing rebuilt from the model itself)."""
-    from mmcore.encoders.clip import ClipBundle, _make_preprocess, load_clip
+    from mmcore.encoders.clip import ClipBundle, _make_preprocess
 
-    if isinstance(model, ClipBundle):
-        return model
+    if isinstance(model, ClipBundle) or (hasattr(model, "family") and hasattr(model, "tokenizer")):
+        return model  # a bundle of any family (mmcore.encoders.family)
     if isinstance(model, str) or hasattr(model, "__fspath__"):
-        return load_clip(model)
+        from mmcore.encoders.family import load_image_text_model
+
+        return load_image_text_model(model)
     if not (hasattr(model, "encode_image") and hasattr(model, "encode_text")):
         raise MMError(f"expected a CLIP (ClipBundle, model dir, open_clip name or model); got {type(model).__name__}")
     import open_clip

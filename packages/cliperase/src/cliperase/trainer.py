@@ -184,7 +184,8 @@ def unlearning_loop(method: Any, bundle: Any, split: ForgetSplit, cfg: UnlearnCo
     train_mode(model, cfg.freeze_norm_stats)
     image_frozen = method.towers_for(cfg) == "text"
     if image_frozen:  # eval mode too: BatchNorm statistics must not drift either
-        model.visual.requires_grad_(False).eval()
+        for tower in bundle.image_tower():
+            tower.requires_grad_(False).eval()
     text_mode = {"f": cfg.forget_text or cfg.text, "r": cfg.text}
     templates = config_templates(split.retain, cfg)
 

@@ -22,6 +22,15 @@ class Slug(UnlearningMethod):
     uses_steps = False
     in_compare_default = False
 
+    def check(self, cfg: UnlearnConfig) -> None:
+        from mmcore.encoders.family import detect_family
+        from mmcore.errors import ConfigError
+
+        family = detect_family(cfg.model)
+        if family not in (None, "clip"):  # its tower split reads open_clip's parameter names
+            raise ConfigError(f"method 'slug' ranks the layers of open_clip CLIP towers; {cfg.model!r} is a "
+                              f"{family.upper()} model")
+
     def unlearn(self, bundle: Any, split: Any, cfg: UnlearnConfig, accelerator: Any, run: Any = None,
                 desc: str | None = None) -> UnlearnResult:
         from cliperase.slug import slug_unlearn

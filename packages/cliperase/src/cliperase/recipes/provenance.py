@@ -54,7 +54,13 @@ def retrain_unavailable(cfg: UnlearnConfig) -> str | None:
     Retrain is the original model trained again, by its own recipe, on its training data without D_f. That
     is possible for a model trained here from random weights (`mm clip pretrain`, or a random-init model
     name), not for weights trained elsewhere on data this project does not have: an open_clip pretrained tag
-    or checkpoint, or a saved model that started from one (fine-tuned or unlearned from it)."""
+    or checkpoint, or a saved model that started from one (fine-tuned or unlearned from it). A model of another
+    family than CLIP (a BLIP run) is not retrained here: Retrain re-runs the CLIP pretraining recipe."""
+    from mmcore.encoders.family import detect_family
+
+    family = detect_family(cfg.model)
+    if family not in (None, "clip"):
+        return f"{family.upper()} model {cfg.model!r} (Retrain re-runs the CLIP pretraining recipe)"
     if cfg.pretrained:
         return f"model {cfg.model!r} with pretrained weights {cfg.pretrained!r}"
     for path, raw in _config_chain(cfg.model):
@@ -66,6 +72,9 @@ def retrain_unavailable(cfg: UnlearnConfig) -> str | None:
 
 def retrain_error(reason: str) -> MMError:
     """The error of a Retrain that cannot run, with ``reason`` (from :func:`retrain_unavailable`)."""
+    if "Retrain re-runs the CLIP pretraining recipe" in reason:
+        return MMError(f"Retrain is unavailable for the {reason}: retraining a BLIP from scratch on D_r is "
+                       "`mm clip pretrain --family blip` on the retain data, not part of `mm unlearn`")
     return MMError(
         f"Retrain is unavailable for {reason}. Retrain means the original model trained again, with its own "
         "recipe, on its training data without the forget set D_f (the reference that unlearning approximates). "

@@ -118,9 +118,10 @@ def _accelerator(cfg: UnlearnConfig, accelerator: Any = None):
 
 
 def _load_model(cfg: UnlearnConfig, device: Any):
-    from mmcore.encoders.clip import load_clip
+    """The model of ``cfg`` in any registered family (a saved CLIP or BLIP directory, or a CLIP name)."""
+    from mmcore.encoders.family import load_image_text_model
 
-    return load_clip(cfg.model, cfg.pretrained, device=str(device))
+    return load_image_text_model(cfg.model, pretrained=cfg.pretrained, device=str(device))
 
 
 def _is_main(acc: Any) -> bool:
@@ -177,7 +178,6 @@ def run_unlearning(
     ``cache_dir``: reuse the original model's metrics from there (:mod:`cliperase.before_cache`)."""
     from mmcore.checkpoint import unwrap
     from mmcore.distributed import seed_everything
-    from mmcore.encoders.clip import save_clip
 
     from cliperase.metrics import evaluate_split
     from cliperase.relearn import plot_relearn, relearn_steps
@@ -238,8 +238,8 @@ def run_unlearning(
         "templates": config_templates(split.retain, cfg).to_dict(),
         **method.result_metrics(res),
     }
-    if run.writes:
-        save_clip(model, out, bundle.model_name, bundle.model_cfg)
+    if run.writes:  # CLIP: OUT/clip_config.json + model.safetensors; BLIP: OUT/model/ (transformers' format)
+        dataclasses.replace(bundle, model=model).save_run_model(out)
     run.write_metrics(metrics)
     if run.writes:
         if relearn is not None:

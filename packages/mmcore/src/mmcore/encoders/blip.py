@@ -221,6 +221,10 @@ class BlipBundle(ImageTextBundleMixin):
     def save(self, out_dir: str | Path) -> None:
         save_blip(self, out_dir)
 
+    def image_tower(self) -> list[Any]:
+        """BLIP's ViT and its projection into the shared space."""
+        return [self.hf.vision_model, self.hf.vision_proj]
+
 
 def _image_processor(image_size: int, mean: Any = OPENAI_MEAN, std: Any = OPENAI_STD) -> Any:
     from transformers import BlipImageProcessor

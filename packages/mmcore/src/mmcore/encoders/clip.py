@@ -337,7 +337,11 @@ def check_model_source(model: str | Path, pretrained: str | None = None) -> str:
 
 def is_random_init(model: str | Path, pretrained: str | None = None) -> bool:
     """Whether ``model`` / ``pretrained`` give untrained weights: an architecture name with neither a
-    pretrained tag nor a checkpoint."""
+    pretrained tag nor a checkpoint. A saved directory of another family (a BLIP run) holds trained weights."""
+    from mmcore.encoders.family import detect_family
+
+    if detect_family(model) not in (None, "clip"):
+        return False
     return not pretrained and check_model_source(model) == "name"
 
 

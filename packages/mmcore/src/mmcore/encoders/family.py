@@ -83,6 +83,17 @@ class ImageTextBundleMixin:
         """Contrastive logits ``logit_scale * image_features @ text_features.T`` (normalised inputs)."""
         return self.logit_scale * image_features @ text_features.T
 
+    def image_tower(self) -> list[Any]:
+        """The modules that compute the image embedding (frozen together when only the text tower trains)."""
+        return [self.model.visual]
+
+    def save_run_model(self, run_dir: str | Path) -> Path:
+        """Save the model into a run directory that has its own config.json: the family's place in it
+        (:attr:`Family.run_subdir`), loadable again by :func:`load_image_text_model` of ``run_dir``."""
+        target = Path(run_dir) / get_family(self.family).run_subdir  # type: ignore[attr-defined]
+        self.save(target)  # type: ignore[attr-defined]
+        return target
+
 
 @dataclass(frozen=True)
 class Family:
@@ -94,6 +105,8 @@ class Family:
     load: str  # load(dir_or_name, pretrained=None, *, device) -> bundle
     default_model: str  # the offline default architecture (random weights until pretrained)
     saved_format: str  # one line: what a saved directory holds (for error messages)
+    # where a run directory (one with the run's own config.json) keeps the model: "" itself, else this sub-folder
+    run_subdir: str = ""
 
     def function(self, which: str) -> Any:
         return getattr(importlib.import_module(self.module), getattr(self, which))
@@ -104,7 +117,8 @@ FAMILIES: dict[str, Family] = {
                    "clip_config.json + model.safetensors (mmcore.encoders.clip.save_clip)"),
     "blip": Family("blip", "mmcore.encoders.blip", "create_blip", "load_blip", "mm-tiny-blip",
                    "a transformers BlipForImageTextRetrieval folder (config.json with model_type 'blip', "
-                   "model.safetensors, tokenizer and image processor files), or a BLIP run directory whose model/ is one"),
+                   "model.safetensors, tokenizer and image processor files), or a BLIP run directory whose model/ is one",
+                   run_subdir="model"),
 }
 
 
