@@ -21,6 +21,7 @@ END = "<!-- results:end -->"
 SECTIONS = [
     ("clip_pretrain", "Tiny CLIP pretraining (`mm clip pretrain`)"),
     ("unlearn_shapes", "Unlearning \"circle\" on the tiny CLIP, every method tuned by one rule on other classes (`python -m benchmarks unlearn_shapes`)"),
+    ("unlearn_matrix", "CLIPErase's claims with intervals: every method x tiny-CLIP seeds x forget classes (`python -m benchmarks unlearn_matrix`)"),
     ("unlearn_defaults", "CLIPErase default choices, each undone alone (validation forget classes, never circle)"),
     ("unlearn_default_run", "The default `mm unlearn run`: wall time and the share spent in evaluation"),
     ("data_scale", "The real data path at growing sizes: webdataset JPEG shards, peak RSS and images/s"),
@@ -130,6 +131,11 @@ def _adapt(name: str, data: dict[str, Any]) -> tuple[dict[str, Any] | None, list
         if rt:
             summary["Retrain to equal quality"] = (f"{rt['steps']} steps (retain within 1 point of the original: "
                                                    f"{'yes' if rt['equal_quality'] else 'no, cap hit'})")
+    elif name == "unlearn_matrix":
+        table = None  # its tables come from the JSON's own markdown (benchmarks/unlearn_matrix_plot.tables)
+        summary = {"protocol": "settings chosen once on " + ", ".join(data["tuning"]["grid"]["validation_classes"])
+                               + " (seed-0 model) by unlearn_shapes' rule; then every (seed, forget class) cell",
+                   **{k: v for k, v in data["summary"].items()}}
     elif name == "unlearn_defaults":
         keys = ["forget_accuracy", "retain_accuracy", "test_accuracy", "retain_i2t_R@1"]
         table = [{"config": r["config"], **{f"Δ {k} (median)": r["median_delta"][k] for k in keys},
@@ -256,6 +262,8 @@ def render_section(name: str, title: str, data: dict[str, Any]) -> list[str]:
                   "Same chosen settings:", ""]
         lines += _table([_unlearn_row(r) for r in lk["rows"]])
         lines.append("")
+    if name == "unlearn_matrix" and data.get("markdown"):
+        lines += [data["markdown"], ""]
     if name == "avqa_synth" and data.get("per_template"):
         ref = "avst-sasr-recipe" if "avst-sasr-recipe" in data["per_template"][0] else "avst"  # same recipe first
         rows = sorted(data["per_template"], key=lambda r: r.get("sasrnet", 0) - r.get(ref, 0))
