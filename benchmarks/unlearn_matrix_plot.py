@@ -134,6 +134,12 @@ def plot(result: dict[str, Any], path: Path) -> None:
         kw, sec = next(iter(concepts.items()))
         _errorbars(axes[2], sec, ("concept_accuracy", "concept_other_accuracy", "concept_caption_t2i_R@1"),
                    f"concept {kw!r}")
+    for ax, key, what in ((axes[0], "classes", "seed x class matrix"), (axes[1], "ratios", "forget-ratio sweep"),
+                          (axes[2], "concepts", "concept forgetting")):
+        if not result.get(key):  # a section left out of this run: say so rather than draw empty axes
+            ax.set_axis_off()
+            ax.text(0.5, 0.5, f"{what}:\nnot run in this result", ha="center", va="center", fontsize=11,
+                    transform=ax.transAxes)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
