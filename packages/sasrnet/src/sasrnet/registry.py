@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mmcore.errors import ConfigError
+from mmcore.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -41,32 +42,29 @@ class AVQAModelSpec:
         return builder(cfg)
 
 
-_REGISTRY: dict[str, AVQAModelSpec] = {}
+_REGISTRY: Registry[AVQAModelSpec] = Registry("AVQA model")
 
 
 def register_avqa_model(spec: AVQAModelSpec) -> AVQAModelSpec:
     """Make ``spec`` buildable and trainable by its name (``mm avqa train --model NAME``)."""
-    if spec.name in _REGISTRY and _REGISTRY[spec.name] != spec:
-        raise ValueError(f"AVQA model {spec.name!r} is already registered")
-    _REGISTRY[spec.name] = spec
-    return spec
+    return _REGISTRY.register(spec.name, spec)
 
 
 def unregister_avqa_model(name: str) -> None:
     """Remove model ``name`` (a test's or a plugin's cleanup)."""
-    _REGISTRY.pop(name, None)
+    _REGISTRY.unregister(name)
 
 
 def avqa_model_names() -> list[str]:
     """The registered models, in registration order."""
-    return list(_REGISTRY)
+    return [s.name for s in _REGISTRY]
 
 
 def avqa_model_spec(name: str) -> AVQAModelSpec:
     """The spec of model ``name``; a ConfigError naming the choices otherwise."""
-    spec = _REGISTRY.get(name)
+    spec = _REGISTRY.find(name)
     if spec is None:
-        raise ConfigError(f"unknown model {name!r}; choose one of {', '.join(_REGISTRY)}")
+        raise ConfigError(f"unknown model {name!r}; choose one of {', '.join(avqa_model_names())}")
     return spec
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from mmcore.errors import ConfigError
+from mmcore.registry import Registry
 
 from cliperase.config import UnlearnConfig
 from cliperase.step_types import StepFeats
@@ -25,7 +26,7 @@ if TYPE_CHECKING:  # the registry itself stays torch-free: the CLI lists methods
 # a step's total loss and its named parts
 Objective = tuple["torch.Tensor", dict[str, "torch.Tensor"]]
 
-_REGISTRY: dict[str, type[UnlearningMethod]] = {}
+_REGISTRY: Registry[type[UnlearningMethod]] = Registry("unlearning method")
 
 
 class UnlearningMethod:
@@ -87,32 +88,34 @@ def register_method(cls: type[UnlearningMethod]) -> type[UnlearningMethod]:
     """Class decorator: make ``cls`` available by ``cls.name`` everywhere (runner, library, CLI)."""
     if not cls.name:
         raise ValueError(f"{cls.__name__} needs a name")
-    known = {v for c in _REGISTRY.values() if c is not cls for v in c.variants}
-    clash = {cls.name, *cls.variants} & (set(_REGISTRY) - {cls.name} | known)
-    if clash or (cls.name in _REGISTRY and _REGISTRY[cls.name].__qualname__ != cls.__qualname__):
+    known = {v for c in _REGISTRY if c.name != cls.name for v in c.variants}
+    names = {c.name for c in _REGISTRY}
+    clash = {cls.name, *cls.variants} & (names - {cls.name} | known)
+    old = _REGISTRY.find(cls.name)
+    if clash or (old is not None and old.__qualname__ != cls.__qualname__):
         raise ValueError(f"unlearning method names already registered: {sorted(clash or {cls.name})}")
-    _REGISTRY[cls.name] = cls
-    return cls
+    _REGISTRY.unregister(cls.name)  # the same class defined again (a module re-imported) replaces itself
+    return _REGISTRY.register(cls.name, cls)
 
 
 def unregister_method(name: str) -> None:
     """Remove method ``name`` from the registry (a test's or a plugin's cleanup)."""
-    _REGISTRY.pop(name, None)
+    _REGISTRY.unregister(name)
 
 
 def method_names() -> list[str]:
     """Every registered method, in listing order."""
-    return sorted(_REGISTRY, key=lambda n: (_REGISTRY[n].order, n))
+    return [c.name for c in sorted(_REGISTRY, key=lambda c: (c.order, c.name))]
 
 
 def method_variants() -> dict[str, dict[str, Any]]:
     """Every `mm unlearn compare` variant: name -> config updates, the method included."""
-    return {v: {"method": n, **upd} for n in method_names() for v, upd in _REGISTRY[n].variants.items()}
+    return {v: {"method": n, **upd} for n in method_names() for v, upd in _REGISTRY.find(n).variants.items()}
 
 
 def get_method(name: str) -> UnlearningMethod:
     """The registered method ``name``; a :class:`ConfigError` naming the choices otherwise."""
-    cls = _REGISTRY.get(name)
+    cls = _REGISTRY.find(name)
     if cls is None:
         raise ConfigError(f"method must be one of {', '.join(method_names())}; got {name!r}")
     return cls()
@@ -120,7 +123,7 @@ def get_method(name: str) -> UnlearningMethod:
 
 def reference_method() -> str | None:
     """The name of the registered reference method (Retrain), if any."""
-    return next((n for n in method_names() if _REGISTRY[n].reference), None)
+    return next((n for n in method_names() if _REGISTRY.find(n).reference), None)
 
 
 def parse_method(name: str) -> dict[str, Any]:

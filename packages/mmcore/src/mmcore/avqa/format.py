@@ -23,6 +23,7 @@ from typing import Any
 
 from mmcore.errors import DataError
 from mmcore.io import read_json
+from mmcore.registry import Registry
 
 MUSIC_AVQA = "music-avqa"
 AVQA_YANG = "avqa-yang"
@@ -44,32 +45,30 @@ class AnnotationFormat:
         return getattr(importlib.import_module(module), attr)(path, skip_bad=skip_bad)
 
 
-_FORMATS: dict[str, AnnotationFormat] = {}
+_FORMATS: Registry[AnnotationFormat] = Registry("annotation format")
 
 
 def register_annotation_format(fmt: AnnotationFormat) -> AnnotationFormat:
     """Make ``fmt`` detectable and loadable (``load_avqa_annotations``, ``mm avqa stats --format``)."""
-    if fmt.name in _FORMATS and _FORMATS[fmt.name] != fmt:
-        raise ValueError(f"annotation format {fmt.name!r} is already registered")
-    _FORMATS[fmt.name] = fmt
-    return fmt
+    return _FORMATS.register(fmt.name, fmt)
 
 
 def unregister_annotation_format(name: str) -> None:
     """Remove format ``name`` (a test's or a plugin's cleanup)."""
-    _FORMATS.pop(name, None)
+    _FORMATS.unregister(name)
 
 
 def annotation_formats() -> tuple[str, ...]:
     """The registered annotation formats, as ``mm avqa stats --format`` names them."""
-    return tuple(_FORMATS)
+    return tuple(f.name for f in _FORMATS)
 
 
 def annotation_format(name: str) -> AnnotationFormat:
     """The registered format ``name``; a KeyError naming the choices otherwise."""
-    if name not in _FORMATS:
-        raise KeyError(f"unknown annotation format {name!r}; choose one of {', '.join(_FORMATS)}")
-    return _FORMATS[name]
+    fmt = _FORMATS.find(name)
+    if fmt is None:
+        raise KeyError(f"unknown annotation format {name!r}; choose one of {', '.join(annotation_formats())}")
+    return fmt
 
 
 register_annotation_format(AnnotationFormat(
@@ -82,7 +81,7 @@ register_annotation_format(AnnotationFormat(
 
 
 def _a(name: str) -> str:
-    f = _FORMATS[name]
+    f = annotation_format(name)
     return f"{f.article} {f.title}"
 
 
@@ -91,7 +90,7 @@ def entry_format(entry: Any) -> str | None:
     of more than one format) or None (none)."""
     if not isinstance(entry, dict):
         return None
-    found = [f.name for f in _FORMATS.values() if f.own_keys & entry.keys()]
+    found = [f.name for f in _FORMATS if f.own_keys & entry.keys()]
     return "both" if len(found) > 1 else (found[0] if found else None)
 
 
@@ -105,7 +104,7 @@ def detect_format(entries: Sequence[Any], path: str | Path | None) -> str | None
     for i, entry in enumerate(entries):
         fmt = entry_format(entry)
         if fmt == "both":
-            keys = {f.title: sorted(f.own_keys & entry.keys()) for f in _FORMATS.values() if f.own_keys & entry.keys()}
+            keys = {f.title: sorted(f.own_keys & entry.keys()) for f in _FORMATS if f.own_keys & entry.keys()}
             raise DataError(
                 path,
                 f"entry {i} mixes the {'two' if len(keys) == 2 else len(keys)} annotation formats: it has "
@@ -117,12 +116,12 @@ def detect_format(entries: Sequence[Any], path: str | Path | None) -> str | None
     if len(count) < 2:
         return next(iter(count), None)
     major, minor = sorted(count, key=lambda f: (-count[f], first[f]))[:2]
-    titles = " and ".join(_FORMATS[f].title for f in _FORMATS if f in count)
+    titles = " and ".join(f.title for f in _FORMATS if f.name in count)
     raise DataError(
         path,
         f"mixes {titles} entries: entry {first[minor]} is {_a(minor)} entry "
         f"({count[minor]} such) while {count[major]} entries, from entry {first[major]} on, are "
-        f"{_FORMATS[major].title}; give one format per file",
+        f"{_FORMATS.find(major).title}; give one format per file",
     )
 
 

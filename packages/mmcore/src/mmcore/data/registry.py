@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mmcore.errors import MMError
+from mmcore.registry import Registry
 
 if TYPE_CHECKING:
     from mmcore.data.records import ImageTextData
@@ -42,35 +43,31 @@ class ImageTextDatasetSpec:
     holdout: Callable[..., tuple[ImageTextData, ImageTextData]] | None = None
 
 
-_REGISTRY: dict[str, ImageTextDatasetSpec] = {}
-
-
 def _key(name: str) -> str:
     return name.lower().replace("-", "").replace("_", "")
 
 
+_REGISTRY: Registry[ImageTextDatasetSpec] = Registry("image-text dataset", key=_key)
+
+
 def register_image_text_dataset(spec: ImageTextDatasetSpec) -> ImageTextDatasetSpec:
     """Make ``spec`` loadable by its name everywhere (``load_image_text``, the CLI, the unlearning runner)."""
-    key = _key(spec.name)
-    if key in _REGISTRY and _REGISTRY[key] != spec:
-        raise ValueError(f"image-text dataset {spec.name!r} is already registered")
-    _REGISTRY[key] = spec
-    return spec
+    return _REGISTRY.register(spec.name, spec)
 
 
 def unregister_image_text_dataset(name: str) -> None:
     """Remove dataset ``name`` from the registry (a test's or a plugin's cleanup)."""
-    _REGISTRY.pop(_key(name), None)
+    _REGISTRY.unregister(name)
 
 
 def image_text_datasets() -> tuple[str, ...]:
     """The registered dataset names, in registration order."""
-    return tuple(s.name for s in _REGISTRY.values())
+    return tuple(s.name for s in _REGISTRY)
 
 
 def dataset_spec(name: str) -> ImageTextDatasetSpec:
     """The spec of dataset ``name`` (case, ``-`` and ``_`` ignored); an MMError with a spelling hint otherwise."""
-    spec = _REGISTRY.get(_key(name))
+    spec = _REGISTRY.find(name)
     if spec is None:
         names = image_text_datasets()
         close = difflib.get_close_matches(name.lower(), names, n=1, cutoff=0.6)
@@ -152,7 +149,7 @@ def open_image_text_stream(
     """A :class:`~mmcore.data.wds.stream.ShardStream` over a streamed dataset (``spec.streamed``): batches
     decoded in DataLoader workers, nothing else held."""
     if not dataset_spec(name).streamed:
-        streamed = [s.name for s in _REGISTRY.values() if s.streamed]
+        streamed = [s.name for s in _REGISTRY if s.streamed]
         raise MMError(f"dataset {name!r} is not read as a stream; streamed: {', '.join(streamed)}")
     if root is None:
         raise MMError(f"dataset {name!r} needs a data root (--data-root PATH)")
