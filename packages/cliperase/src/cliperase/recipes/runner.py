@@ -52,7 +52,8 @@ def load_data(cfg: UnlearnConfig, image_size: int | None = None) -> tuple[ImageT
     n_kw: dict[str, dict[str, Any]] = {"train": {}, "test": {}}
     if spec.synthetic:
         pre = pretrain_config(cfg.model) or {}
-        same = dataset_spec(str(pre["dataset"])).name == spec.name if pre.get("dataset") else False
+        # a recorded name the registry no longer knows (an unregistered plugin's) is simply not the same data
+        same = str(pre.get("dataset", "")).lower() == spec.name.lower()
         seed = cfg.data_seed if cfg.data_seed is not None else int(pre.get("seed", cfg.seed)) if same else cfg.seed
         kw["seed"] = seed
         kw["classes"] = cfg.shapes_classes or (str(pre.get("shapes_classes") or "shape") if same else "shape")
